@@ -1,0 +1,3 @@
+"""lmlab: language-model experiments in JAX and Flax NNX."""
+
+__version__ = "0.1.0"
