@@ -1,0 +1,19 @@
+"""Data: the corpus registry, the built-in corpora, and memory-mapped token files.
+
+Importing this package registers the built-in corpora (currently ``shakespeare``).
+"""
+
+from lmlab.data.cache import cache_dir
+from lmlab.data.corpora import Corpus, available_corpora, get_corpus, register_corpus
+from lmlab.data import shakespeare as _shakespeare  # noqa: F401  (registers "shakespeare")
+from lmlab.data.token_file import read_token_file, write_token_file
+
+__all__ = [
+    "Corpus",
+    "available_corpora",
+    "cache_dir",
+    "get_corpus",
+    "read_token_file",
+    "register_corpus",
+    "write_token_file",
+]

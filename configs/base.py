@@ -1,0 +1,65 @@
+"""Defaults shared by every lmlab run. Variant configs import this and change what differs."""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    c.data = ml_collections.ConfigDict()
+    c.data.corpus = "shakespeare"   # a name from lmlab.data.available_corpora()
+    c.data.seq_len = 128            # tokens per training window (the model's context)
+    c.data.batch_size = 16          # windows per optimizer micro-step
+
+    c.tokenizer = ml_collections.ConfigDict()
+    c.tokenizer.kind = "bpe"        # bpe | char
+    c.tokenizer.vocab_size = 2048   # ignored by char (its size comes from the corpus)
+    c.tokenizer.special_tokens = ("<|endoftext|>",)
+
+    c.model = ml_collections.ConfigDict()
+    c.model.family = "gpt"
+    c.model.n_layers = 4
+    c.model.d_model = 128
+    c.model.n_heads = 4
+    c.model.n_kv_heads = 4          # = n_heads: MHA; a divisor: GQA; 1: MQA
+    c.model.d_ff = 512
+    c.model.max_len = 1024          # longest sequence the positions support (learned table size)
+    c.model.positions = "rope"      # learned | sinusoidal | rope
+    c.model.rope_theta = 10000.0
+    c.model.norm = "layernorm"      # layernorm | rmsnorm
+    c.model.norm_eps = 1e-5
+    c.model.mlp = "gelu"            # gelu | swiglu
+    c.model.tie_embeddings = True
+    c.model.use_bias = True
+    c.model.dropout = 0.0
+    c.model.attention_impl = "auto"  # auto | naive | blockwise | cudnn | pallas
+    c.model.dtype = "float32"       # compute dtype: float32 | bfloat16 (parameters stay float32)
+
+    c.train = ml_collections.ConfigDict()
+    c.train.steps = 1000
+    c.train.learning_rate = 3e-3
+    c.train.min_lr_ratio = 0.1      # cosine decays to learning_rate * min_lr_ratio
+    c.train.warmup_steps = 50
+    c.train.weight_decay = 0.1      # not applied to norms, biases and embeddings
+    c.train.b1 = 0.9
+    c.train.b2 = 0.99
+    c.train.eps = 1e-8
+    c.train.grad_clip = 1.0         # global norm; 0 disables
+    c.train.grad_accum = 1          # micro-batches per optimizer step
+    c.train.label_smoothing = 0.0
+    c.train.z_loss = 0.0            # coefficient of log(Z)^2, keeps logits from drifting
+    c.train.steps_per_call = 10     # optimizer steps fused into one jitted call (lax.scan)
+    c.train.log_every = 10
+    c.train.eval_every = 200
+    c.train.eval_batches = 16       # windows of batch_size for periodic evals (0: whole split)
+    c.train.checkpoint_every = 200
+    c.train.keep_checkpoints = 3    # the latest N, plus the best by val loss
+
+    c.sample = ml_collections.ConfigDict()
+    c.sample.prompts = ("ROMEO:\n",)
+    c.sample.max_new_tokens = 100
+    c.sample.temperature = 0.8
+    c.sample.top_k = 0              # 0: off
+    c.sample.top_p = 1.0            # 1.0: off
+    return c

@@ -1,0 +1,176 @@
+"""`lmlab train | eval | sample`: parse arguments, call the library, print results to stdout.
+
+Logs and progress go to stderr. User errors end with one line `lmlab: error: ...` and exit status 2
+(bad config or arguments) or 1 (bad data, corrupt files, non-finite loss); LMLAB_DEBUG=1 shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import pathlib
+import sys
+
+log = logging.getLogger("lmlab")
+
+
+class UsageError(Exception):
+    pass
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname).1s %(message)s", "%H:%M:%S"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.propagate = False
+    for noisy in ("absl", "orbax", "jax._src.xla_bridge"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    overrides = [a for a in argv if a.startswith("--config.")]
+    return [a for a in argv if not a.startswith("--config.")], overrides
+
+
+def _generate_texts(run_or_model, tokenizer, prompts, *, max_new_tokens, temperature, top_k, top_p, seed) -> list[str]:
+    import jax
+
+    from lmlab.decode.sampling import generate
+
+    texts = []
+    for i, prompt in enumerate(prompts):
+        ids = tokenizer.encode(prompt) or [tokenizer.bos_id]
+        out = generate(run_or_model, [ids], max_new_tokens=max_new_tokens, key=jax.random.key(seed + i),
+                       temperature=temperature, top_k=top_k, top_p=top_p)
+        new_ids = [int(x) for x in out[0, len(ids):]]
+        if tokenizer.eos_id in new_ids:
+            new_ids = new_ids[: new_ids.index(tokenizer.eos_id)]
+        texts.append(prompt + tokenizer.decode(new_ids))
+    return texts
+
+
+def cmd_train(args, overrides) -> int:
+    from lmlab import config as config_lib
+    from lmlab.train.loop import train
+
+    config = config_lib.load(args.config, overrides)
+    workdir = pathlib.Path(args.workdir or pathlib.Path("runs") / pathlib.Path(args.config).stem)
+    log.info("run directory: %s", workdir)
+    summary = train(config, workdir, progress=not args.no_progress)
+    print(json.dumps(summary))
+    if config.sample.prompts and not args.no_samples:
+        from lmlab.runs import load_run
+
+        run = load_run(workdir)
+        s = config.sample
+        texts = _generate_texts(run.model, run.tokenizer, list(s.prompts), max_new_tokens=s.max_new_tokens,
+                                temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, seed=config.seed)
+        (workdir / "samples.txt").write_text("\n\n---\n\n".join(texts) + "\n")
+        for text in texts:
+            print("-" * 40)
+            print(text)
+    return 0
+
+
+def cmd_eval(args, overrides) -> int:
+    from lmlab.eval.lm import eval_windows, evaluate
+    from lmlab.runs import load_run, val_tokens
+    from lmlab.train.step import make_eval_step
+    from flax import nnx
+
+    if overrides:
+        raise UsageError("lmlab eval takes no --config overrides")
+    run = load_run(args.run_dir)
+    graphdef, _ = nnx.split(run.model)
+    windows, weights = eval_windows(val_tokens(run), run.config.data.seq_len)
+    result = evaluate(make_eval_step(graphdef), run.params, windows, weights, run.tokenizer.token_byte_lengths(),
+                      args.batch_size or run.config.data.batch_size)
+    print(json.dumps({"step": run.step, **result}))
+    return 0
+
+
+def cmd_sample(args, overrides) -> int:
+    from lmlab.runs import load_run
+
+    if overrides:
+        raise UsageError("lmlab sample takes no --config overrides")
+    if args.temperature < 0 or not 0 < args.top_p <= 1 or args.top_k < 0 or args.max_new_tokens < 1:
+        raise UsageError("need --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0, --max-new-tokens >= 1")
+    run = load_run(args.run_dir)
+    texts = _generate_texts(run.model, run.tokenizer, [args.prompt] * args.num_samples,
+                            max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                            top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    for i, text in enumerate(texts):
+        if i:
+            print("-" * 40)
+        print(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmlab", description="Language-model experiments in JAX/Flax NNX.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train (or resume) a run from a config file",
+                       description="Train from CONFIG; --config.section.key=value overrides any key.")
+    p.add_argument("config", help="config file, e.g. configs/gpt_shakespeare.py")
+    p.add_argument("--workdir", help="run directory (default runs/<config name>); an existing one resumes")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-samples", action="store_true", help="skip the samples printed after training")
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("eval", help="held-out loss, perplexity and bits per byte of a run")
+    p.add_argument("run_dir")
+    p.add_argument("--batch-size", type=int, default=0)
+    p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser("sample", help="generate text from a run")
+    p.add_argument("run_dir")
+    p.add_argument("--prompt", default="\n")
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=0, help="0 = off")
+    p.add_argument("--top-p", type=float, default=1.0, help="1 = off")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-samples", type=int, default=1)
+    p.set_defaults(fn=cmd_sample)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args_only, overrides = _split_overrides(argv)
+    parser = build_parser()
+    args = parser.parse_args(args_only)
+    if overrides and args.command != "train":
+        parser.error(f"--config overrides only apply to 'train' (got {overrides[0]})")
+    _setup_logging(args.verbose)
+
+    from lmlab.config import ConfigError
+    from lmlab.train.loop import Interrupted, NonFiniteLossError
+
+    debug = os.environ.get("LMLAB_DEBUG") == "1"
+    try:
+        return args.fn(args, overrides)
+    except (ConfigError, UsageError) as e:
+        if debug:
+            raise
+        print(f"lmlab: error: {e}", file=sys.stderr)
+        return 2
+    except Interrupted as e:
+        print(f"lmlab: {e}; run the same command to resume", file=sys.stderr)
+        return 128 + e.signum
+    except (NonFiniteLossError, ValueError, FileNotFoundError, OSError) as e:
+        if debug:
+            raise
+        print(f"lmlab: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""Config files, `--config.a.b=value` overrides and validation.
+
+Configs are plain ml_collections Python files with a `get_config()` function. Every problem a user
+can make (unknown key, wrong type, inconsistent shapes) raises ConfigError with a one-line message
+naming the key; the CLI turns it into exit status 2.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import math
+import pathlib
+import sys
+from typing import Any, Iterable
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+    """A user-facing config problem; the message is one line and names the key."""
+
+
+def load_config_file(path: str | pathlib.Path) -> ml_collections.ConfigDict:
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    # Config files import shared defaults as `configs.base`: make their parent package importable.
+    root = str(path.resolve().parent.parent)
+    added = root not in sys.path
+    if added:
+        sys.path.insert(0, root)
+    try:
+        spec = importlib.util.spec_from_file_location(f"_lmlab_config_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    except Exception as e:  # a config file is user code: report, don't dump a traceback
+        raise ConfigError(f"cannot load config {path}: {type(e).__name__}: {e}") from e
+    finally:
+        if added:
+            sys.path.remove(root)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"config file {path} has no get_config() function")
+    config = module.get_config()
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(f"get_config() in {path} must return an ml_collections.ConfigDict")
+    return config
+
+
+def _parse_value(key: str, text: str, current: Any) -> Any:
+    """Parses `text` into the type of the existing value, so `--config.train.steps=3e2` fails loudly."""
+    if isinstance(current, bool):
+        lowered = text.strip().lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        raise ConfigError(f"config key '{key}' expects a bool (true/false), got '{text}'")
+    if isinstance(current, int):
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"config key '{key}' expects an int, got '{text}'") from None
+    if isinstance(current, float):
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"config key '{key}' expects a float, got '{text}'") from None
+    if isinstance(current, str):
+        return text
+    if isinstance(current, (tuple, list)):
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = tuple(part for part in text.split(",") if part)  # a,b,c shorthand
+        if isinstance(value, str):
+            value = (value,)
+        if not isinstance(value, (tuple, list)):
+            raise ConfigError(f"config key '{key}' expects a tuple, got '{text}'")
+        return tuple(value)
+    if current is None:
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text
+    raise ConfigError(f"config key '{key}' cannot be set from the command line")
+
+
+def _lookup(config: ml_collections.ConfigDict, key: str) -> tuple[ml_collections.ConfigDict, str]:
+    parts = key.split(".")
+    node = config
+    for i, part in enumerate(parts[:-1]):
+        if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
+            raise ConfigError(f"unknown config key '{key}' (no section '{'.'.join(parts[: i + 1])}')")
+        node = node[part]
+    if parts[-1] not in node:
+        raise ConfigError(f"unknown config key '{key}'")
+    if isinstance(node[parts[-1]], ml_collections.ConfigDict):
+        raise ConfigError(f"config key '{key}' is a section; set one of its keys instead")
+    return node, parts[-1]
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> ml_collections.ConfigDict:
+    """Applies `a.b=value` strings (the `--config.` prefix already removed, or still there)."""
+    config = ml_collections.ConfigDict(config.to_dict())  # never mutate the caller's copy
+    for item in overrides:
+        item = item.removeprefix("--config.").removeprefix("config.")
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like --config.section.key=value")
+        key, text = item.split("=", 1)
+        node, leaf = _lookup(config, key)
+        node[leaf] = _parse_value(key, text, node[leaf])
+    return config
+
+
+_CHOICES = {
+    "tokenizer.kind": ("bpe", "char"),
+    "model.family": ("gpt",),
+    "model.positions": ("learned", "sinusoidal", "rope"),
+    "model.norm": ("layernorm", "rmsnorm"),
+    "model.mlp": ("gelu", "swiglu"),
+    "model.attention_impl": ("auto", "naive", "blockwise", "cudnn", "pallas"),
+    "model.dtype": ("float32", "bfloat16"),
+}
+_POSITIVE_INTS = (
+    "data.seq_len", "data.batch_size", "tokenizer.vocab_size", "model.n_layers", "model.d_model",
+    "model.n_heads", "model.n_kv_heads", "model.d_ff", "model.max_len", "train.steps",
+    "train.grad_accum", "train.steps_per_call", "train.log_every", "train.eval_every",
+    "train.checkpoint_every", "train.keep_checkpoints", "sample.max_new_tokens",
+)
+_NON_NEGATIVE = (
+    "train.warmup_steps", "train.weight_decay", "train.grad_clip", "train.label_smoothing",
+    "train.z_loss", "train.eval_batches", "model.dropout", "sample.temperature", "sample.top_k",
+)
+
+
+def _get(config, key):
+    node = config
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Checks types, ranges and cross-key constraints; returns the config unchanged."""
+    for key, choices in _CHOICES.items():
+        value = _get(config, key)
+        if value not in choices:
+            raise ConfigError(f"config key '{key}' must be one of {', '.join(choices)}; got '{value}'")
+    for key in _POSITIVE_INTS:
+        value = _get(config, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"config key '{key}' must be a positive integer; got {value!r}")
+    for key in _NON_NEGATIVE:
+        value = _get(config, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ConfigError(f"config key '{key}' must be >= 0; got {value!r}")
+    lr = config.train.learning_rate
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise ConfigError(f"config key 'train.learning_rate' must be a positive number; got {lr!r}")
+    m = config.model
+    if m.d_model % m.n_heads:
+        raise ConfigError(f"config key 'model.d_model' ({m.d_model}) must be divisible by model.n_heads ({m.n_heads})")
+    if m.n_heads % m.n_kv_heads:
+        raise ConfigError(f"config key 'model.n_kv_heads' ({m.n_kv_heads}) must divide model.n_heads ({m.n_heads})")
+    if m.positions == "rope" and (m.d_model // m.n_heads) % 2:
+        raise ConfigError("config key 'model.positions' = rope needs an even head dimension (d_model / n_heads)")
+    if config.data.seq_len > m.max_len:
+        raise ConfigError(f"config key 'data.seq_len' ({config.data.seq_len}) exceeds model.max_len ({m.max_len})")
+    if not 0.0 <= m.dropout < 1.0:
+        raise ConfigError(f"config key 'model.dropout' must be in [0, 1); got {m.dropout}")
+    if not 0.0 <= config.train.label_smoothing < 1.0:
+        raise ConfigError(f"config key 'train.label_smoothing' must be in [0, 1); got {config.train.label_smoothing}")
+    if not 0.0 <= config.train.min_lr_ratio <= 1.0:
+        raise ConfigError(f"config key 'train.min_lr_ratio' must be in [0, 1]; got {config.train.min_lr_ratio}")
+    if not 0.0 < config.sample.top_p <= 1.0:
+        raise ConfigError(f"config key 'sample.top_p' must be in (0, 1]; got {config.sample.top_p}")
+    for key in ("train.b1", "train.b2"):
+        if not 0.0 <= _get(config, key) < 1.0:
+            raise ConfigError(f"config key '{key}' must be in [0, 1); got {_get(config, key)}")
+    return config
+
+
+def load(path: str | pathlib.Path, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
+    """The whole user path: file, then overrides, then validation."""
+    config = apply_overrides(load_config_file(path), overrides)
+    config = validate(config)
+    return config
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+    return json.dumps(config.to_dict(), indent=2, sort_keys=True)
+
+
+def from_json(text: str) -> ml_collections.ConfigDict:
+    def tuples(value):
+        if isinstance(value, list):
+            return tuple(tuples(v) for v in value)
+        if isinstance(value, dict):
+            return {k: tuples(v) for k, v in value.items()}
+        return value
+
+    return ml_collections.ConfigDict(tuples(json.loads(text)))
+
+
+def save(config: ml_collections.ConfigDict, run_dir: pathlib.Path) -> None:
+    path = pathlib.Path(run_dir) / "config.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(to_json(config) + "\n")
+    tmp.replace(path)
+
+
+def load_run_config(run_dir: str | pathlib.Path) -> ml_collections.ConfigDict:
+    path = pathlib.Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not an lmlab run directory (no config.json)")
+    try:
+        return validate(from_json(path.read_text()))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path} is not valid JSON: {e}") from None

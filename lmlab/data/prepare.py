@@ -1,0 +1,64 @@
+"""Corpus -> tokenizer -> token files, once per run directory.
+
+The tokenizer is trained on the training split only (held-out plays stay unseen) and stored in
+`<run>/tokenizer`; token ids go to `<run>/data/{train,val}.bin`, read back by memory map.
+Documents are separated by the end-of-text id, which decodes to no bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from lmlab.data.corpora import get_corpus
+from lmlab.data.token_file import metadata_path, read_token_file, write_token_file
+from lmlab.tokenizers import Tokenizer, load_tokenizer, train_tokenizer
+
+log = logging.getLogger("lmlab")
+
+
+@dataclass
+class PreparedData:
+    tokenizer: Tokenizer
+    train_tokens: np.ndarray
+    val_tokens: np.ndarray
+
+
+def encode_docs(tokenizer: Tokenizer, docs) -> np.ndarray:
+    pieces = []
+    for doc in docs:
+        pieces.append(np.asarray(tokenizer.encode(doc), np.int32))
+        pieces.append(np.asarray([tokenizer.eos_id], np.int32))
+    return np.concatenate(pieces) if pieces else np.zeros((0,), np.int32)
+
+
+def prepare(config, run_dir: pathlib.Path) -> PreparedData:
+    run_dir = pathlib.Path(run_dir)
+    tok_dir, data_dir = run_dir / "tokenizer", run_dir / "data"
+    train_path, val_path = data_dir / "train.bin", data_dir / "val.bin"
+    done = [tok_dir / "tokenizer.json", train_path, val_path, metadata_path(train_path), metadata_path(val_path)]
+    if all(path.exists() for path in done):
+        tokenizer = load_tokenizer(tok_dir)
+        return PreparedData(tokenizer, read_token_file(train_path), read_token_file(val_path))
+
+    t0 = time.time()
+    corpus = get_corpus(config.data.corpus)
+    log.info("corpus %s: %d train docs (%.1f MB), %d held-out docs (%.1f MB) [%.1fs]", corpus.name,
+             len(corpus.train_docs), len(corpus.train_text) / 1e6, len(corpus.val_docs),
+             len(corpus.val_text) / 1e6, time.time() - t0)
+    t0 = time.time()
+    tokenizer = train_tokenizer(config.tokenizer.kind, corpus.train_text, vocab_size=config.tokenizer.vocab_size,
+                                special_tokens=tuple(config.tokenizer.special_tokens), out_dir=tok_dir)
+    log.info("tokenizer %s: vocab %d [%.1fs]", tokenizer.kind, tokenizer.vocab_size, time.time() - t0)
+    t0 = time.time()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    write_token_file(train_path, encode_docs(tokenizer, corpus.train_docs), vocab_size=tokenizer.vocab_size)
+    write_token_file(val_path, encode_docs(tokenizer, corpus.val_docs), vocab_size=tokenizer.vocab_size)
+    train_tokens, val_tokens = read_token_file(train_path), read_token_file(val_path)
+    log.info("tokens: %d train, %d held-out (%.2f bytes/token) [%.1fs]", len(train_tokens), len(val_tokens),
+             len(corpus.train_text.encode()) / max(len(train_tokens), 1), time.time() - t0)
+    return PreparedData(tokenizer, train_tokens, val_tokens)

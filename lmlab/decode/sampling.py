@@ -1,0 +1,88 @@
+"""Autoregressive generation: greedy and temperature / top-k / top-p sampling, with or without a KV cache.
+
+Both paths are one jitted program (prefill, then a lax.scan over new tokens) and draw step i's
+token with fold_in(key, i), so for the same model and key they produce the same tokens; the cached
+path does O(1) work per token, the recompute path re-runs the whole prefix (kept as a reference
+and for benchmarks).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+def filter_logits(logits_BV: jax.Array, *, top_k: int = 0, top_p: float = 1.0) -> jax.Array:
+    """Sets logits outside the top-k / nucleus (smallest set with probability >= top_p) to -inf."""
+    neg_inf = jnp.finfo(logits_BV.dtype).min
+    if top_k > 0 and top_k < logits_BV.shape[-1]:
+        kth_B1 = jax.lax.top_k(logits_BV, top_k)[0][..., -1:]
+        logits_BV = jnp.where(logits_BV < kth_B1, neg_inf, logits_BV)
+    if top_p < 1.0:
+        sorted_BV = jnp.sort(logits_BV, axis=-1)[..., ::-1]
+        cumulative_BV = jnp.cumsum(jax.nn.softmax(sorted_BV, axis=-1), axis=-1)
+        # Keep token i if the mass strictly before it is < top_p: the first token always survives.
+        keep_BV = (cumulative_BV - jax.nn.softmax(sorted_BV, axis=-1)) < top_p
+        cutoff_B1 = jnp.min(jnp.where(keep_BV, sorted_BV, jnp.inf), axis=-1, keepdims=True)
+        logits_BV = jnp.where(logits_BV < cutoff_B1, neg_inf, logits_BV)
+    return logits_BV
+
+
+def next_token(logits_BV: jax.Array, key: jax.Array, *, temperature: float, top_k: int = 0,
+               top_p: float = 1.0) -> jax.Array:
+    """Temperature 0 is greedy (argmax); otherwise sample from the filtered, tempered distribution."""
+    if temperature == 0.0:
+        return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
+    logits_BV = filter_logits(logits_BV.astype(jnp.float32) / temperature, top_k=top_k, top_p=top_p)
+    return jax.random.categorical(key, logits_BV, axis=-1).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "temperature", "top_k", "top_p", "use_cache"))
+def _generate(graphdef, params, prompt_BT, key, *, max_new_tokens, temperature, top_k, top_p, use_cache):
+    model = nnx.merge(graphdef, nnx.State(params))
+    B, T = prompt_BT.shape
+    total = T + max_new_tokens
+    pick = functools.partial(next_token, temperature=temperature, top_k=top_k, top_p=top_p)
+    buffer_BL = jnp.zeros((B, total), jnp.int32).at[:, :T].set(prompt_BT)
+
+    if use_cache:
+        cache = model.init_cache(B, total)
+        logits_BTV, cache = model(prompt_BT, cache=cache, cache_index=0)
+        first = pick(logits_BTV[:, -1], jax.random.fold_in(key, 0))
+
+        def step(carry, i):
+            token_B, cache, buffer_BL = carry
+            buffer_BL = jax.lax.dynamic_update_slice(buffer_BL, token_B[:, None], (0, T + i))
+            logits_B1V, cache = model(token_B[:, None], cache=cache, cache_index=T + i)
+            return (pick(logits_B1V[:, 0], jax.random.fold_in(key, i + 1)), cache, buffer_BL), None
+
+        (_, _, buffer_BL), _ = jax.lax.scan(step, (first, cache, buffer_BL), jnp.arange(max_new_tokens))
+        return buffer_BL
+
+    def step(buffer_BL, i):
+        # Recompute everything; positions after T + i hold zeros, which causality keeps invisible.
+        logits_BLV, _ = model(buffer_BL)
+        logits_BV = jax.lax.dynamic_index_in_dim(logits_BLV, T + i - 1, axis=1, keepdims=False)
+        token_B = pick(logits_BV, jax.random.fold_in(key, i))
+        return jax.lax.dynamic_update_slice(buffer_BL, token_B[:, None], (0, T + i)), None
+
+    buffer_BL, _ = jax.lax.scan(step, buffer_BL, jnp.arange(max_new_tokens))
+    return buffer_BL
+
+
+def generate(model: nnx.Module, prompt_BT, *, max_new_tokens: int, key: jax.Array, temperature: float = 1.0,
+             top_k: int = 0, top_p: float = 1.0, use_cache: bool = True) -> jax.Array:
+    """Returns [B, T + max_new_tokens] token ids: the prompt followed by the continuation."""
+    prompt_BT = jnp.asarray(prompt_BT, jnp.int32)
+    if prompt_BT.ndim != 2 or prompt_BT.shape[1] < 1:
+        raise ValueError("prompt must be a [batch, length>=1] array of token ids")
+    config = getattr(model, "config", None)
+    total = prompt_BT.shape[1] + max_new_tokens
+    if config is not None and config.positions != "rope" and total > config.max_len:
+        raise ValueError(f"prompt + max_new_tokens = {total} exceeds model.max_len = {config.max_len}")
+    graphdef, state = nnx.split(model)
+    return _generate(graphdef, nnx.to_pure_dict(state), prompt_BT, key, max_new_tokens=max_new_tokens,
+                     temperature=float(temperature), top_k=int(top_k), top_p=float(top_p), use_cache=use_cache)

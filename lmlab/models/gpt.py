@@ -1,0 +1,107 @@
+"""Decoder-only transformer (GPT-2 and Llama-style) built from lmlab.nn parts.
+
+Every switch comes from the `model` config section: positions learned | sinusoidal | rope,
+norm layernorm | rmsnorm, mlp gelu | swiglu, tied or untied embeddings, MHA/GQA/MQA, dropout.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from lmlab.nn.attention import SelfAttention
+from lmlab.nn.linear import Embed, Linear
+from lmlab.nn.mlp import make_mlp
+from lmlab.nn.norms import make_norm
+from lmlab.nn.positions import rope_angles, sinusoidal_table
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+    """Inverted dropout driven by an explicit key, so a train step stays a pure function."""
+    if key is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
+class Block(nnx.Module):
+    def __init__(self, m, *, dtype, rngs: nnx.Rngs):
+        out_std = 0.02 / math.sqrt(2 * m.n_layers)  # GPT-2: residual projections scaled by depth
+        self.norm1 = make_norm(m.norm, m.d_model, eps=m.norm_eps, use_bias=m.use_bias)
+        self.attn = SelfAttention(m.d_model, m.n_heads, m.n_kv_heads, use_bias=m.use_bias, dtype=dtype,
+                                  impl=m.attention_impl, out_init_std=out_std, rngs=rngs)
+        self.norm2 = make_norm(m.norm, m.d_model, eps=m.norm_eps, use_bias=m.use_bias)
+        self.mlp = make_mlp(m.mlp, m.d_model, m.d_ff, use_bias=m.use_bias, dtype=dtype,
+                            out_init_std=out_std, rngs=rngs)
+        self.dropout_rate = m.dropout
+
+    def __call__(self, x_BTD, *, rope, cache, cache_index, dropout_key):
+        k1, k2 = jax.random.split(dropout_key) if dropout_key is not None else (None, None)
+        h, cache = self.attn(self.norm1(x_BTD), rope=rope, causal=True, cache=cache, cache_index=cache_index)
+        x_BTD = x_BTD + dropout(h, self.dropout_rate, k1)
+        x_BTD = x_BTD + dropout(self.mlp(self.norm2(x_BTD)), self.dropout_rate, k2)
+        return x_BTD, cache
+
+
+class GPT(nnx.Module):
+    def __init__(self, m, vocab_size: int, *, rngs: nnx.Rngs):
+        # Frozen: the config is static graph data, and jit needs it hashable.
+        m = ml_collections.FrozenConfigDict(m)
+        self.config = m
+        self.vocab_size = vocab_size
+        self.dtype = DTYPES[m.dtype]
+        self.embed = Embed(vocab_size, m.d_model, dtype=self.dtype, rngs=rngs)
+        if m.positions == "learned":
+            self.pos_embed = nnx.Param(jax.random.normal(rngs.params(), (m.max_len, m.d_model)) * 0.01)
+        self.blocks = nnx.List([Block(m, dtype=self.dtype, rngs=rngs) for _ in range(m.n_layers)])
+        self.final_norm = make_norm(m.norm, m.d_model, eps=m.norm_eps, use_bias=m.use_bias)
+        if not m.tie_embeddings:
+            self.lm_head = Linear(m.d_model, vocab_size, use_bias=False, dtype=self.dtype, rngs=rngs)
+
+    def __call__(self, tokens_BT: jax.Array, *, cache: list | None = None, cache_index=0,
+                 dropout_key: jax.Array | None = None):
+        """Returns (logits_BTV in float32, updated cache or None).
+
+        With a cache, tokens_BT sit at absolute positions cache_index .. cache_index + T - 1.
+        """
+        m = self.config
+        B, T = tokens_BT.shape
+        positions_BT = jnp.broadcast_to(cache_index + jnp.arange(T), (B, T))
+        x_BTD = self.embed(tokens_BT)
+        rope = None
+        if m.positions == "learned":
+            x_BTD = x_BTD + jnp.take(self.pos_embed[...], positions_BT, axis=0).astype(self.dtype)
+        elif m.positions == "sinusoidal":
+            # A trace-time constant, not state: nothing to train or checkpoint.
+            table = jnp.asarray(sinusoidal_table(m.max_len, m.d_model))
+            x_BTD = x_BTD + jnp.take(table, positions_BT, axis=0).astype(self.dtype)
+        else:
+            rope = rope_angles(positions_BT, m.d_model // m.n_heads, m.rope_theta)
+        keys = (list(jax.random.split(dropout_key, m.n_layers + 1)) if dropout_key is not None
+                else [None] * (m.n_layers + 1))
+        x_BTD = dropout(x_BTD, m.dropout, keys[-1])
+        new_cache = [] if cache is not None else None
+        for i, block in enumerate(self.blocks):
+            x_BTD, layer_cache = block(x_BTD, rope=rope, cache=None if cache is None else cache[i],
+                                       cache_index=cache_index, dropout_key=keys[i])
+            if cache is not None:
+                new_cache.append(layer_cache)
+        x_BTD = self.final_norm(x_BTD)
+        logits_BTV = self.embed.attend(x_BTD) if m.tie_embeddings else self.lm_head(x_BTD)
+        return logits_BTV.astype(jnp.float32), new_cache
+
+    def init_cache(self, batch: int, max_len: int, dtype=None) -> list[dict]:
+        dtype = dtype or self.dtype
+        return [block.attn.init_cache(batch, max_len, dtype) for block in self.blocks]
+
+    def kv_cache_bytes_per_token(self, dtype=None) -> int:
+        """Bytes the KV cache holds per token per sequence: 2 (k, v) x layers x kv_heads x head_dim."""
+        m = self.config
+        itemsize = jnp.dtype(dtype or self.dtype).itemsize
+        return 2 * m.n_layers * m.n_kv_heads * (m.d_model // m.n_heads) * itemsize

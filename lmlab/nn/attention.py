@@ -1,0 +1,54 @@
+"""Multi-head self-attention with MHA / GQA / MQA head layouts and a functional KV cache.
+
+The kernel itself lives in lmlab.ops.attention; this module owns projections, rotary positions and
+the cache. A cache is a dict {"k": [B, S, K, H], "v": [B, S, K, H]} for one layer; only the K kv
+heads are stored, so GQA/MQA shrink it by N / K.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from lmlab.nn.linear import Linear
+from lmlab.nn.positions import apply_rope
+from lmlab.ops.attention import attention
+
+
+class SelfAttention(nnx.Module):
+    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, *, use_bias: bool, dtype,
+                 impl: str, rngs: nnx.Rngs, out_init_std: float = 0.02):
+        self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
+        self.head_dim = d_model // n_heads
+        # One fused projection: a single GEMM is faster than three small ones on every backend.
+        self.qkv = Linear(d_model, (n_heads + 2 * n_kv_heads) * self.head_dim, use_bias=use_bias,
+                          dtype=dtype, rngs=rngs)
+        self.out = Linear(n_heads * self.head_dim, d_model, use_bias=use_bias, dtype=dtype,
+                          init_std=out_init_std, rngs=rngs)
+        self.impl = impl
+
+    def __call__(self, x_BTD: jax.Array, *, rope=None, mask=None, causal: bool = True,
+                 cache: dict | None = None, cache_index=None):
+        B, T, _ = x_BTD.shape
+        N, K, H = self.n_heads, self.n_kv_heads, self.head_dim
+        qkv = self.qkv(x_BTD)
+        q_BTNH = qkv[..., : N * H].reshape(B, T, N, H)
+        k_BTKH = qkv[..., N * H: (N + K) * H].reshape(B, T, K, H)
+        v_BTKH = qkv[..., (N + K) * H:].reshape(B, T, K, H)
+        if rope is not None:
+            cos, sin = rope
+            q_BTNH, k_BTKH = apply_rope(q_BTNH, cos, sin), apply_rope(k_BTKH, cos, sin)
+        q_offset = 0
+        if cache is not None:
+            # Write this step's keys/values at cache_index; slots beyond it are excluded by causality.
+            k_BSKH = jax.lax.dynamic_update_slice(cache["k"], k_BTKH.astype(cache["k"].dtype), (0, cache_index, 0, 0))
+            v_BSKH = jax.lax.dynamic_update_slice(cache["v"], v_BTKH.astype(cache["v"].dtype), (0, cache_index, 0, 0))
+            cache = {"k": k_BSKH, "v": v_BSKH}
+            k_BTKH, v_BTKH, q_offset = k_BSKH.astype(q_BTNH.dtype), v_BSKH.astype(q_BTNH.dtype), cache_index
+        out_BTNH = attention(q_BTNH, k_BTKH, v_BTKH, mask=mask, causal=causal, q_offset=q_offset, impl=self.impl)
+        return self.out(out_BTNH.reshape(B, T, N * H)), cache
+
+    def init_cache(self, batch: int, max_len: int, dtype=jnp.float32) -> dict:
+        shape = (batch, max_len, self.n_kv_heads, self.head_dim)
+        return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}

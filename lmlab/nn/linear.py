@@ -1,0 +1,67 @@
+"""Dense layers and embeddings.
+
+`matmul` carries an explicit VJP: XLA:CPU runs the transposed dot_generals that autodiff emits far
+slower than plain GEMMs on explicitly transposed operands (GUIDE.md section 7 measured 1.6x end to
+end). On GPU/TPU the explicit form compiles to the same kernels, so it is used everywhere.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+@jax.custom_vjp
+def matmul(x_ND: jax.Array, w_DF: jax.Array) -> jax.Array:
+    """x[..., D] @ w[D, F] -> [..., F]."""
+    return jnp.dot(x_ND, w_DF)
+
+
+def _matmul_fwd(x, w):
+    return jnp.dot(x, w), (x, w)
+
+
+def _matmul_bwd(residuals, g):
+    x, w = residuals
+    dx = jnp.dot(g, w.T)
+    x_2d = x.reshape(-1, x.shape[-1])
+    g_2d = g.reshape(-1, g.shape[-1])
+    dw = jnp.dot(x_2d.T, g_2d)
+    return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+matmul.defvjp(_matmul_fwd, _matmul_bwd)
+
+
+class Linear(nnx.Module):
+    """y = x W (+ b) with float32 parameters, computed in `dtype`."""
+
+    def __init__(self, d_in: int, d_out: int, *, use_bias: bool = True, dtype=jnp.float32,
+                 init_std: float = 0.02, rngs: nnx.Rngs):
+        self.kernel = nnx.Param(jax.random.normal(rngs.params(), (d_in, d_out), jnp.float32) * init_std)
+        self.bias = nnx.Param(jnp.zeros((d_out,), jnp.float32)) if use_bias else None
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = matmul(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+        if self.bias is not None:
+            y = y + self.bias[...].astype(self.dtype)
+        return y
+
+
+class Embed(nnx.Module):
+    """Token table; `attend` reuses it as the output projection when embeddings are tied."""
+
+    def __init__(self, vocab_size: int, d_model: int, *, dtype=jnp.float32, init_std: float = 0.02,
+                 rngs: nnx.Rngs):
+        self.embedding = nnx.Param(
+            jax.random.normal(rngs.params(), (vocab_size, d_model), jnp.float32) * init_std)
+        self.dtype = dtype
+
+    def __call__(self, ids: jax.Array) -> jax.Array:
+        return jnp.take(self.embedding[...], ids, axis=0).astype(self.dtype)
+
+    def attend(self, x_BTD: jax.Array) -> jax.Array:
+        table_VD = self.embedding[...].astype(self.dtype)
+        return matmul(x_BTD.astype(self.dtype), table_VD.T)

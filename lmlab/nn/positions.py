@@ -1,0 +1,34 @@
+"""Position information: learned and sinusoidal absolute tables, rotary embeddings (RoPE)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def sinusoidal_table(max_len: int, d: int) -> np.ndarray:
+    """PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(same) (Vaswani et al. 2017)."""
+    positions = np.arange(max_len, dtype=np.float64)[:, None]
+    inv_freq = 1.0 / (10000.0 ** (np.arange(0, d, 2, dtype=np.float64) / d))
+    angles = positions * inv_freq[None, :]
+    table = np.zeros((max_len, d), np.float64)
+    table[:, 0::2] = np.sin(angles)
+    table[:, 1::2] = np.cos(angles[:, : d // 2])
+    return table.astype(np.float32)
+
+
+def rope_angles(positions_BT: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
+    """cos and sin of shape [B, T, head_dim // 2] for the given absolute positions."""
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    angles_BTF = positions_BT.astype(jnp.float32)[..., None] * inv_freq
+    return jnp.cos(angles_BTF), jnp.sin(angles_BTF)
+
+
+def apply_rope(x_BTNH: jax.Array, cos_BTF: jax.Array, sin_BTF: jax.Array) -> jax.Array:
+    """Rotates pairs (x[i], x[i + H/2]): the half-split layout of GPT-NeoX and Llama in HF."""
+    half = x_BTNH.shape[-1] // 2
+    x1, x2 = x_BTNH[..., :half].astype(jnp.float32), x_BTNH[..., half:].astype(jnp.float32)
+    cos, sin = cos_BTF[:, :, None, :], sin_BTF[:, :, None, :]
+    rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return rotated.astype(x_BTNH.dtype)

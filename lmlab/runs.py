@@ -1,0 +1,47 @@
+"""Opening a finished or running run directory for evaluation and sampling."""
+
+from __future__ import annotations
+
+import pathlib
+from dataclasses import dataclass
+
+from flax import nnx
+
+from lmlab import config as config_lib
+from lmlab.data.token_file import read_token_file
+from lmlab.tokenizers import Tokenizer, load_tokenizer
+from lmlab.train.checkpoint import Checkpointer
+from lmlab.train.state import init_state
+
+
+@dataclass
+class LoadedRun:
+    config: object
+    tokenizer: Tokenizer
+    model: nnx.Module
+    params: dict
+    step: int
+    run_dir: pathlib.Path
+
+
+def load_run(run_dir: str | pathlib.Path) -> LoadedRun:
+    run_dir = pathlib.Path(run_dir)
+    config = config_lib.load_run_config(run_dir)
+    tokenizer = load_tokenizer(run_dir / "tokenizer")
+    model, graphdef, _, state = init_state(config, tokenizer.vocab_size)
+    checkpointer = Checkpointer(run_dir / "checkpoints", keep=config.train.keep_checkpoints)
+    try:
+        restored = checkpointer.restore_latest(state)
+    finally:
+        checkpointer.close()
+    if restored is None:
+        raise FileNotFoundError(f"{run_dir} has no readable checkpoint yet; train it first")
+    step, state, _ = restored
+    model = nnx.merge(graphdef, nnx.State(state["params"]))
+    return LoadedRun(config, tokenizer, model, state["params"], step, run_dir)
+
+
+def val_tokens(run: LoadedRun):
+    return read_token_file(run.run_dir / "data" / "val.bin")
+
+

@@ -1,0 +1,75 @@
+"""Orbax checkpoints of the train state: keep the latest N plus the best by validation loss.
+
+A checkpoint holds the state pytree (params, optimizer state, step, RNG) and a small JSON record
+(step, data position, metrics). Restoring walks back from the newest step: a checkpoint that fails
+to restore is reported, moved aside to `corrupt-<step>-<time>` (never deleted or overwritten) and
+the previous one is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import time
+
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
+
+log = logging.getLogger("lmlab")
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def _abstract(tree):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
+
+
+class Checkpointer:
+    def __init__(self, directory: str | pathlib.Path, *, keep: int = 3):
+        self.directory = pathlib.Path(directory).absolute()
+        self.keep = keep
+        self._manager = self._open()
+
+    def _open(self) -> ocp.CheckpointManager:
+        policy = pp.AnyPreservationPolicy([
+            pp.LatestN(n=self.keep),
+            pp.BestN(get_metric_fn=lambda m: -m["val_loss"], n=1, keep_checkpoints_without_metrics=False),
+        ])
+        options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True)
+        return ocp.CheckpointManager(self.directory, options=options)
+
+    def steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def save(self, step: int, state, record: dict, *, val_loss: float | None = None) -> None:
+        metrics = {"val_loss": float(val_loss)} if val_loss is not None else None
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record))
+        self._manager.save(step, args=args, metrics=metrics, force=True)
+
+    def wait(self) -> None:
+        self._manager.wait_until_finished()
+
+    def restore_latest(self, like_state) -> tuple[int, object, dict] | None:
+        """Restores the newest readable checkpoint into the structure of `like_state`, or None."""
+        for step in reversed(self.steps()):
+            try:
+                args = ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(like_state)),
+                                          record=ocp.args.JsonRestore())
+                restored = self._manager.restore(step, args=args)
+                return step, restored["state"], dict(restored["record"])
+            except Exception as e:  # orbax/tensorstore raise many types for damaged files
+                reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+                aside = self.directory / f"corrupt-{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+                log.warning("checkpoint at step %d cannot be restored (%s); moved to %s, trying the previous one",
+                            step, reason, aside.name)
+                (self.directory / str(step)).rename(aside)
+                self._manager.close()
+                self._manager = self._open()
+        return None
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()

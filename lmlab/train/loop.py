@@ -1,0 +1,165 @@
+"""The training loop: prepare data, build or restore the state, run jitted chunks, evaluate, save.
+
+Reads top to bottom. Everything the run needs to continue lives in the run directory; running the
+same command again resumes from the newest readable checkpoint and reproduces the losses of an
+uninterrupted run exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import pathlib
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lmlab import config as config_lib
+from lmlab.data.prepare import prepare
+from lmlab.eval.lm import eval_windows, evaluate
+from lmlab.models import count_params
+from lmlab.train.checkpoint import Checkpointer
+from lmlab.train.metrics import MetricsWriter
+from lmlab.train.optimizer import make_schedule
+from lmlab.train.state import init_state
+from lmlab.train.step import make_eval_step, make_train_chunk
+
+log = logging.getLogger("lmlab")
+
+# Sections that fix what a checkpoint means; the train/sample sections may change between resumes.
+_FROZEN_SECTIONS = ("seed", "data", "tokenizer", "model")
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+class Interrupted(Exception):
+    def __init__(self, signum: int, step: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint saved")
+        self.signum, self.step = signum, step
+
+
+def _check_resume_compatible(saved, config, run_dir) -> None:
+    saved_d, new_d = saved.to_dict(), config.to_dict()
+    for section in _FROZEN_SECTIONS:
+        if json.dumps(saved_d.get(section), sort_keys=True, default=list) != json.dumps(new_d.get(section), sort_keys=True, default=list):
+            if isinstance(new_d.get(section), dict):
+                diff = [k for k in new_d[section] if saved_d.get(section, {}).get(k) != new_d[section][k]]
+                key = f"{section}.{diff[0]}" if diff else section
+                was, now = saved_d.get(section, {}).get(diff[0]) if diff else None, new_d[section].get(diff[0]) if diff else None
+            else:
+                key, was, now = section, saved_d.get(section), new_d.get(section)
+            raise config_lib.ConfigError(
+                f"run directory {run_dir} was created with {key}={was!r}, this command asks for {now!r}; "
+                f"use another --workdir to start a new run")
+
+
+def _chunk_size(config, start_step: int) -> int:
+    """Steps per jitted call, chosen to land exactly on every eval / checkpoint / final step."""
+    t = config.train
+    k = math.gcd(t.steps_per_call, t.eval_every, t.checkpoint_every, t.steps)
+    return math.gcd(k, start_step) if start_step else k
+
+
+def train(config, run_dir: str | pathlib.Path, *, progress: bool = True) -> dict:
+    run_dir = pathlib.Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved_config_path = run_dir / "config.json"
+    if saved_config_path.exists():
+        _check_resume_compatible(config_lib.load_run_config(run_dir), config, run_dir)
+    config_lib.save(config, run_dir)
+
+    data = prepare(config, run_dir)
+    model, graphdef, tx, state = init_state(config, data.tokenizer.vocab_size)
+    log.info("model: %s, %.2fM parameters", config.model.family, count_params(model) / 1e6)
+
+    checkpointer = Checkpointer(run_dir / "checkpoints", keep=config.train.keep_checkpoints)
+    start_step, best_val = 0, math.inf
+    restored = checkpointer.restore_latest(state)
+    if restored is not None:
+        start_step, state, record = restored
+        best_val = record.get("best_val_loss", math.inf)
+        log.info("resumed from step %d (data position %d)", start_step, record.get("data_position", 0))
+    metrics_writer = MetricsWriter(run_dir, resume_step=start_step)
+
+    t = config.train
+    schedule = make_schedule(t)
+    n_chunk = _chunk_size(config, start_step)
+    tokens_per_step = config.data.batch_size * config.data.seq_len * t.grad_accum
+    train_tokens = jnp.asarray(np.asarray(data.train_tokens))
+    if len(train_tokens) <= config.data.seq_len + 1:
+        raise ValueError(f"training split has {len(train_tokens)} tokens, fewer than data.seq_len + 2")
+    chunk_fn = make_train_chunk(graphdef, tx, config, n_chunk, schedule)
+    eval_step = make_eval_step(graphdef)
+    byte_lengths = data.tokenizer.token_byte_lengths()
+    periodic_eval = eval_windows(data.val_tokens, config.data.seq_len, t.eval_batches * config.data.batch_size)
+
+    def run_eval(params, windows_weights) -> dict:
+        return evaluate(eval_step, params, *windows_weights, byte_lengths, config.data.batch_size)
+
+    stop_signal = []
+    previous_handlers = {s: signal.signal(s, lambda signum, _frame: stop_signal.append(signum))
+                         for s in (signal.SIGTERM, signal.SIGINT)}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=t.steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
+                   mininterval=1.0, smoothing=0.1)
+    last_good_step = start_step if restored is not None else None
+    step = start_step
+    try:
+        while step < t.steps:
+            t0 = time.perf_counter()
+            state, chunk_metrics = chunk_fn(state, train_tokens)
+            chunk_metrics = jax.device_get(chunk_metrics)
+            elapsed = time.perf_counter() - t0
+            losses = chunk_metrics["loss"]
+            if not np.all(np.isfinite(losses)):
+                bad = step + 1 + int(np.argmin(np.isfinite(losses)))
+                where = f"step {last_good_step} in {checkpointer.directory}" if last_good_step is not None else "none saved yet"
+                raise NonFiniteLossError(f"loss became {losses[bad - step - 1]} at step {bad}; training stopped, "
+                                         f"nothing after it saved (last good checkpoint: {where})")
+            tokens_per_sec = n_chunk * tokens_per_step / elapsed
+            for i in range(n_chunk):
+                s = step + i + 1
+                if s % t.log_every == 0:
+                    metrics_writer.write(s, {"loss": losses[i], "lr": chunk_metrics["lr"][i],
+                                             "grad_norm": chunk_metrics["grad_norm"][i], "tokens_per_sec": tokens_per_sec})
+            step += n_chunk
+            val = None
+            if step % t.eval_every == 0 or step == t.steps:
+                val = run_eval(state["params"], periodic_eval)
+                best_val = min(best_val, val["val_loss"])
+                metrics_writer.write(step, {k: v for k, v in val.items() if k != "val_tokens"})
+                log.debug("step %d: %s", step, val)
+            if step % t.checkpoint_every == 0 or step == t.steps or stop_signal:
+                record = {"step": step, "data_position": step * t.grad_accum, "best_val_loss": best_val}
+                checkpointer.save(step, state, record, val_loss=None if val is None else val["val_loss"])
+                last_good_step = step
+            if bar is not None:
+                postfix = {"loss": f"{float(losses[-1]):.3f}", "tok/s": f"{tokens_per_sec:,.0f}"}
+                if val is not None:
+                    postfix["val_bpb"] = f"{val['val_bpb']:.3f}"
+                bar.set_postfix(postfix, refresh=False)
+                bar.update(n_chunk)
+            if stop_signal:
+                checkpointer.wait()
+                raise Interrupted(stop_signal[0], step)
+    finally:
+        if bar is not None:
+            bar.close()
+        checkpointer.close()
+        metrics_writer.close()
+        for s, handler in previous_handlers.items():
+            signal.signal(s, handler)
+
+    final = run_eval(state["params"], eval_windows(data.val_tokens, config.data.seq_len))
+    summary = {"step": step, **final, "params": count_params(model)}
+    (run_dir / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

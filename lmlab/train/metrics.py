@@ -1,0 +1,44 @@
+"""metrics.jsonl (one JSON object per logged step) and TensorBoard events in the run directory."""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+
+
+class MetricsWriter:
+    def __init__(self, run_dir: pathlib.Path, *, resume_step: int = 0, tensorboard: bool = True):
+        self.path = pathlib.Path(run_dir) / "metrics.jsonl"
+        # A resumed run replays the steps after its checkpoint: drop the lines the dead run wrote
+        # past it, so the file reads as one uninterrupted run.
+        if self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        self._file = self.path.open("a")
+        self._tb = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(str(pathlib.Path(run_dir) / "tb"), flush_secs=10, purge_step=resume_step + 1)
+
+    def write(self, step: int, metrics: dict) -> None:
+        record = {"step": int(step)}
+        for key, value in metrics.items():
+            value = float(value)
+            record[key] = value if math.isfinite(value) else str(value)
+            if self._tb is not None and math.isfinite(value):
+                self._tb.add_scalar(key, value, int(step))
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(run_dir) -> list[dict]:
+    path = pathlib.Path(run_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,78 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lmlab import config as config_lib
+from lmlab.models import build_model
+
+VOCAB = 97
+
+
+def tiny_model_config(**overrides):
+    c = config_lib.load_config_file("configs/gpt_shakespeare.py").model
+    c.n_layers, c.d_model, c.n_heads, c.n_kv_heads, c.d_ff, c.max_len = 2, 32, 4, 4, 64, 64
+    for key, value in overrides.items():
+        setattr(c, key, value)
+    return c
+
+
+VARIANTS = [
+    {},
+    {"positions": "learned"},
+    {"positions": "sinusoidal", "norm": "rmsnorm", "mlp": "swiglu", "use_bias": False},
+    {"n_kv_heads": 2, "tie_embeddings": False},   # GQA
+    {"n_kv_heads": 1},                            # MQA
+]
+
+
+@pytest.mark.parametrize("overrides", VARIANTS)
+def test_changing_a_future_token_leaves_earlier_logits_identical(overrides):
+    model = build_model(tiny_model_config(**overrides), VOCAB, seed=0)
+    tokens = jax.random.randint(jax.random.key(0), (2, 20), 0, VOCAB)
+    changed = tokens.at[:, 12].set((tokens[:, 12] + 1) % VOCAB)
+    logits, _ = model(tokens)
+    logits_changed, _ = model(changed)
+    np.testing.assert_array_equal(np.asarray(logits[:, :12]), np.asarray(logits_changed[:, :12]))
+    assert not np.allclose(logits[:, 12:], logits_changed[:, 12:])
+
+
+@pytest.mark.parametrize("overrides", VARIANTS)
+def test_kv_cache_decoding_matches_full_forward(overrides):
+    model = build_model(tiny_model_config(**overrides), VOCAB, seed=1)
+    tokens = jax.random.randint(jax.random.key(1), (2, 16), 0, VOCAB)
+    full, _ = model(tokens)
+    cache = model.init_cache(2, 16)
+    prefill, cache = model(tokens[:, :5], cache=cache, cache_index=0)
+    steps = [prefill]
+    for i in range(5, 16):
+        logits, cache = model(tokens[:, i:i + 1], cache=cache, cache_index=i)
+        steps.append(logits)
+    np.testing.assert_allclose(np.concatenate(steps, axis=1), full, rtol=1e-5, atol=1e-5)
+
+
+def test_gqa_cache_stores_only_kv_heads():
+    mha = build_model(tiny_model_config(), VOCAB)
+    mqa = build_model(tiny_model_config(n_kv_heads=1), VOCAB)
+    assert mha.kv_cache_bytes_per_token() == 2 * 2 * 4 * 8 * 4
+    assert mqa.kv_cache_bytes_per_token() * 4 == mha.kv_cache_bytes_per_token()
+    assert mqa.init_cache(3, 10)[0]["k"].shape == (3, 10, 1, 8)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_logits():
+    model = build_model(tiny_model_config(dtype="bfloat16"), VOCAB)
+    assert model.embed.embedding[...].dtype == jnp.float32
+    logits, _ = model(jnp.zeros((1, 8), jnp.int32))
+    assert logits.dtype == jnp.float32
+    ref, _ = build_model(tiny_model_config(), VOCAB)(jnp.zeros((1, 8), jnp.int32))
+    np.testing.assert_allclose(logits, ref, atol=0.05)
+
+
+def test_dropout_is_active_only_with_a_key():
+    model = build_model(tiny_model_config(dropout=0.5), VOCAB)
+    tokens = jnp.arange(10)[None]
+    a, _ = model(tokens)
+    b, _ = model(tokens)
+    c, _ = model(tokens, dropout_key=jax.random.key(0))
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)

@@ -1,0 +1,43 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lmlab.nn.positions import apply_rope, rope_angles, sinusoidal_table
+
+
+def test_sinusoidal_matches_formula():
+    table = sinusoidal_table(50, 16)
+    for p in (0, 1, 7, 49):
+        for i in range(8):
+            angle = p / 10000 ** (2 * i / 16)
+            np.testing.assert_allclose(table[p, 2 * i], np.sin(angle), atol=1e-6)
+            np.testing.assert_allclose(table[p, 2 * i + 1], np.cos(angle), atol=1e-6)
+
+
+def _scores(q, k, pos_q, pos_k, theta=10000.0):
+    H = q.shape[-1]
+    cq, sq = rope_angles(jnp.array([[pos_q]]), H, theta)
+    ck, sk = rope_angles(jnp.array([[pos_k]]), H, theta)
+    rq = apply_rope(q[None, None, None], cq, sq)[0, 0, 0]
+    rk = apply_rope(k[None, None, None], ck, sk)[0, 0, 0]
+    return float(jnp.dot(rq, rk))
+
+
+def test_rope_scores_depend_only_on_offset():
+    q, k = jax.random.normal(jax.random.key(0), (2, 32))
+    for shift in (1, 17, 300):
+        for pq, pk in ((5, 2), (9, 9), (3, 40)):
+            np.testing.assert_allclose(_scores(q, k, pq, pk), _scores(q, k, pq + shift, pk + shift), rtol=1e-4, atol=1e-4)
+    assert abs(_scores(q, k, 5, 2) - _scores(q, k, 5, 3)) > 1e-3  # and do depend on it
+
+
+def test_rope_preserves_norm_and_uses_half_split_pairs():
+    x = jax.random.normal(jax.random.key(1), (1, 3, 2, 8))
+    cos, sin = rope_angles(jnp.arange(3)[None], 8, 10000.0)
+    y = apply_rope(x, cos, sin)
+    np.testing.assert_allclose(jnp.linalg.norm(y, axis=-1), jnp.linalg.norm(x, axis=-1), rtol=1e-5)
+    # Position 0 is the identity; at position 1, pair (0, 4) rotates by angle 1 (frequency 1).
+    np.testing.assert_allclose(y[0, 0], x[0, 0], atol=1e-6)
+    a, b = x[0, 1, 0, 0], x[0, 1, 0, 4]
+    np.testing.assert_allclose(y[0, 1, 0, 0], a * np.cos(1) - b * np.sin(1), rtol=1e-5)
+    np.testing.assert_allclose(y[0, 1, 0, 4], b * np.cos(1) + a * np.sin(1), rtol=1e-5)
