@@ -120,17 +120,19 @@ def train(config, run_dir: str | pathlib.Path, *, progress: bool = True) -> dict
             chunk_metrics = jax.device_get(chunk_metrics)
             elapsed = time.perf_counter() - t0
             losses = chunk_metrics["loss"]
-            if not np.all(np.isfinite(losses)):
-                bad = step + 1 + int(np.argmin(np.isfinite(losses)))
-                where = f"step {last_good_step} in {checkpointer.directory}" if last_good_step is not None else "none saved yet"
-                raise NonFiniteLossError(f"loss became {losses[bad - step - 1]} at step {bad}; training stopped, "
-                                         f"nothing after it saved (last good checkpoint: {where})")
             tokens_per_sec = n_chunk * tokens_per_step / elapsed
-            for i in range(n_chunk):
+            finite = np.isfinite(losses)
+            n_good = n_chunk if finite.all() else int(np.argmin(finite))
+            for i in range(n_good):
                 s = step + i + 1
                 if s % t.log_every == 0:
                     metrics_writer.write(s, {"loss": losses[i], "lr": chunk_metrics["lr"][i],
                                              "grad_norm": chunk_metrics["grad_norm"][i], "tokens_per_sec": tokens_per_sec})
+            if n_good < n_chunk:
+                where = (f"step {last_good_step} in {checkpointer.directory}" if last_good_step is not None
+                         else "none saved yet")
+                raise NonFiniteLossError(f"loss became {losses[n_good]} at step {step + n_good + 1}; training stopped "
+                                         f"and nothing after it was saved (last good checkpoint: {where})")
             step += n_chunk
             val = None
             if step % t.eval_every == 0 or step == t.steps:

@@ -71,7 +71,7 @@ def make_train_chunk(graphdef, tx: optax.GradientTransformation, config, n_steps
             zeros = ((jnp.zeros(()), jnp.zeros(())), jax.tree.map(jnp.zeros_like, params))
             total, _ = jax.lax.scan(body, zeros, jnp.arange(accum))
             (loss, nll), grads = jax.tree.map(lambda x: x / accum, total)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         params = optax.apply_updates(params, updates)
         new_state = {"params": params, "opt_state": opt_state, "step": step + 1, "rng": state["rng"]}

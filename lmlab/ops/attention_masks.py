@@ -1,0 +1,33 @@
+"""Boolean attention masks in the layout `attention` expects: True = may attend.
+
+Every mask here broadcasts to scores [B, N, T, S] (batch, heads, queries, keys), so masks combine
+with `&` and go straight into `attention(..., mask=...)`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def make_causal_mask(T: int, S: int, q_offset: int | jax.Array = 0) -> jax.Array:
+    """[1, 1, T, S]: query i (absolute position q_offset + i) may attend key j iff j <= q_offset + i.
+
+    `q_offset` may be traced (KV-cache decoding), so the comparison is done on iotas, not numpy.
+    """
+    q_pos_T1 = jnp.arange(T, dtype=jnp.int32)[:, None] + jnp.asarray(q_offset, jnp.int32)
+    k_pos_1S = jnp.arange(S, dtype=jnp.int32)[None, :]
+    return (k_pos_1S <= q_pos_T1)[None, None]
+
+
+def make_padding_mask(lengths_B: jax.Array, S: int) -> jax.Array:
+    """[B, 1, 1, S]: key j of sequence b is real iff j < lengths_B[b] (right padding)."""
+    k_pos_S = jnp.arange(S, dtype=jnp.int32)
+    lengths_B = jnp.asarray(lengths_B, jnp.int32)
+    return (k_pos_S[None, :] < lengths_B[:, None])[:, None, None, :]
+
+
+def padding_mask_from_ids(ids_BS: jax.Array, pad_id: int) -> jax.Array:
+    """[B, 1, 1, S]: key j of sequence b is real iff its token id is not `pad_id` (any padding side)."""
+    ids_BS = jnp.asarray(ids_BS)
+    return (ids_BS != pad_id)[:, None, None, :]
