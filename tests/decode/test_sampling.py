@@ -1,0 +1,64 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lmlab.decode.sampling import filter_logits, generate, next_token
+from lmlab.models import build_model
+from tests.models.test_gpt import tiny_model_config
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_model(tiny_model_config(n_kv_heads=2), 50, seed=3)
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p", [(0.0, 0, 1.0), (1.0, 0, 1.0), (0.7, 5, 0.9)])
+def test_cached_decoding_equals_recomputation(model, temperature, top_k, top_p):
+    prompt = jax.random.randint(jax.random.key(0), (2, 6), 0, 50)
+    kwargs = dict(max_new_tokens=24, key=jax.random.key(7), temperature=temperature, top_k=top_k, top_p=top_p)
+    cached = generate(model, prompt, use_cache=True, **kwargs)
+    recomputed = generate(model, prompt, use_cache=False, **kwargs)
+    np.testing.assert_array_equal(cached, recomputed)
+    np.testing.assert_array_equal(cached[:, :6], prompt)
+
+
+def test_greedy_follows_the_argmax_of_a_full_forward(model):
+    prompt = jnp.array([[3, 1, 4, 1, 5]])
+    out = np.asarray(generate(model, prompt, max_new_tokens=8, key=jax.random.key(0), temperature=0.0))
+    for t in range(5, 13):
+        logits, _ = model(jnp.asarray(out[:, :t]))
+        assert out[0, t] == int(jnp.argmax(logits[0, -1]))
+
+
+def test_top_k_keeps_exactly_k():
+    logits = jnp.array([[1.0, 5.0, 3.0, 4.0, 2.0]])
+    kept = np.isfinite(np.asarray(filter_logits(logits, top_k=2))) & (np.asarray(filter_logits(logits, top_k=2)) > -1e30)
+    np.testing.assert_array_equal(kept[0], [False, True, False, True, False])
+
+
+def test_top_p_keeps_the_smallest_nucleus():
+    probs = np.array([0.5, 0.3, 0.15, 0.05])
+    logits = jnp.log(jnp.asarray(probs))[None]
+    def kept(p):
+        return (np.asarray(filter_logits(logits, top_p=p))[0] > -1e30).tolist()
+    assert kept(0.5) == [True, False, False, False]
+    assert kept(0.7) == [True, True, False, False]
+    assert kept(0.81) == [True, True, True, False]
+    assert kept(1.0) == [True, True, True, True]
+
+
+def test_sampling_frequencies_follow_the_tempered_distribution():
+    logits = jnp.log(jnp.array([[0.6, 0.3, 0.1]]))
+    keys = jax.random.split(jax.random.key(0), 20000)
+    draws = np.asarray(jax.vmap(lambda k: next_token(logits, k, temperature=1.0))(keys))[:, 0]
+    np.testing.assert_allclose(np.bincount(draws, minlength=3) / len(draws), [0.6, 0.3, 0.1], atol=0.015)
+    sharp = np.asarray(jax.vmap(lambda k: next_token(logits, k, temperature=0.5))(keys))[:, 0]
+    expected = np.array([0.36, 0.09, 0.01]) / 0.46
+    np.testing.assert_allclose(np.bincount(sharp, minlength=3) / len(sharp), expected, atol=0.015)
+
+
+def test_too_long_generation_for_learned_positions_is_refused():
+    model = build_model(tiny_model_config(positions="learned"), 50)
+    with pytest.raises(ValueError, match="max_len"):
+        generate(model, [[1, 2]], max_new_tokens=100, key=jax.random.key(0))
