@@ -8,7 +8,8 @@ K kv heads (K divides N; query head n reads kv head n // (N // K)), H head dim. 
 - "naive":     reference; materializes [B, N, T, S] scores (attention_naive.py).
 - "blockwise": flash-style tiles + online softmax + recomputing custom_vjp; O(T) memory, any
                backend (attention_blockwise.py).
-- "cudnn":     jax.nn.dot_product_attention(implementation="cudnn"); GPU, bf16/fp16 (attention_cudnn.py).
+- "cudnn":     jax.nn.dot_product_attention(implementation="cudnn"); GPU, bf16/fp16
+               (attention_cudnn.py).
 - "pallas":    reserved for a Pallas kernel; raises NotImplementedError for now.
 - "auto":      `select_impl` picks one from the backend, sizes and dtype.
 """
@@ -40,7 +41,8 @@ IMPLS = ("auto", "naive", "blockwise", "cudnn", "pallas")
 # Up to this many scores T*S per (batch, head), "auto" keeps the reference: the [T, S] matrix is
 # cheap and one fused einsum beats a loop of tiles. On a 2-core CPU, fwd+bwd at B=16, N=4, H=32,
 # naive wins at T=128 and blockwise from T=256 up (1.5x at T=1024, 2-3x at T=2048). The GPU value
-# is an unmeasured default: there the tile loop is sequential and XLA's fused einsum stays fast longer.
+# is an unmeasured default: there the tile loop runs sequentially and one fused einsum stays fast
+# for longer.
 NAIVE_MAX_SCORES = {"cpu": 256 * 256, "gpu": 1024 * 1024}
 
 

@@ -77,7 +77,7 @@ def _pad_axis(x: jax.Array, axis: int, size: int, value=0) -> jax.Array:
 def _group_mask(mask, K, G, T, S, T_pad, S_pad) -> jax.Array:
     """4D mask [B|1, N|1, T|1, S|1] -> [B|1, K|1, G|1, T_pad|1, S_pad|1], keeping broadcast dims.
 
-    Padded queries and keys are masked out (False), so padding never receives attention.
+    Padding is False: padded keys are never attended, padded queries attend nothing.
     """
     Bm, Nm, Tm, Sm = mask.shape
     mask = mask.reshape(Bm, K, G, Tm, Sm) if Nm > 1 else mask.reshape(Bm, 1, 1, Tm, Sm)

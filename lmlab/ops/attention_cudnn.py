@@ -31,7 +31,9 @@ def cudnn_attention(
     """Arguments as in `lmlab.ops.attention.attention` (already validated; mask is 4D or None)."""
     backend = jax.default_backend()
     if backend != "gpu":
-        raise ValueError(f"impl='cudnn' needs a GPU backend, not {backend!r}; use 'blockwise' or 'naive'")
+        raise ValueError(
+            f"impl='cudnn' needs a GPU backend, not {backend!r}; use 'blockwise' or 'naive'"
+        )
     if q_BTNH.dtype not in CUDNN_DTYPES:
         raise NotImplementedError(
             f"impl='cudnn' takes bf16/fp16 inputs, got {q_BTNH.dtype}; use 'blockwise' or 'naive'"
@@ -50,7 +52,8 @@ def cudnn_attention(
         allowed = jnp.broadcast_to(allowed, allowed.shape[:2] + (T, S))
 
     out_BTNH = jax.nn.dot_product_attention(
-        q_BTNH, k_BSKH, v_BSKH, mask=allowed, scale=scale, is_causal=is_causal, implementation="cudnn"
+        q_BTNH, k_BSKH, v_BSKH, mask=allowed, scale=scale, is_causal=is_causal,
+        implementation="cudnn",
     )
     if allowed is None:
         return out_BTNH
@@ -65,4 +68,5 @@ def cudnn_attention(
 
 def is_static_zero(q_offset) -> bool:
     """True only for a concrete Python/numpy integer 0 (a jax array may be traced)."""
-    return isinstance(q_offset, (int, np.integer)) and not isinstance(q_offset, bool) and q_offset == 0
+    is_int = isinstance(q_offset, (int, np.integer)) and not isinstance(q_offset, bool)
+    return is_int and q_offset == 0

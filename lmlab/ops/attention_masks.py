@@ -11,7 +11,8 @@ import jax.numpy as jnp
 
 
 def make_causal_mask(T: int, S: int, q_offset: int | jax.Array = 0) -> jax.Array:
-    """[1, 1, T, S]: query i (absolute position q_offset + i) may attend key j iff j <= q_offset + i.
+    """[1, 1, T, S]: query i (at absolute position q_offset + i) may attend key j iff
+    j <= q_offset + i.
 
     `q_offset` may be traced (KV-cache decoding), so the comparison is done on iotas, not numpy.
     """
@@ -28,6 +29,6 @@ def make_padding_mask(lengths_B: jax.Array, S: int) -> jax.Array:
 
 
 def padding_mask_from_ids(ids_BS: jax.Array, pad_id: int) -> jax.Array:
-    """[B, 1, 1, S]: key j of sequence b is real iff its token id is not `pad_id` (any padding side)."""
+    """[B, 1, 1, S]: key j of sequence b is real iff its id is not `pad_id` (either side)."""
     ids_BS = jnp.asarray(ids_BS)
     return (ids_BS != pad_id)[:, None, None, :]

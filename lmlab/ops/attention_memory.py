@@ -56,7 +56,8 @@ def compiled_memory(
     stats = jax.jit(fn).lower(q, kv, kv, q).compile().memory_analysis()
     if stats is None:
         raise RuntimeError(f"backend {jax.default_backend()!r} reports no compiled memory analysis")
-    args, outs, temps = stats.argument_size_in_bytes, stats.output_size_in_bytes, stats.temp_size_in_bytes
+    args, outs = stats.argument_size_in_bytes, stats.output_size_in_bytes
+    temps = stats.temp_size_in_bytes
     return CompiledMemory(args, outs, temps, args + outs + temps - stats.alias_size_in_bytes)
 
 

@@ -44,7 +44,8 @@ def naive_attention(
         probs_BNTS = _masked_softmax(scores_BNTS, allowed_BNTS)
 
     out_BTNH = jnp.einsum(
-        "bnts,bsnh->btnh", probs_BNTS.astype(v_BSNH.dtype), v_BSNH, preferred_element_type=jnp.float32
+        "bnts,bsnh->btnh", probs_BNTS.astype(v_BSNH.dtype), v_BSNH,
+        preferred_element_type=jnp.float32,
     )
     return out_BTNH.astype(q_BTNH.dtype)
 
