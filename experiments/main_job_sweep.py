@@ -2,7 +2,8 @@
 
 Quality at a fixed number of steps does not depend on the machine, so the sweep can run anywhere
 (it was run on a GPU to save time; see experiments/main_job_sweep.md). Each variant is a list of
---config overrides on top of the main job; the result is the full held-out val_bpb.
+--config overrides on top of configs/base.py (the GPT-2-style starting point: batch 16, LayerNorm,
+GELU, tied embeddings, lr 3e-3, warmup 50); the result is the full held-out val_bpb.
 
     python experiments/main_job_sweep.py [--only NAME ...] [--out results.jsonl]
 """
@@ -72,6 +73,7 @@ VARIANTS = {
     "u_b8_2900_lr3e-3_warm300": [*U8, "train.learning_rate=3e-3", "train.warmup_steps=300"],
     "u_b8_2900_lr3e-3_warm200_seed1": [*U8, "train.learning_rate=3e-3", "train.warmup_steps=200", "seed=1"],
 }
+BASE_CONFIG = "configs/base.py"  # GPT-2-style defaults: the sweep's starting point
 COMMON = ["train.steps=1300", "train.eval_every=100", "train.checkpoint_every=100000"]
 
 
@@ -85,7 +87,7 @@ def main() -> None:
     for name, overrides in VARIANTS.items():
         if args.only and name not in args.only:
             continue
-        config = config_lib.load("configs/gpt_shakespeare.py", COMMON + args.extra + overrides)
+        config = config_lib.load(BASE_CONFIG, COMMON + args.extra + overrides)
         t0 = time.time()
         with tempfile.TemporaryDirectory() as run_dir:
             summary = train(config, run_dir, progress=False)

@@ -144,16 +144,25 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, caplog):
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     real = loop.make_train_chunk
 
+    class Poisoned:  # stands in for the jitted chunk: .lower(...).compile() -> callable
+        def __init__(self, jitted):
+            self.jitted = jitted
+
+        def lower(self, *args):
+            self.compiled = self.jitted.lower(*args).compile()
+            return self
+
+        def compile(self):
+            def run(state, tokens):
+                state, metrics = self.compiled(state, tokens)
+                if int(state["step"]) > 8:  # the chunk that ends at step 12 goes bad at step 10
+                    metrics = dict(metrics, loss=metrics["loss"].at[1].set(np.nan))
+                return state, metrics
+
+            return run
+
     def poisoned(*args, **kwargs):
-        chunk = real(*args, **kwargs)
-
-        def run(state, tokens):
-            state, metrics = chunk(state, tokens)
-            if int(state["step"]) > 8:  # the chunk that ends at step 12 goes bad
-                metrics = dict(metrics, loss=metrics["loss"].at[1].set(np.nan))
-            return state, metrics
-
-        return run
+        return Poisoned(real(*args, **kwargs))
 
     monkeypatch.setattr(loop, "make_train_chunk", poisoned)
     run_dir = tmp_path / "nan"
