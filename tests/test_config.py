@@ -69,3 +69,19 @@ def test_cli_config_error_is_one_line_exit_2(override, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("lmlab: error:"), proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()  # nothing written for a rejected config
+
+
+def test_llama_tiny_preset_builds_a_gqa_model_without_biases():
+    import jax
+
+    from flax import nnx
+
+    from lmlab.models import build_model
+
+    c = config_lib.load("configs/llama_tiny.py")
+    assert (c.model.norm, c.model.mlp, c.model.positions, c.model.use_bias) == ("rmsnorm", "swiglu", "rope", False)
+    assert c.model.n_heads // c.model.n_kv_heads == 2
+    model = build_model(c.model, 64)
+    paths = ["/".join(map(str, path)) for path, _ in jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(nnx.state(model)))[0]]
+    assert not any("bias" in p for p in paths)
+    assert model.blocks[0].attn.init_cache(1, 4)["k"].shape == (1, 4, 2, 32)
