@@ -22,8 +22,14 @@ setup() {
   local stamp; stamp="$("$PY" -c 'import sys; print(sys.prefix)')/.lmlab-installed"
   if [[ ! -f "$stamp" ]] || ! cmp -s pyproject.toml "$stamp"; then
     echo "launch.sh: installing lmlab and its dependencies into $("$PY" -c 'import sys; print(sys.prefix)')" >&2
-    "$PY" -m pip install --quiet --upgrade pip >&2
-    "$PY" -m pip install --quiet -e ".[dev]" >&2
+    local log; log="$(mktemp)"
+    # Build-backend chatter is noise on success; show it only if the install fails.
+    if ! { "$PY" -m pip install --quiet --upgrade pip && "$PY" -m pip install --quiet -e ".[dev]"; } >"$log" 2>&1; then
+      cat "$log" >&2; rm -f "$log"
+      echo "launch.sh: installing failed (see above)" >&2
+      exit 1
+    fi
+    rm -f "$log"
     cp pyproject.toml "$stamp"
   fi
 }

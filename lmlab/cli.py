@@ -1,4 +1,4 @@
-"""`lmlab train | eval | sample`: parse arguments, call the library, print results to stdout.
+"""`lmlab train | eval | sample | bench`: parse arguments, call the library, print results to stdout.
 
 Logs and progress go to stderr. User errors end with one line `lmlab: error: ...` and exit status 2
 (bad config or arguments) or 1 (bad data, corrupt files, non-finite loss); LMLAB_DEBUG=1 shows the
@@ -111,6 +111,43 @@ def cmd_sample(args, overrides) -> int:
     return 0
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def cmd_bench(args, overrides) -> int:
+    from lmlab import bench
+
+    if overrides and args.bench_kind != "train":
+        raise UsageError("--config overrides only apply to 'lmlab bench train'")
+    try:
+        if args.bench_kind == "train":
+            from lmlab import config as config_lib
+
+            config = config_lib.load(args.config, overrides)
+            result = bench.bench_train(config, steps=args.steps, name=pathlib.Path(args.config).stem)
+        elif args.bench_kind == "attention":
+            impls = [name for name in args.impls.split(",") if name] if args.impls else None
+            result = bench.bench_attention(impls=impls, lengths=args.lengths, batch=args.batch, heads=args.heads,
+                                           head_dim=args.head_dim, dtype=args.dtype, causal=args.causal,
+                                           repeats=args.repeats)
+        else:
+            from lmlab.runs import load_run
+
+            result = bench.bench_decode(load_run(args.run_dir), batch_sizes=args.batch_sizes,
+                                        new_tokens=args.new_tokens, prompt_len=args.prompt_len, repeats=args.repeats)
+    except bench.BenchArgumentError as e:
+        raise UsageError(str(e)) from e
+    print(json.dumps(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmlab", description="Language-model experiments in JAX/Flax NNX.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -139,6 +176,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-samples", type=int, default=1)
     p.set_defaults(fn=cmd_sample)
+
+    p = sub.add_parser("bench", help="benchmarks: train throughput and MFU, attention kernels, decoding",
+                       description="Prints one JSON object to stdout; logs go to stderr.")
+    bench_sub = p.add_subparsers(dest="bench_kind", required=True)
+    b = bench_sub.add_parser("train", help="tokens/s, step time and MFU of a config's train step (random tokens)",
+                             description="Train-step throughput of CONFIG on random tokens; "
+                                         "--config.section.key=value overrides any key.")
+    b.add_argument("config", help="config file, e.g. configs/gpt2_124m.py")
+    b.add_argument("--steps", type=int, default=5, help="timed calls (each train.steps_per_call steps); median")
+    b.set_defaults(fn=cmd_bench)
+    b = bench_sub.add_parser("attention", help="fwd+bwd time and compiled peak memory per attention impl and length")
+    b.add_argument("--impls", default="", help="comma-separated, e.g. naive,blockwise,cudnn (default: all available)")
+    b.add_argument("--lengths", type=_int_list, default=[256, 512, 1024], help="comma-separated sequence lengths")
+    b.add_argument("--batch", type=int, default=1)
+    b.add_argument("--heads", type=int, default=8)
+    b.add_argument("--head-dim", type=int, default=64)
+    b.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    b.add_argument("--causal", action="store_true")
+    b.add_argument("--repeats", type=int, default=5, help="timed calls after a warm-up; median")
+    b.set_defaults(fn=cmd_bench)
+    b = bench_sub.add_parser("decode", help="greedy generation tokens/s of a run, KV cache vs recompute")
+    b.add_argument("run_dir")
+    b.add_argument("--batch-sizes", type=_int_list, default=[1, 8, 32], help="comma-separated")
+    b.add_argument("--new-tokens", type=int, default=256)
+    b.add_argument("--prompt-len", type=int, default=16)
+    b.add_argument("--repeats", type=int, default=3, help="timed calls after the compiling one; median")
+    b.set_defaults(fn=cmd_bench)
     return parser
 
 
@@ -147,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     args_only, overrides = _split_overrides(argv)
     parser = build_parser()
     args = parser.parse_args(args_only)
-    if overrides and args.command != "train":
+    if overrides and args.command not in ("train", "bench"):
         parser.error(f"--config overrides only apply to 'train' (got {overrides[0]})")
     _setup_logging(args.verbose)
 
@@ -165,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as e:
         print(f"lmlab: {e}; run the same command to resume", file=sys.stderr)
         return 128 + e.signum
+    except KeyboardInterrupt:  # before the trainer's own handler is installed (data prep, compile)
+        print("lmlab: interrupted", file=sys.stderr)
+        return 130
     except (NonFiniteLossError, ValueError, FileNotFoundError, OSError) as e:
         if debug:
             raise

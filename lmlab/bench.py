@@ -1,0 +1,253 @@
+"""Benchmarks behind `lmlab bench train | attention | decode`; each returns one JSON-ready dict.
+
+- `bench_train`: throughput and MFU of the trainer's own jitted chunk (`make_train_chunk` on the
+  state from `init_state`) on random tokens already on the device, so no data preparation runs.
+- `bench_attention`: forward + backward time and compiled peak memory per attention implementation
+  and sequence length.
+- `bench_decode`: generation throughput of a trained run with and without the KV cache.
+
+Timings are medians of several calls after compilation and one warm-up call, each ended with
+`jax.block_until_ready`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import statistics
+import time
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from lmlab import flops as flops_lib
+
+log = logging.getLogger("lmlab")
+
+RANDOM_TOKENS = 1 << 20  # length of the random token array bench_train samples windows from
+
+
+class BenchArgumentError(ValueError):
+    """Arguments that cannot be benchmarked (e.g. a decode longer than the model's positions)."""
+
+
+def device_kind() -> str:
+    return jax.devices()[0].device_kind
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of `repeats` calls of fn (its result is waited for)."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+# --------------------------------------------------------------------------------------- train
+
+def bench_train(config, *, steps: int = 5, name: str | None = None) -> dict:
+    """Times `steps` calls (each `train.steps_per_call` optimizer steps) of the trainer's chunk.
+
+    The vocabulary size is `config.tokenizer.vocab_size` (for a char tokenizer the trainer would
+    take it from the corpus instead).
+    """
+    from lmlab.data.token_file import token_dtype
+    from lmlab.models import count_params
+    from lmlab.train.optimizer import make_schedule
+    from lmlab.train.state import init_state
+    from lmlab.train.step import make_train_chunk
+
+    if steps < 1:
+        raise BenchArgumentError(f"need at least one timed call, got steps={steps}")
+    t, data = config.train, config.data
+    vocab_size = config.tokenizer.vocab_size
+    model, graphdef, tx, state = init_state(config, vocab_size)
+    n_params = int(count_params(model))
+    del model  # shares its arrays with `state`, which the chunk donates
+    log.info("bench train: %.2fM parameters, %d x %d tokens x %d accum, %d steps per call",
+             n_params / 1e6, data.batch_size, data.seq_len, t.grad_accum, t.steps_per_call)
+
+    n_tokens = max(RANDOM_TOKENS, 2 * (data.seq_len + 1))
+    tokens_N = jax.random.randint(jax.random.key(config.seed), (n_tokens,), 0, vocab_size, jnp.int32)
+    tokens_N = tokens_N.astype(token_dtype(vocab_size))  # the dtype the trainer's token files have
+
+    t0 = time.perf_counter()
+    chunk = make_train_chunk(graphdef, tx, config, t.steps_per_call, make_schedule(t))
+    compiled = chunk.lower(state, tokens_N).compile()
+    compile_s = time.perf_counter() - t0
+    log.info("bench train: compiled in %.1fs", compile_s)
+
+    state, metrics = compiled(state, tokens_N)  # warm-up
+    jax.block_until_ready((state, metrics))
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        state, metrics = compiled(state, tokens_N)  # the state is donated: keep the new one
+        jax.block_until_ready((state, metrics))
+        times.append(time.perf_counter() - t0)
+    call_s = statistics.median(times)
+    log.info("bench train: call times %s s", ", ".join(f"{x:.4f}" for x in times))
+
+    step_time_s = call_s / t.steps_per_call
+    tokens_per_sec = data.batch_size * data.seq_len * t.grad_accum / step_time_s
+    per_token = flops_lib.flops_per_token(config.model, vocab_size, data.seq_len)
+    kind = device_kind()
+    n_devices = len(jax.tree.leaves(state)[0].sharding.device_set)  # devices the chunk ran on
+    peak = flops_lib.peak_bf16_flops(kind)
+    return {
+        "tokens_per_sec": tokens_per_sec,
+        "step_time_s": step_time_s,
+        "flops_per_token": per_token,
+        "mfu": flops_lib.mfu(tokens_per_sec, per_token, kind, n_devices),
+        "peak_flops": peak,
+        "device_kind": kind,
+        "n_devices": n_devices,
+        "compile_s": compile_s,
+        "params": n_params,
+        "config": name,
+        "memory_peak_bytes": _peak_bytes_in_use(),
+    }
+
+
+def _peak_bytes_in_use() -> int | None:
+    """The device allocator's high-water mark so far (GPU/TPU), or None where it reports none (CPU)."""
+    try:
+        stats = jax.devices()[0].memory_stats()
+    except Exception:  # some backends do not implement it
+        return None
+    return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
+
+
+# ----------------------------------------------------------------------------------- attention
+
+def available_attention_impls(backend: str | None = None) -> tuple[str, ...]:
+    """The concrete implementations that can run here ("auto" picks among these; "pallas" is a stub)."""
+    backend = backend or jax.default_backend()
+    return ("naive", "blockwise", "cudnn") if backend == "gpu" else ("naive", "blockwise")
+
+
+def _memory_limit_bytes() -> int | None:
+    """What one computation may use: the accelerator's allocator limit, else the host's memory."""
+    stats = None
+    try:
+        stats = jax.devices()[0].memory_stats()
+    except Exception:  # some backends do not implement it
+        pass
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"])
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _short_error(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
+
+
+def bench_attention(*, impls: Sequence[str] | None = None, lengths: Sequence[int] = (256, 512, 1024),
+                    batch: int = 1, heads: int = 8, head_dim: int = 64, dtype: str = "float32",
+                    causal: bool = False, repeats: int = 5) -> dict:
+    """Forward + backward time (median of `repeats` after a warm-up) and compiled peak bytes.
+
+    Each (impl, T) is one row; a combination that is unavailable here, fails to compile or whose
+    compiled peak exceeds the device's memory gets an "error" field and null measurements.
+    """
+    from lmlab.ops.attention import IMPLS, attention
+    from lmlab.ops.attention_memory import compiled_memory
+
+    backend = jax.default_backend()
+    available = available_attention_impls(backend)
+    impls = list(impls) if impls else list(available)
+    for impl in impls:
+        if impl not in IMPLS or impl == "auto":
+            raise BenchArgumentError(f"unknown attention impl {impl!r}; choose from {', '.join(IMPLS[1:])}")
+    if dtype not in ("float32", "bfloat16"):
+        raise BenchArgumentError(f"dtype must be float32 or bfloat16, got {dtype!r}")
+    if min(batch, heads, head_dim, repeats, *lengths) < 1:
+        raise BenchArgumentError("batch, heads, head dim, repeats and lengths must be positive")
+    jdtype = jnp.dtype(dtype)
+    limit = _memory_limit_bytes()
+
+    def loss(q_BTNH, k_BTNH, v_BTNH, w_BTNH, impl):
+        out_BTNH = attention(q_BTNH, k_BTNH, v_BTNH, causal=causal, impl=impl)
+        return jnp.sum(out_BTNH.astype(jnp.float32) * w_BTNH)
+
+    rows = []
+    for impl in impls:
+        for T in lengths:
+            row = {"impl": impl, "T": int(T), "time_ms": None, "peak_bytes": None}
+            rows.append(row)
+            if impl not in available:
+                row["error"] = ("not implemented" if impl == "pallas"
+                                else f"not available on backend {backend!r}")
+                continue
+            try:
+                memory = compiled_memory(impl, T, B=batch, N=heads, H=head_dim, dtype=jdtype, causal=causal)
+            except Exception as e:  # unsupported shapes or dtypes surface at trace/compile time
+                row["error"] = _short_error(e)
+                log.info("bench attention: %s T=%d: %s", impl, T, row["error"])
+                continue
+            row["peak_bytes"] = int(memory.peak_bytes)
+            if limit is not None and memory.peak_bytes > limit:
+                row["error"] = f"compiled peak {memory.peak_bytes} bytes exceeds the device's {limit}"
+                log.info("bench attention: %s T=%d: %s", impl, T, row["error"])
+                continue
+            keys = jax.random.split(jax.random.key(int(T)), 4)
+            shape = (batch, int(T), heads, head_dim)
+            q, k, v = (jax.random.normal(key, shape, jnp.float32).astype(jdtype) for key in keys[:3])
+            w = jax.random.normal(keys[3], shape, jnp.float32)
+            try:
+                grad = jax.jit(jax.grad(lambda q, k, v, w: loss(q, k, v, w, impl), argnums=(0, 1, 2)))
+                compiled = grad.lower(q, k, v, w).compile()
+                jax.block_until_ready(compiled(q, k, v, w))  # warm-up
+                row["time_ms"] = 1e3 * median_seconds(lambda: compiled(q, k, v, w), repeats)
+            except Exception as e:  # e.g. out of memory at run time
+                row["error"] = _short_error(e)
+            log.info("bench attention: %s T=%d: %s ms, peak %s bytes", impl, T,
+                     row["time_ms"] and f"{row['time_ms']:.3f}", row["peak_bytes"])
+    return {"device_kind": device_kind(), "rows": rows}
+
+
+# -------------------------------------------------------------------------------------- decode
+
+def bench_decode(run, *, batch_sizes: Sequence[int] = (1, 8, 32), new_tokens: int = 256,
+                 prompt_len: int = 16, repeats: int = 3, seed: int = 0) -> dict:
+    """Greedy generation tokens/s of a loaded run (`lmlab.runs.load_run`), cached vs recomputed.
+
+    Tokens/s counts generated tokens (batch x new_tokens) per second of a whole `generate` call
+    (prefill included), median of `repeats` calls after one call that compiles.
+    """
+    from lmlab.decode.sampling import generate
+
+    if min(new_tokens, prompt_len, repeats, *batch_sizes) < 1:
+        raise BenchArgumentError("batch sizes, new tokens, prompt length and repeats must be positive")
+    max_len = run.model.config.max_len
+    if prompt_len + new_tokens > max_len:
+        raise BenchArgumentError(
+            f"prompt length {prompt_len} + new tokens {new_tokens} = {prompt_len + new_tokens} exceeds "
+            f"the model's max_len {max_len}; use a shorter --prompt-len or fewer --new-tokens")
+    vocab_size = run.tokenizer.vocab_size
+    key = jax.random.key(seed)
+    rows = []
+    for batch in batch_sizes:
+        prompt_BT = jax.random.randint(jax.random.fold_in(key, batch), (batch, prompt_len), 0, vocab_size, jnp.int32)
+        row = {"batch": int(batch)}
+        for use_cache, field in ((True, "cached_tokens_per_sec"), (False, "recompute_tokens_per_sec")):
+            def call():
+                return generate(run.model, prompt_BT, max_new_tokens=new_tokens, key=key, temperature=0.0,
+                                use_cache=use_cache)
+
+            t0 = time.perf_counter()
+            jax.block_until_ready(call())  # compiles
+            log.info("bench decode: batch %d, cache %s: first call (compile + run) %.1fs",
+                     batch, use_cache, time.perf_counter() - t0)
+            row[field] = batch * new_tokens / median_seconds(call, repeats)
+        row["speedup"] = row["cached_tokens_per_sec"] / row["recompute_tokens_per_sec"]
+        log.info("bench decode: %s", row)
+        rows.append(row)
+    return {"device_kind": device_kind(), "rows": rows}
