@@ -5,7 +5,8 @@ for real needs a corpus far larger than Shakespeare (the default corpus would be
 a few hundred steps). The shape is GPT-2's (12 layers, d=768, 12 heads, d_ff 3072, 1,024-token
 context, learned positions, LayerNorm, GELU, tied embeddings) with the vocabulary padded from
 50,257 to 50,304 (a multiple of 128) for the matmul tiles; compute in bfloat16, parameters and
-optimizer state in float32.
+optimizer state in float32. Batch 32 x 1024 peaked at 24 GB on an H100 80GB (bench train, cuDNN
+attention).
 """
 
 from configs import base

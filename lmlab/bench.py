@@ -186,6 +186,12 @@ def bench_attention(*, impls: Sequence[str] | None = None, lengths: Sequence[int
                 row["error"] = ("not implemented" if impl == "pallas"
                                 else f"not available on backend {backend!r}")
                 continue
+            scores_bytes = 4 * batch * heads * int(T) * int(T)
+            if impl == "naive" and limit is not None and scores_bytes > limit:
+                # Not even compiled: XLA's autotuner would try (and fail) to allocate them.
+                row["error"] = f"its float32 [B, N, T, T] scores alone need {scores_bytes} bytes, more than the device's {limit}"
+                log.info("bench attention: %s T=%d: %s", impl, T, row["error"])
+                continue
             try:
                 memory = compiled_memory(impl, T, B=batch, N=heads, H=head_dim, dtype=jdtype, causal=causal)
             except Exception as e:  # unsupported shapes or dtypes surface at trace/compile time

@@ -44,19 +44,22 @@ class Interrupted(Exception):
         self.signum, self.step = signum, step
 
 
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        out.update(_flatten(value, name + ".") if isinstance(value, dict) else {name: value})
+    return out
+
+
 def _check_resume_compatible(saved, config, run_dir) -> None:
-    saved_d, new_d = saved.to_dict(), config.to_dict()
-    for section in _FROZEN_SECTIONS:
-        if json.dumps(saved_d.get(section), sort_keys=True, default=list) != json.dumps(new_d.get(section), sort_keys=True, default=list):
-            if isinstance(new_d.get(section), dict):
-                diff = [k for k in new_d[section] if saved_d.get(section, {}).get(k) != new_d[section][k]]
-                key = f"{section}.{diff[0]}" if diff else section
-                was, now = saved_d.get(section, {}).get(diff[0]) if diff else None, new_d[section].get(diff[0]) if diff else None
-            else:
-                key, was, now = section, saved_d.get(section), new_d.get(section)
+    """Refuses to resume a run whose data, tokenizer or model would differ from its checkpoints."""
+    was, now = _flatten(saved.to_dict()), _flatten(config.to_dict())
+    for key in sorted(set(was) | set(now)):
+        if key.split(".")[0] in _FROZEN_SECTIONS and was.get(key) != now.get(key):
             raise config_lib.ConfigError(
-                f"run directory {run_dir} was created with {key}={was!r}, this command asks for {now!r}; "
-                f"use another --workdir to start a new run")
+                f"run directory {run_dir} was created with {key}={was.get(key)!r}, this command asks for "
+                f"{now.get(key)!r}; use another --workdir to start a new run")
 
 
 def _chunk_size(config, start_step: int) -> int:

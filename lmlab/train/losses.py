@@ -27,9 +27,3 @@ def token_cross_entropy(logits_BTV: jax.Array, targets_BT: jax.Array, *, label_s
         objective_BT = objective_BT + z_loss * jnp.square(lse_BT)
     return objective_BT, nll_BT
 
-
-def weighted_mean(values_BT: jax.Array, weights_BT: jax.Array | None) -> jax.Array:
-    if weights_BT is None:
-        return values_BT.mean()
-    weights_BT = weights_BT.astype(values_BT.dtype)
-    return (values_BT * weights_BT).sum() / jnp.maximum(weights_BT.sum(), 1.0)

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from lmlab.train.losses import token_cross_entropy, weighted_mean
+from lmlab.train.losses import token_cross_entropy
 
 DATA_STREAM, DROPOUT_STREAM = 0, 1
 
@@ -93,5 +93,3 @@ def make_eval_step(graphdef) -> Callable:
 
     return jax.jit(eval_step)
 
-
-__all__ = ["make_train_chunk", "make_eval_step", "make_loss_fn", "sample_windows", "weighted_mean"]
