@@ -117,7 +117,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
 _CHOICES = {
     "tokenizer.kind": ("bpe", "char"),
     "model.family": ("gpt",),
-    "model.positions": ("learned", "sinusoidal", "rope"),
+    "model.positions": ("learned", "sinusoidal", "rope", "alibi"),
     "model.norm": ("layernorm", "rmsnorm"),
     "model.mlp": ("gelu", "swiglu"),
     "model.attention_impl": ("auto", "naive", "blockwise", "cudnn", "pallas"),

@@ -81,7 +81,7 @@ def generate(model: nnx.Module, prompt_BT, *, max_new_tokens: int, key: jax.Arra
         raise ValueError("prompt must be a [batch, length>=1] array of token ids")
     config = getattr(model, "config", None)
     total = prompt_BT.shape[1] + max_new_tokens
-    if config is not None and config.positions != "rope" and total > config.max_len:
+    if config is not None and config.positions in ("learned", "sinusoidal") and total > config.max_len:
         raise ValueError(f"prompt + max_new_tokens = {total} exceeds model.max_len = {config.max_len}")
     graphdef, state = nnx.split(model)
     return _generate(graphdef, nnx.to_pure_dict(state), prompt_BT, key, max_new_tokens=max_new_tokens,

@@ -1,6 +1,6 @@
 """Decoder-only transformer (GPT-2 and Llama-style) built from lmlab.nn parts.
 
-Every switch comes from the `model` config section: positions learned | sinusoidal | rope,
+Every switch comes from the `model` config section: positions learned | sinusoidal | rope | alibi,
 norm layernorm | rmsnorm, mlp gelu | swiglu, tied or untied embeddings, MHA/GQA/MQA, dropout.
 """
 
@@ -35,7 +35,8 @@ class Block(nnx.Module):
         out_std = 0.02 / math.sqrt(2 * m.n_layers)  # GPT-2: residual projections scaled by depth
         self.norm1 = make_norm(m.norm, m.d_model, eps=m.norm_eps, use_bias=m.use_bias)
         self.attn = SelfAttention(m.d_model, m.n_heads, m.n_kv_heads, use_bias=m.use_bias, dtype=dtype,
-                                  impl=m.attention_impl, out_init_std=out_std, rngs=rngs)
+                                  impl=m.attention_impl, out_init_std=out_std, rngs=rngs,
+                                  alibi=m.positions == "alibi")
         self.norm2 = make_norm(m.norm, m.d_model, eps=m.norm_eps, use_bias=m.use_bias)
         self.mlp = make_mlp(m.mlp, m.d_model, m.d_ff, use_bias=m.use_bias, dtype=dtype,
                             out_init_std=out_std, rngs=rngs)
@@ -81,8 +82,9 @@ class GPT(nnx.Module):
             # A trace-time constant, not state: nothing to train or checkpoint.
             table = jnp.asarray(sinusoidal_table(m.max_len, m.d_model))
             x_BTD = x_BTD + jnp.take(table, positions_BT, axis=0).astype(self.dtype)
-        else:
+        elif m.positions == "rope":
             rope = rope_angles(positions_BT, m.d_model // m.n_heads, m.rope_theta)
+        # "alibi": nothing added here; each attention layer biases its scores by distance.
         keys = (list(jax.random.split(dropout_key, m.n_layers + 1)) if dropout_key is not None
                 else [None] * (m.n_layers + 1))
         x_BTD = dropout(x_BTD, m.dropout, keys[-1])

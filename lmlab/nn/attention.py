@@ -12,13 +12,13 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lmlab.nn.linear import Linear
-from lmlab.nn.positions import apply_rope
+from lmlab.nn.positions import alibi_slopes, apply_rope
 from lmlab.ops.attention import attention
 
 
 class SelfAttention(nnx.Module):
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, *, use_bias: bool, dtype,
-                 impl: str, rngs: nnx.Rngs, out_init_std: float = 0.02):
+                 impl: str, rngs: nnx.Rngs, out_init_std: float = 0.02, alibi: bool = False):
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
         self.head_dim = d_model // n_heads
         # One fused projection: a single GEMM is faster than three small ones on every backend.
@@ -27,6 +27,7 @@ class SelfAttention(nnx.Module):
         self.out = Linear(n_heads * self.head_dim, d_model, use_bias=use_bias, dtype=dtype,
                           init_std=out_init_std, rngs=rngs)
         self.impl = impl
+        self.alibi = alibi  # slopes are a fixed function of the head count, not parameters
 
     def __call__(self, x_BTD: jax.Array, *, rope=None, mask=None, causal: bool = True,
                  cache: dict | None = None, cache_index=None):
@@ -46,7 +47,9 @@ class SelfAttention(nnx.Module):
             v_BSKH = jax.lax.dynamic_update_slice(cache["v"], v_BTKH.astype(cache["v"].dtype), (0, cache_index, 0, 0))
             cache = {"k": k_BSKH, "v": v_BSKH}
             k_BTKH, v_BTKH, q_offset = k_BSKH.astype(q_BTNH.dtype), v_BSKH.astype(q_BTNH.dtype), cache_index
-        out_BTNH = attention(q_BTNH, k_BTKH, v_BTKH, mask=mask, causal=causal, q_offset=q_offset, impl=self.impl)
+        slopes = jnp.asarray(alibi_slopes(N)) if self.alibi else None
+        out_BTNH = attention(q_BTNH, k_BTKH, v_BTKH, mask=mask, causal=causal, q_offset=q_offset, impl=self.impl,
+                             alibi_slopes=slopes)
         return self.out(out_BTNH.reshape(B, T, N * H)), cache
 
     def init_cache(self, batch: int, max_len: int, dtype=jnp.float32) -> dict:

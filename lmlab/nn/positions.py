@@ -32,3 +32,20 @@ def apply_rope(x_BTNH: jax.Array, cos_BTF: jax.Array, sin_BTF: jax.Array) -> jax
     cos, sin = cos_BTF[:, :, None, :], sin_BTF[:, :, None, :]
     rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
     return rotated.astype(x_BTNH.dtype)
+
+
+def alibi_slopes(n_heads: int) -> np.ndarray:
+    """Per-head slopes of ALiBi (Press et al. 2022): the geometric sequence 2^(-8/n), 2^(-16/n), ...
+
+    For a head count that is not a power of two, the slopes of the next lower power of two are
+    followed by every other slope of the next higher one, as in the paper's reference code.
+    """
+    def power_of_two(n: int) -> list[float]:
+        start = 2.0 ** (-8.0 / n)
+        return [start ** (i + 1) for i in range(n)]
+
+    lower = 2 ** int(np.floor(np.log2(n_heads)))
+    slopes = power_of_two(lower)
+    if lower < n_heads:
+        slopes += power_of_two(2 * lower)[0::2][: n_heads - lower]
+    return np.asarray(slopes, np.float32)

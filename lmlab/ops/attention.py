@@ -58,6 +58,7 @@ def attention(
     impl: str = "auto",
     block_q: int = 128,
     block_k: int = 128,
+    alibi_slopes: jax.Array | None = None,
 ) -> jax.Array:
     """softmax(q k^T * scale, masked) v, per query head; returns [B, T, N, H] in q's dtype.
 
@@ -71,6 +72,8 @@ def attention(
         Ignored unless causal.
       scale: Python float multiplying the scores; default 1 / sqrt(H).
       impl: one of IMPLS. block_q, block_k: tile sizes for "blockwise".
+      alibi_slopes: optional float [N]: adds ALiBi's -slope_n * |i - j| to the scores, with i the
+        query's absolute position (q_offset + index) and j the key's (naive and blockwise).
 
     A query row whose keys are all masked returns zeros, with zero (never NaN) gradients.
     Scores and softmax statistics are computed in fp32 for bf16/fp16 inputs.
@@ -82,20 +85,26 @@ def attention(
     mask = _as_4d_mask(mask, B, N, T, S)
     _check_q_offset(q_offset)
     scale = 1.0 / math.sqrt(H) if scale is None else float(scale)
+    if alibi_slopes is not None and jnp.shape(alibi_slopes) != (N,):
+        raise ValueError(f"alibi_slopes must have shape [{N}] (one per query head), got {jnp.shape(alibi_slopes)}")
 
     if impl == "auto":
         needs_bias = mask is not None or (causal and not is_static_zero(q_offset))
         impl = select_impl(
-            backend=jax.default_backend(), T=T, S=S, H=H, dtype=q_BTNH.dtype, needs_bias=needs_bias
+            backend=jax.default_backend(), T=T, S=S, H=H, dtype=q_BTNH.dtype, needs_bias=needs_bias,
+            alibi=alibi_slopes is not None,
         )
     common = dict(causal=bool(causal), q_offset=q_offset, scale=scale)
+    if impl in ("cudnn", "pallas") and alibi_slopes is not None:
+        raise NotImplementedError(f"impl={impl!r} does not take alibi_slopes; use 'naive' or 'blockwise'")
     if impl == "naive":
-        return naive_attention(q_BTNH, k_BSKH, v_BSKH, mask, **common)
+        return naive_attention(q_BTNH, k_BSKH, v_BSKH, mask, alibi_slopes=alibi_slopes, **common)
     if impl == "blockwise":
         if not (_is_positive_int(block_q) and _is_positive_int(block_k)):
             raise ValueError(f"block_q and block_k must be positive ints, got {block_q}, {block_k}")
         return blockwise_attention(
-            q_BTNH, k_BSKH, v_BSKH, mask, block_q=block_q, block_k=block_k, **common
+            q_BTNH, k_BSKH, v_BSKH, mask, block_q=block_q, block_k=block_k, alibi_slopes=alibi_slopes,
+            **common
         )
     if impl == "cudnn":
         return cudnn_attention(q_BTNH, k_BSKH, v_BSKH, mask, **common)
@@ -104,14 +113,16 @@ def attention(
     )
 
 
-def select_impl(*, backend: str, T: int, S: int, H: int, dtype, needs_bias: bool = False) -> str:
+def select_impl(*, backend: str, T: int, S: int, H: int, dtype, needs_bias: bool = False,
+                alibi: bool = False) -> str:
     """The "auto" rule, as a pure function of what it depends on.
 
     GPU: cuDNN when it supports the arguments; otherwise, on any backend, the reference while the
     [T, S] scores are small and the tiled implementation once they are not.
     `needs_bias`: a mask or a non-zero causal offset, which cuDNN takes as a [T, S] bias.
+    `alibi`: ALiBi slopes, which only naive and blockwise add (in place, per tile).
     """
-    if backend == "gpu" and cudnn_supports(T=T, S=S, H=H, dtype=dtype, needs_bias=needs_bias):
+    if backend == "gpu" and not alibi and cudnn_supports(T=T, S=S, H=H, dtype=dtype, needs_bias=needs_bias):
         return "cudnn"
     max_scores = NAIVE_MAX_SCORES.get(backend, NAIVE_MAX_SCORES["cpu"])
     return "naive" if T * S <= max_scores else "blockwise"

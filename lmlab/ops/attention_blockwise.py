@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from lmlab.ops.attention_masks import alibi_bias
+
 
 class _Tiling(NamedTuple):
     """Static (hashable) settings of one call; `custom_vjp` gets it as a non-differentiable arg."""
@@ -42,6 +44,7 @@ def blockwise_attention(
     scale: float,
     block_q: int = 128,
     block_k: int = 128,
+    alibi_slopes: jax.Array | None = None,
 ) -> jax.Array:
     """Arguments as in `lmlab.ops.attention.attention` (already validated; mask is 4D or None)."""
     B, T, N, H = q_BTNH.shape
@@ -58,7 +61,8 @@ def blockwise_attention(
 
     tiling = _Tiling(float(scale), bool(causal), block_q, block_k, S)
     q_offset = jnp.asarray(q_offset, jnp.int32)
-    out_BTKGH = _flash(q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, tiling)
+    slopes_KG = None if alibi_slopes is None else jnp.asarray(alibi_slopes, jnp.float32).reshape(K, G)
+    out_BTKGH = _flash(q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, slopes_KG, tiling)
     return out_BTKGH[:, :T].reshape(B, T, N, H)
 
 
@@ -112,19 +116,24 @@ def _tile_allowed(mask_BKGTS, q_offset, q_tile, k_tile, t: _Tiling) -> jax.Array
     return tile if allowed_QC is None else tile & allowed_QC
 
 
-def _scores(q_BQKGH, k_BCKH, t: _Tiling) -> jax.Array:
-    """One score tile [B, K, G, Q, C] in fp32 (bf16 inputs accumulate in fp32)."""
+def _scores(q_BQKGH, k_BCKH, slopes_KG, q_offset, q_tile, k_tile, t: _Tiling) -> jax.Array:
+    """One score tile [B, K, G, Q, C] in fp32 (bf16 inputs accumulate in fp32), ALiBi bias added."""
     s = jnp.einsum("bqkgh,bckh->bkgqc", q_BQKGH, k_BCKH, preferred_element_type=jnp.float32)
-    return s * t.scale
+    s = s * t.scale
+    if slopes_KG is not None:
+        q_pos_Q = q_offset + q_tile * t.block_q + jnp.arange(t.block_q, dtype=jnp.int32)
+        k_pos_C = k_tile * t.block_k + jnp.arange(t.block_k, dtype=jnp.int32)
+        s = s + alibi_bias(slopes_KG, q_pos_Q, k_pos_C)[None]
+    return s
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _flash(q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, t: _Tiling):
-    out_BTKGH, _ = _flash_forward(q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, t)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+def _flash(q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, slopes_KG, t: _Tiling):
+    out_BTKGH, _ = _flash_forward(q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, slopes_KG, t)
     return out_BTKGH
 
 
-def _flash_forward(q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, t: _Tiling):
+def _flash_forward(q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, slopes_KG, t: _Tiling):
     """Returns out [B, T, K, G, H] (q's dtype) and logsumexp [B, K, G, T] (fp32)."""
     B, T, K, G, H = q_BTKGH.shape
     num_q_tiles, num_k_tiles = T // t.block_q, k_BSKH.shape[1] // t.block_k
@@ -136,7 +145,7 @@ def _flash_forward(q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, t: _Tiling):
             max_BKGQ, sum_BKGQ, acc_BKGQH = carry
             k_BCKH = lax.dynamic_slice_in_dim(k_BSKH, k_tile * t.block_k, t.block_k, axis=1)
             v_BCKH = lax.dynamic_slice_in_dim(v_BSKH, k_tile * t.block_k, t.block_k, axis=1)
-            s_BKGQC = _scores(q_BQKGH, k_BCKH, t)
+            s_BKGQC = _scores(q_BQKGH, k_BCKH, slopes_KG, q_offset, q_tile, k_tile, t)
             allowed = _tile_allowed(mask_BKGTS, q_offset, q_tile, k_tile, t)
             if allowed is not None:
                 s_BKGQC = jnp.where(allowed, s_BKGQC, -jnp.inf)
@@ -179,9 +188,9 @@ def _flash_forward(q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, t: _Tiling):
     return out_BTKGH, lse_BKGT
 
 
-def _flash_fwd(q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, t: _Tiling):
-    out_BTKGH, lse_BKGT = _flash_forward(q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, t)
-    residuals = (q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, out_BTKGH, lse_BKGT)
+def _flash_fwd(q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, slopes_KG, t: _Tiling):
+    out_BTKGH, lse_BKGT = _flash_forward(q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, slopes_KG, t)
+    residuals = (q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, slopes_KG, out_BTKGH, lse_BKGT)
     return out_BTKGH, residuals
 
 
@@ -192,7 +201,7 @@ def _flash_bwd(t: _Tiling, residuals, dout_BTKGH):
     dS = P * (dP - rowsum(dO * O)), dK = scale * dS^T Q, dQ = scale * dS K. dK/dV of a key tile
     finish inside its inner loop; dQ is accumulated across key tiles in one [B, T, K, G, H] buffer.
     """
-    q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, out_BTKGH, lse_BKGT = residuals
+    q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, slopes_KG, out_BTKGH, lse_BKGT = residuals
     B, T, K, G, H = q_BTKGH.shape
     num_q_tiles, num_k_tiles = T // t.block_q, k_BSKH.shape[1] // t.block_k
     # The softmax Jacobian needs sum_c P*dP per row, which equals rowsum(dO * O): O(T*H) once.
@@ -212,7 +221,7 @@ def _flash_bwd(t: _Tiling, residuals, dout_BTKGH):
             lse_BKGQ = lax.dynamic_slice_in_dim(lse_BKGT, start, t.block_q, axis=3)
             delta_BKGQ = lax.dynamic_slice_in_dim(delta_BKGT, start, t.block_q, axis=3)
 
-            s_BKGQC = _scores(q_BQKGH, k_BCKH, t)
+            s_BKGQC = _scores(q_BQKGH, k_BCKH, slopes_KG, q_offset, q_tile, k_tile, t)
             allowed = _tile_allowed(mask_BKGTS, q_offset, q_tile, k_tile, t)
             if allowed is not None:
                 s_BKGQC = jnp.where(allowed, s_BKGQC, -jnp.inf)
@@ -252,11 +261,12 @@ def _flash_bwd(t: _Tiling, residuals, dout_BTKGH):
     S = k_BSKH.shape[1]
     dk_BSKH = dk_nBCKH.transpose(1, 0, 2, 3, 4).reshape(B, S, K, H)
     dv_BSKH = dv_nBCKH.transpose(1, 0, 2, 3, 4).reshape(B, S, K, H)
-    # mask and q_offset are not differentiable: None is a zero cotangent.
+    # mask, q_offset and the ALiBi slopes are not differentiable: None is a zero cotangent.
     return (
         dq_BTKGH.astype(q_BTKGH.dtype),
         dk_BSKH.astype(k_BSKH.dtype),
         dv_BSKH.astype(v_BSKH.dtype),
+        None,
         None,
         None,
     )

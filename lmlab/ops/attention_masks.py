@@ -32,3 +32,13 @@ def padding_mask_from_ids(ids_BS: jax.Array, pad_id: int) -> jax.Array:
     """[B, 1, 1, S]: key j of sequence b is real iff its id is not `pad_id` (either side)."""
     ids_BS = jnp.asarray(ids_BS)
     return (ids_BS != pad_id)[:, None, None, :]
+
+
+def alibi_bias(slopes, q_pos, k_pos) -> jax.Array:
+    """ALiBi's additive score bias -slope * |q_pos - k_pos|, shaped slopes.shape + [Q, C].
+
+    Distances are absolute so the same bias serves causal and bidirectional attention (with a
+    causal mask only j <= i survives, where it is the paper's -slope * (i - j)).
+    """
+    distance = jnp.abs(q_pos[:, None] - k_pos[None, :]).astype(jnp.float32)
+    return -slopes[..., None, None].astype(jnp.float32) * distance

@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from lmlab.ops.attention_masks import make_causal_mask
+from lmlab.ops.attention_masks import alibi_bias, make_causal_mask
 
 
 def naive_attention(
@@ -21,6 +21,7 @@ def naive_attention(
     causal: bool = False,
     q_offset: int | jax.Array = 0,
     scale: float,
+    alibi_slopes: jax.Array | None = None,
 ) -> jax.Array:
     """Arguments as in `lmlab.ops.attention.attention` (already validated; mask is 4D or None)."""
     T, N = q_BTNH.shape[1], q_BTNH.shape[2]
@@ -32,6 +33,9 @@ def naive_attention(
     # Scores and softmax statistics in fp32 whatever the input dtype (bf16 exp/sum loses too much).
     scores_BNTS = jnp.einsum("btnh,bsnh->bnts", q_BTNH, k_BSNH, preferred_element_type=jnp.float32)
     scores_BNTS = scores_BNTS * scale
+    if alibi_slopes is not None:
+        q_pos_T = jnp.arange(T, dtype=jnp.int32) + jnp.asarray(q_offset, jnp.int32)
+        scores_BNTS = scores_BNTS + alibi_bias(alibi_slopes, q_pos_T, jnp.arange(S, dtype=jnp.int32))[None]
 
     allowed_BNTS = mask
     if causal:

@@ -23,6 +23,7 @@ VARIANTS = [
     {"positions": "sinusoidal", "norm": "rmsnorm", "mlp": "swiglu", "use_bias": False},
     {"n_kv_heads": 2, "tie_embeddings": False},   # GQA
     {"n_kv_heads": 1},                            # MQA
+    {"positions": "alibi", "n_kv_heads": 2},      # ALiBi with GQA
 ]
 
 

@@ -41,3 +41,14 @@ def test_rope_preserves_norm_and_uses_half_split_pairs():
     a, b = x[0, 1, 0, 0], x[0, 1, 0, 4]
     np.testing.assert_allclose(y[0, 1, 0, 0], a * np.cos(1) - b * np.sin(1), rtol=1e-5)
     np.testing.assert_allclose(y[0, 1, 0, 4], b * np.cos(1) + a * np.sin(1), rtol=1e-5)
+
+
+def test_alibi_slopes_follow_the_geometric_sequence():
+    from lmlab.nn.positions import alibi_slopes
+
+    np.testing.assert_allclose(alibi_slopes(8), [2.0 ** -(i + 1) for i in range(8)], rtol=1e-6)
+    np.testing.assert_allclose(alibi_slopes(4), [2.0 ** (-2 * (i + 1)) for i in range(4)], rtol=1e-6)
+    # 6 heads: the 4-head slopes, then every other slope of the 8-head sequence (1/2, 1/8).
+    np.testing.assert_allclose(alibi_slopes(6), [1 / 4, 1 / 16, 1 / 64, 1 / 256, 1 / 2, 1 / 8], rtol=1e-6)
+    ratios = alibi_slopes(16)[1:] / alibi_slopes(16)[:-1]
+    np.testing.assert_allclose(ratios, ratios[0], rtol=1e-5)

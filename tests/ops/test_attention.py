@@ -342,3 +342,61 @@ def test_cudnn_fully_masked_rows_are_zero():
     out, dq, dk, dv = _out_and_grads(case, "cudnn", q, k, v, w, mask)
     assert (out[0, :20] == 0).all() and (out[1] == 0).all()
     assert all(np.isfinite(g).all() for g in (dq, dk, dv))
+
+
+def _alibi_reference(q, k, v, slopes, q_offset, causal):
+    """float64 numpy: softmax(q k^T / sqrt(H) - slope |i - j|) v, per head, kv heads repeated."""
+    q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
+    B, T, N, H = q.shape
+    S, K = k.shape[1], k.shape[2]
+    out = np.zeros_like(q)
+    for b in range(B):
+        for n in range(N):
+            kh = n // (N // K)
+            for i in range(T):
+                pos = q_offset + i
+                scores = np.array([q[b, i, n] @ k[b, j, kh] / np.sqrt(H) - slopes[n] * abs(pos - j) for j in range(S)])
+                if causal:
+                    scores[np.arange(S) > pos] = -np.inf
+                p = np.exp(scores - scores.max())
+                out[b, i, n] = (p / p.sum()) @ v[b, :, kh]
+    return out
+
+
+@pytest.mark.parametrize("causal, q_offset", [(True, 0), (False, 0), (True, 3)])
+@pytest.mark.parametrize("impl", ["naive", "blockwise"])
+def test_alibi_matches_numpy_reference(impl, causal, q_offset):
+    from lmlab.nn.positions import alibi_slopes
+
+    ks = jax.random.split(jax.random.key(11), 3)
+    q = jax.random.normal(ks[0], (2, 9, 4, 8))
+    k = jax.random.normal(ks[1], (2, 12, 2, 8))
+    v = jax.random.normal(ks[2], (2, 12, 2, 8))
+    slopes = alibi_slopes(4)
+    out = attention(q, k, v, causal=causal, q_offset=q_offset, impl=impl, alibi_slopes=slopes, block_q=4, block_k=5)
+    np.testing.assert_allclose(out, _alibi_reference(q, k, v, slopes, q_offset, causal), rtol=1e-5, atol=1e-5)
+
+
+def test_alibi_blockwise_gradients_match_naive():
+    from lmlab.nn.positions import alibi_slopes
+
+    ks = jax.random.split(jax.random.key(12), 4)
+    q = jax.random.normal(ks[0], (1, 37, 4, 8))
+    k = jax.random.normal(ks[1], (1, 37, 2, 8))
+    v = jax.random.normal(ks[2], (1, 37, 2, 8))
+    w = jax.random.normal(ks[3], (1, 37, 4, 8))
+    slopes = alibi_slopes(4)
+
+    def loss(impl):
+        return jax.jit(jax.grad(lambda q, k, v: jnp.sum(w * attention(
+            q, k, v, causal=True, impl=impl, alibi_slopes=slopes, block_q=16, block_k=16)), argnums=(0, 1, 2)))
+
+    for got, want in zip(loss("blockwise")(q, k, v), loss("naive")(q, k, v)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_alibi_is_refused_by_kernels_without_it():
+    q = jnp.zeros((1, 4, 2, 8))
+    with pytest.raises(ValueError, match="alibi_slopes"):
+        attention(q, q, q, alibi_slopes=jnp.ones(3))
+    assert select_impl(backend="gpu", T=4096, S=4096, H=64, dtype=jnp.bfloat16, alibi=True) == "blockwise"
