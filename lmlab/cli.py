@@ -53,6 +53,21 @@ def _generate_texts(run_or_model, tokenizer, prompts, *, max_new_tokens, tempera
     return texts
 
 
+def _beam_texts(run, args) -> list[str]:
+    """The --num-samples best beams (at most --beam) for the prompt, best first."""
+    from lmlab.decode.beam import beam_search
+
+    tok = run.tokenizer
+    ids = tok.encode(args.prompt) or [tok.bos_id]
+    result = beam_search(run.model, [ids], beam_size=args.beam, max_new_tokens=args.max_new_tokens,
+                         eos_id=tok.eos_id, pad_id=tok.pad_id, length_penalty_alpha=args.length_penalty)
+    texts = []
+    for k in range(min(args.num_samples, args.beam)):
+        new_ids = [int(x) for x in result.sequences[0, k, len(ids): len(ids) + int(result.lengths[0, k])]]
+        texts.append(args.prompt + tok.decode(new_ids))
+    return texts
+
+
 def cmd_train(args, overrides) -> int:
     from lmlab import config as config_lib
     from lmlab.train.loop import train
@@ -98,12 +113,17 @@ def cmd_sample(args, overrides) -> int:
 
     if overrides:
         raise UsageError("lmlab sample takes no --config overrides")
+    if args.beam < 0 or args.num_samples < 1:
+        raise UsageError("need --beam >= 0 and --num-samples >= 1")
     if args.temperature < 0 or not 0 < args.top_p <= 1 or args.top_k < 0 or args.max_new_tokens < 1:
         raise UsageError("need --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0, --max-new-tokens >= 1")
     run = load_run(args.run_dir)
-    texts = _generate_texts(run.model, run.tokenizer, [args.prompt] * args.num_samples,
-                            max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                            top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    if args.beam:
+        texts = _beam_texts(run, args)
+    else:
+        texts = _generate_texts(run.model, run.tokenizer, [args.prompt] * args.num_samples,
+                                max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     for i, text in enumerate(texts):
         if i:
             print("-" * 40)
@@ -174,7 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=0, help="0 = off")
     p.add_argument("--top-p", type=float, default=1.0, help="1 = off")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--num-samples", type=int, default=1, help="samples, or best beams with --beam")
+    p.add_argument("--beam", type=int, default=0, help="beam search with this many beams (0: sample)")
+    p.add_argument("--length-penalty", type=float, default=0.6, help="GNMT alpha for --beam")
     p.set_defaults(fn=cmd_sample)
 
     p = sub.add_parser("bench", help="benchmarks: train throughput and MFU, attention kernels, decoding",

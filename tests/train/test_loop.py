@@ -190,5 +190,9 @@ def test_cli_eval_and_sample(reference_run):
                           "--max-new-tokens", "20", "--temperature", "0"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("HAMLET:\n") and len(out.stdout) > len("HAMLET:\n") + 5
+    out = subprocess.run([sys.executable, "-m", "lmlab.cli", "sample", str(ref_dir), "--prompt", "HAMLET:\n",
+                          "--max-new-tokens", "12", "--beam", "3", "--num-samples", "2"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("HAMLET:\n") == 2
     bad = subprocess.run([sys.executable, "-m", "lmlab.cli", "eval", str(ref_dir / "nope")], capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and bad.stderr.startswith("lmlab: error:") and "Traceback" not in bad.stderr

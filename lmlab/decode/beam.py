@@ -1,0 +1,98 @@
+"""Beam search over the same cached step as sampling: beam size K, GNMT length penalty, batch of prompts.
+
+Hypotheses are ranked by their summed token log-probability while searching; a beam that emits
+`eos_id` is finished and from then on only extends with `pad_id` at no cost, so it keeps its score.
+The search stops when every beam of every prompt has finished or after `max_new_tokens`. Final
+ranking divides by the GNMT length penalty ((5 + length) / 6) ** alpha (Wu et al. 2016), with the
+length counted up to and including the end token.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+NEG_INF = -1e30
+
+
+class BeamResult(NamedTuple):
+    sequences: jax.Array   # [B, K, T + max_new_tokens]: prompt, continuation, then pad_id
+    log_probs: jax.Array   # [B, K]: summed log-probability of each continuation (through eos)
+    lengths: jax.Array     # [B, K]: continuation length, eos included
+    scores: jax.Array      # [B, K]: log_probs / length penalty, sorted best first
+
+
+def length_penalty(lengths, alpha: float):
+    return ((5.0 + lengths.astype(jnp.float32)) / 6.0) ** alpha
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "beam_size", "max_new_tokens", "eos_id", "pad_id", "alpha"))
+def _beam_search(graphdef, params, prompt_BT, *, beam_size, max_new_tokens, eos_id, pad_id, alpha):
+    model = nnx.merge(graphdef, nnx.State(params))
+    B, T = prompt_BT.shape
+    K, L = beam_size, T + max_new_tokens
+    cache = model.init_cache(B, L)
+    logits_BTV, cache = model(prompt_BT, cache=cache, cache_index=0)
+    # Every beam starts from the same prefilled cache; only beam 0 is alive at first so the K
+    # initial candidates are K different tokens, not K copies of one.
+    cache = jax.tree.map(lambda x: jnp.repeat(x, K, axis=0), cache)
+    last_logits = jnp.repeat(logits_BTV[:, -1], K, axis=0)  # [B*K, V]
+    log_probs_BK = jnp.tile(jnp.array([0.0] + [NEG_INF] * (K - 1)), (B, 1))
+    sequences = jnp.full((B, K, L), pad_id, jnp.int32).at[:, :, :T].set(prompt_BT[:, None, :])
+    finished_BK = jnp.zeros((B, K), bool)
+    lengths_BK = jnp.zeros((B, K), jnp.int32)
+
+    def cond(state):
+        i, _, _, _, finished_BK, _, _ = state
+        return (i < max_new_tokens) & ~jnp.all(finished_BK)
+
+    def body(state):
+        i, sequences, log_probs_BK, lengths_BK, finished_BK, last_logits, cache = state
+        V = last_logits.shape[-1]
+        token_lp_BKV = jax.nn.log_softmax(last_logits.astype(jnp.float32), axis=-1).reshape(B, K, V)
+        # A finished beam may only continue with pad, at no cost.
+        pad_only_V = jnp.full((V,), NEG_INF).at[pad_id].set(0.0)
+        token_lp_BKV = jnp.where(finished_BK[..., None], pad_only_V, token_lp_BKV)
+        candidates_BKV = log_probs_BK[..., None] + token_lp_BKV
+        top_lp_BK, flat_idx_BK = jax.lax.top_k(candidates_BKV.reshape(B, K * V), K)
+        parent_BK, token_BK = flat_idx_BK // V, (flat_idx_BK % V).astype(jnp.int32)
+
+        def pick(x_BK):  # gather per-beam state from the chosen parents
+            return jnp.take_along_axis(x_BK, parent_BK, axis=1)
+
+        was_finished_BK = pick(finished_BK)
+        sequences = jnp.take_along_axis(sequences, parent_BK[..., None], axis=1)
+        sequences = jax.lax.dynamic_update_slice(sequences, token_BK[..., None], (0, 0, T + i))
+        lengths_BK = pick(lengths_BK) + (~was_finished_BK).astype(jnp.int32)
+        finished_BK = was_finished_BK | (token_BK == eos_id)
+        rows = (jnp.arange(B)[:, None] * K + parent_BK).reshape(-1)
+        cache = jax.tree.map(lambda x: x[rows], cache)
+        logits, cache = model(token_BK.reshape(B * K, 1), cache=cache, cache_index=T + i)
+        return i + 1, sequences, top_lp_BK, lengths_BK, finished_BK, logits[:, 0], cache
+
+    state = (0, sequences, log_probs_BK, lengths_BK, finished_BK, last_logits, cache)
+    _, sequences, log_probs_BK, lengths_BK, _, _, _ = jax.lax.while_loop(cond, body, state)
+    scores_BK = log_probs_BK / length_penalty(lengths_BK, alpha)
+    order_BK = jnp.argsort(-scores_BK, axis=1)
+    return BeamResult(jnp.take_along_axis(sequences, order_BK[..., None], axis=1),
+                      jnp.take_along_axis(log_probs_BK, order_BK, axis=1),
+                      jnp.take_along_axis(lengths_BK, order_BK, axis=1),
+                      jnp.take_along_axis(scores_BK, order_BK, axis=1))
+
+
+def beam_search(model: nnx.Module, prompt_BT, *, beam_size: int, max_new_tokens: int, eos_id: int,
+                pad_id: int, length_penalty_alpha: float = 0.0) -> BeamResult:
+    """Beam search for a batch of equal-length prompts; results sorted best first per prompt."""
+    prompt_BT = jnp.asarray(prompt_BT, jnp.int32)
+    if prompt_BT.ndim != 2 or prompt_BT.shape[1] < 1:
+        raise ValueError("prompt must be a [batch, length>=1] array of token ids")
+    if beam_size < 1 or max_new_tokens < 1:
+        raise ValueError("beam_size and max_new_tokens must be >= 1")
+    graphdef, state = nnx.split(model)
+    return _beam_search(graphdef, nnx.to_pure_dict(state), prompt_BT, beam_size=int(beam_size),
+                        max_new_tokens=int(max_new_tokens), eos_id=int(eos_id), pad_id=int(pad_id),
+                        alpha=float(length_penalty_alpha))

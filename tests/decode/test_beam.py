@@ -1,0 +1,82 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from lmlab.decode.beam import beam_search, length_penalty
+from lmlab.decode.sampling import generate
+from lmlab.models import build_model
+from tests.models.test_gpt import tiny_model_config
+
+V, EOS, PAD = 30, 2, 0
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_model(tiny_model_config(n_kv_heads=2), V, seed=5)
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    return jax.random.randint(jax.random.key(1), (3, 5), 3, V)
+
+
+def rescore(model, sequence, prompt_len, length):
+    """Summed log-probability of sequence[prompt_len : prompt_len + length] by one full forward."""
+    logits, _ = model(jnp.asarray(sequence)[None])
+    lp = jax.nn.log_softmax(logits[0], axis=-1)
+    return float(sum(lp[t - 1, sequence[t]] for t in range(prompt_len, prompt_len + length)))
+
+
+def test_beam_size_one_is_greedy(model, prompts):
+    result = beam_search(model, prompts, beam_size=1, max_new_tokens=12, eos_id=-1, pad_id=PAD)
+    greedy = generate(model, prompts, max_new_tokens=12, key=jax.random.key(0), temperature=0.0)
+    np.testing.assert_array_equal(result.sequences[:, 0], greedy)
+
+
+def test_scores_equal_full_forward_rescoring(model, prompts):
+    result = beam_search(model, prompts, beam_size=4, max_new_tokens=10, eos_id=EOS, pad_id=PAD,
+                         length_penalty_alpha=0.6)
+    seqs, lps, lengths = map(np.asarray, (result.sequences, result.log_probs, result.lengths))
+    for b in range(3):
+        for k in range(4):
+            np.testing.assert_allclose(lps[b, k], rescore(model, seqs[b, k], 5, lengths[b, k]), rtol=1e-4, atol=1e-4)
+            cont = seqs[b, k, 5:]
+            if EOS in cont[: lengths[b, k]]:  # finished: eos is last, then only padding
+                assert cont[lengths[b, k] - 1] == EOS and np.all(cont[lengths[b, k]:] == PAD)
+    np.testing.assert_allclose(result.scores, lps / np.asarray(length_penalty(result.lengths, 0.6)), rtol=1e-6)
+    assert np.all(np.diff(np.asarray(result.scores), axis=1) <= 1e-6)  # sorted best first
+
+
+def test_best_beam_is_at_least_as_likely_as_greedy(model, prompts):
+    greedy = np.asarray(generate(model, prompts, max_new_tokens=10, key=jax.random.key(0), temperature=0.0))
+    result = beam_search(model, prompts, beam_size=4, max_new_tokens=10, eos_id=-1, pad_id=PAD)
+    for b in range(3):
+        assert float(result.log_probs[b, 0]) >= rescore(model, greedy[b], 5, 10) - 1e-4
+    assert len({tuple(s) for s in np.asarray(result.sequences[0])}) == 4  # distinct hypotheses
+
+
+class AlwaysEos(nnx.Module):
+    """A stand-in decoder whose next-token distribution always prefers eos, then token 7."""
+
+    def __init__(self):
+        self.bias = nnx.Param(jnp.zeros((V,)).at[EOS].set(5.0).at[7].set(2.0))
+
+    def init_cache(self, batch, max_len):
+        return [{"k": jnp.zeros((batch, max_len, 1, 1))}]
+
+    def __call__(self, tokens_BT, *, cache=None, cache_index=0):
+        return jnp.broadcast_to(self.bias[...], tokens_BT.shape + (V,)), cache
+
+
+def test_finished_beams_keep_their_score_and_pad():
+    result = beam_search(AlwaysEos(), jnp.array([[3, 4]]), beam_size=2, max_new_tokens=20, eos_id=EOS, pad_id=PAD)
+    seqs = np.asarray(result.sequences[0])
+    # Beam 1 ends at once with eos; beam 2 takes token 7, then eos; both then only pad.
+    np.testing.assert_array_equal(seqs[0, 2:4], [EOS, PAD])
+    np.testing.assert_array_equal(seqs[1, 2:5], [7, EOS, PAD])
+    assert np.all(seqs[:, 5:] == PAD)
+    np.testing.assert_array_equal(result.lengths[0], [1, 2])
+    lp = np.asarray(jax.nn.log_softmax(AlwaysEos().bias[...]))
+    np.testing.assert_allclose(result.log_probs[0], [lp[EOS], lp[7] + lp[EOS]], rtol=1e-6)
