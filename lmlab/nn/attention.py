@@ -55,3 +55,35 @@ class SelfAttention(nnx.Module):
     def init_cache(self, batch: int, max_len: int, dtype=jnp.float32) -> dict:
         shape = (batch, max_len, self.n_kv_heads, self.head_dim)
         return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+
+
+class CrossAttention(nnx.Module):
+    """Encoder-decoder attention: decoder queries attend to encoder keys/values.
+
+    The encoder side is projected once per input sequence (`encode_kv`), so decoding steps reuse
+    it instead of re-projecting the encoder output every token; `mask` is the encoder padding mask
+    [B, 1, 1, S] (True = real token).
+    """
+
+    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, *, use_bias: bool, dtype,
+                 impl: str, rngs: nnx.Rngs, out_init_std: float = 0.02):
+        self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
+        self.head_dim = d_model // n_heads
+        self.q = Linear(d_model, n_heads * self.head_dim, use_bias=use_bias, dtype=dtype, rngs=rngs)
+        self.kv = Linear(d_model, 2 * n_kv_heads * self.head_dim, use_bias=use_bias, dtype=dtype, rngs=rngs)
+        self.out = Linear(n_heads * self.head_dim, d_model, use_bias=use_bias, dtype=dtype,
+                          init_std=out_init_std, rngs=rngs)
+        self.impl = impl
+
+    def encode_kv(self, enc_BSD: jax.Array) -> dict:
+        B, S, _ = enc_BSD.shape
+        K, H = self.n_kv_heads, self.head_dim
+        kv = self.kv(enc_BSD)
+        return {"k": kv[..., : K * H].reshape(B, S, K, H), "v": kv[..., K * H:].reshape(B, S, K, H)}
+
+    def __call__(self, x_BTD: jax.Array, enc_kv: dict, *, mask=None) -> jax.Array:
+        B, T, _ = x_BTD.shape
+        q_BTNH = self.q(x_BTD).reshape(B, T, self.n_heads, self.head_dim)
+        out_BTNH = attention(q_BTNH, enc_kv["k"].astype(q_BTNH.dtype), enc_kv["v"].astype(q_BTNH.dtype),
+                             mask=mask, causal=False, impl=self.impl)
+        return self.out(out_BTNH.reshape(B, T, self.n_heads * self.head_dim))

@@ -1,0 +1,40 @@
+"""The attention modules: encoder self-attention with padding, and encoder-decoder cross-attention."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from lmlab.nn.attention import CrossAttention, SelfAttention
+from lmlab.ops.attention import padding_mask_from_ids
+
+
+def test_encoder_self_attention_ignores_padded_keys():
+    attn = SelfAttention(16, 4, 2, use_bias=True, dtype=jnp.float32, impl="auto", rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(0), (2, 6, 16))
+    ids = jnp.array([[5, 6, 7, 8, 0, 0], [5, 6, 7, 8, 9, 10]])
+    mask = padding_mask_from_ids(ids, 0)
+    out, _ = attn(x, causal=False, mask=mask)
+    changed = x.at[0, 4:].set(123.0)  # garbage in the padded positions of sequence 0
+    out_changed, _ = attn(changed, causal=False, mask=mask)
+    np.testing.assert_allclose(out[0, :4], out_changed[0, :4], rtol=1e-5, atol=1e-6)
+    # Bidirectional: the first token sees later ones.
+    later = x.at[1, 5].add(1.0)
+    assert not np.allclose(attn(later, causal=False)[0][1, 0], attn(x, causal=False)[0][1, 0])
+
+
+def test_cross_attention_matches_formula_and_respects_encoder_padding():
+    attn = CrossAttention(16, 4, 4, use_bias=False, dtype=jnp.float32, impl="naive", rngs=nnx.Rngs(1))
+    dec = jax.random.normal(jax.random.key(1), (1, 3, 16))
+    enc = jax.random.normal(jax.random.key(2), (1, 5, 16))
+    mask = jnp.array([True, True, True, False, False])[None, None, None, :]
+    out = attn(dec, attn.encode_kv(enc), mask=mask)
+    # By hand, per head, over the 3 real encoder positions.
+    q = (dec @ attn.q.kernel[...]).reshape(1, 3, 4, 4)
+    kv = enc @ attn.kv.kernel[...]
+    k, v = kv[..., :16].reshape(1, 5, 4, 4)[:, :3], kv[..., 16:].reshape(1, 5, 4, 4)[:, :3]
+    p = jax.nn.softmax(jnp.einsum("btnh,bsnh->bnts", q, k) / 2.0, axis=-1)
+    expected = jnp.einsum("bnts,bsnh->btnh", p, v).reshape(1, 3, 16) @ attn.out.kernel[...]
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    garbage = enc.at[0, 3:].set(50.0)
+    np.testing.assert_allclose(attn(dec, attn.encode_kv(garbage), mask=mask), out, rtol=1e-5, atol=1e-6)
