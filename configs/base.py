@@ -35,6 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.dropout = 0.0
     c.model.attention_impl = "auto"  # auto | naive | blockwise | cudnn | pallas
     c.model.dtype = "float32"       # compute dtype: float32 | bfloat16 (parameters stay float32)
+    c.model.remat = "none"          # activation recomputation per block: none | full | dots_saveable
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 1000

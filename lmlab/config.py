@@ -122,6 +122,7 @@ _CHOICES = {
     "model.mlp": ("gelu", "swiglu"),
     "model.attention_impl": ("auto", "naive", "blockwise", "cudnn", "pallas"),
     "model.dtype": ("float32", "bfloat16"),
+    "model.remat": ("none", "full", "dots_saveable"),
 }
 _POSITIVE_INTS = (
     "data.seq_len", "data.batch_size", "tokenizer.vocab_size", "model.n_layers", "model.d_model",

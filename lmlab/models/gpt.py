@@ -20,6 +20,11 @@ from lmlab.nn.norms import make_norm
 from lmlab.nn.positions import rope_angles, sinusoidal_table
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# Activation rematerialization per block: what the backward pass may keep from the forward.
+REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,          # recompute the whole block
+    "dots_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep matmul outputs
+}
 
 
 def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
@@ -89,11 +94,19 @@ class GPT(nnx.Module):
                 else [None] * (m.n_layers + 1))
         x_BTD = dropout(x_BTD, m.dropout, keys[-1])
         new_cache = [] if cache is not None else None
-        for i, block in enumerate(self.blocks):
-            x_BTD, layer_cache = block(x_BTD, rope=rope, cache=None if cache is None else cache[i],
-                                       cache_index=cache_index, dropout_key=keys[i])
-            if cache is not None:
-                new_cache.append(layer_cache)
+        if cache is None and m.remat != "none":
+            def run_block(block, x_BTD, rope, key):
+                return block(x_BTD, rope=rope, cache=None, cache_index=0, dropout_key=key)[0]
+
+            run_block = nnx.remat(run_block, policy=REMAT_POLICIES[m.remat])
+            for block, key in zip(self.blocks, keys):
+                x_BTD = run_block(block, x_BTD, rope, key)
+        else:
+            for i, block in enumerate(self.blocks):
+                x_BTD, layer_cache = block(x_BTD, rope=rope, cache=None if cache is None else cache[i],
+                                           cache_index=cache_index, dropout_key=keys[i])
+                if cache is not None:
+                    new_cache.append(layer_cache)
         x_BTD = self.final_norm(x_BTD)
         logits_BTV = self.embed.attend(x_BTD) if m.tie_embeddings else self.lm_head(x_BTD)
         return logits_BTV.astype(jnp.float32), new_cache
