@@ -56,6 +56,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.eval_batches = 16       # windows of batch_size for periodic evals (0: whole split)
     c.train.checkpoint_every = 200
     c.train.keep_checkpoints = 3    # the latest N, plus the best by val loss
+    c.train.profile_chunks = 0      # >0: jax.profiler trace of that many train calls into <run>/profile
 
     c.sample = ml_collections.ConfigDict()
     c.sample.prompts = ("ROMEO:\n",)

@@ -132,7 +132,7 @@ _POSITIVE_INTS = (
 )
 _NON_NEGATIVE = (
     "train.warmup_steps", "train.weight_decay", "train.grad_clip", "train.label_smoothing",
-    "train.z_loss", "train.eval_batches", "model.dropout", "sample.temperature", "sample.top_k",
+    "train.z_loss", "train.eval_batches", "train.profile_chunks", "model.dropout", "sample.temperature", "sample.top_k",
 )
 
 

@@ -119,11 +119,20 @@ def train(config, run_dir: str | pathlib.Path, *, progress: bool = True) -> dict
                    mininterval=1.0, smoothing=0.1)
     last_good_step = start_step if restored is not None else None
     step = start_step
+    # jax.profiler trace of the first train calls after compilation (TensorBoard's profile
+    # plugin or Perfetto read <run>/profile).
+    profile_left = t.profile_chunks
+    if profile_left:
+        jax.profiler.start_trace(str(run_dir / "profile"))
     try:
         while step < t.steps:
             t0 = time.perf_counter()
             state, chunk_metrics = chunk_fn(state, train_tokens)
             chunk_metrics = jax.device_get(chunk_metrics)
+            if profile_left:
+                profile_left -= 1
+                if not profile_left:
+                    jax.profiler.stop_trace()
             elapsed = time.perf_counter() - t0
             losses = chunk_metrics["loss"]
             tokens_per_sec = n_chunk * tokens_per_step / elapsed
@@ -160,6 +169,8 @@ def train(config, run_dir: str | pathlib.Path, *, progress: bool = True) -> dict
                 checkpointer.wait()
                 raise Interrupted(stop_signal[0], step)
     finally:
+        if profile_left:
+            jax.profiler.stop_trace()
         if bar is not None:
             bar.close()
         checkpointer.close()

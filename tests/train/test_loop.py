@@ -196,3 +196,10 @@ def test_cli_eval_and_sample(reference_run):
     assert out.stdout.count("HAMLET:\n") == 2
     bad = subprocess.run([sys.executable, "-m", "lmlab.cli", "eval", str(ref_dir / "nope")], capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and bad.stderr.startswith("lmlab: error:") and "Traceback" not in bad.stderr
+
+
+def test_profile_trace_is_written(tmp_path):
+    run_dir = tmp_path / "prof"
+    loop.train(tiny_config(8, "--config.train.profile_chunks=1"), run_dir, progress=False)
+    traces = list((run_dir / "profile").rglob("*.xplane.pb"))
+    assert len(traces) == 1 and traces[0].stat().st_size > 0
