@@ -95,6 +95,11 @@ class Tokenizer(abc.ABC):
     def save(self, directory: PathLike) -> None:
         """Write the tokenizer into `directory` (created if missing) for `load_tokenizer`."""
 
+    def _write_metadata(self, directory: PathLike, files: Mapping[str, str]) -> None:
+        """The tokenizer.json every kind writes: its kind, size, special tokens and model files."""
+        write_metadata(directory, {"kind": self.kind, "vocab_size": self.vocab_size,
+                                   "special_tokens": list(self.special_ids), "files": dict(files)})
+
     def decode(self, ids: Sequence[int]) -> str:
         """Text for `ids`. pad/bos/eos decode to nothing, special tokens to their text.
 

@@ -29,7 +29,6 @@ from lmlab.tokenizers.base import (
     read_json_file,
     require_text,
     validate_special_tokens,
-    write_metadata,
 )
 
 CHAR_VOCAB_FILE = "char_vocab.json"
@@ -132,15 +131,7 @@ class CharTokenizer(Tokenizer):
             json.dumps({"characters": list(self.characters)}, ensure_ascii=True, indent=0) + "\n",
             encoding="utf-8",
         )
-        write_metadata(
-            directory,
-            {
-                "kind": self.kind,
-                "vocab_size": self.vocab_size,
-                "special_tokens": list(self.special_ids),
-                "files": {"vocab": CHAR_VOCAB_FILE},
-            },
-        )
+        self._write_metadata(directory, {"vocab": CHAR_VOCAB_FILE})
 
     @classmethod
     def load(cls, directory: PathLike, metadata: Mapping[str, Any]) -> CharTokenizer:

@@ -38,7 +38,6 @@ from lmlab.tokenizers.base import (
     one_line,
     require_text,
     validate_special_tokens,
-    write_metadata,
 )
 
 MODEL_FILE = "tokenizer.model"
@@ -185,15 +184,7 @@ class BpeTokenizer(Tokenizer):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / MODEL_FILE).write_bytes(self._model_proto)
-        write_metadata(
-            directory,
-            {
-                "kind": self.kind,
-                "vocab_size": self.vocab_size,
-                "special_tokens": list(self.special_ids),
-                "files": {"model": MODEL_FILE},
-            },
-        )
+        self._write_metadata(directory, {"model": MODEL_FILE})
 
     @classmethod
     def load(cls, directory: PathLike, metadata: Mapping[str, Any]) -> BpeTokenizer:
