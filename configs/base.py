@@ -11,6 +11,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.corpus = "shakespeare"   # a name from lmlab.data.available_corpora()
     c.data.seq_len = 128            # tokens per training window (the model's context)
     c.data.batch_size = 16          # windows per optimizer micro-step
+    c.data.mlm_rate = 0.15          # BERT masked LM: share of tokens selected (80% [MASK], 10% random, 10% kept)
+    c.data.classify_docs = ()       # BERT classifier: corpus documents (e.g. plays) whose passages are the classes
+    c.data.classify_val_fraction = 0.2  # classifier: the last part of each document, held out for evaluation
 
     c.tokenizer = ml_collections.ConfigDict()
     c.tokenizer.kind = "bpe"        # bpe | char
@@ -29,13 +32,17 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.rope_theta = 10000.0
     c.model.norm = "layernorm"      # layernorm | rmsnorm
     c.model.norm_eps = 1e-5
-    c.model.mlp = "gelu"            # gelu | swiglu
+    c.model.mlp = "gelu"            # gelu (tanh approximation) | gelu_exact (erf, as in BERT) | swiglu
     c.model.tie_embeddings = True
     c.model.use_bias = True
     c.model.dropout = 0.0
     c.model.attention_impl = "auto"  # auto | naive | blockwise | cudnn | pallas
     c.model.dtype = "float32"       # compute dtype: float32 | bfloat16 (parameters stay float32)
     c.model.remat = "none"          # activation recomputation per block: none | full | dots_saveable
+    # BERT family only (lmlab/models/bert.py):
+    c.model.prenorm = True          # True: pre-norm blocks + final norm (like GPT); False: post-norm, original BERT
+    c.model.type_vocab_size = 2     # segment (token type) embeddings; 0: none
+    c.model.n_classes = 0           # >0: sequence classifier (pooled [CLS] -> n_classes), task "classify"
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 1000
@@ -57,6 +64,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 200
     c.train.keep_checkpoints = 3    # the latest N, plus the best by val loss
     c.train.profile_chunks = 0      # >0: jax.profiler trace of that many train calls into <run>/profile
+    c.train.init_from = ""          # a run directory whose latest parameters start this run (fine-tuning)
 
     c.sample = ml_collections.ConfigDict()
     c.sample.prompts = ("ROMEO:\n",)

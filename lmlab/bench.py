@@ -25,7 +25,6 @@ from lmlab import flops as flops_lib
 
 log = logging.getLogger("lmlab")
 
-RANDOM_TOKENS = 1 << 20  # length of the random token array bench_train samples windows from
 
 
 class BenchArgumentError(ValueError):
@@ -54,8 +53,8 @@ def bench_train(config, *, steps: int = 5, name: str | None = None) -> dict:
     The vocabulary size is `config.tokenizer.vocab_size` (for a char tokenizer the trainer would
     take it from the corpus instead).
     """
-    from lmlab.data.token_file import token_dtype
     from lmlab.models import count_params
+    from lmlab.tasks import get_task
     from lmlab.train.optimizer import make_schedule
     from lmlab.train.state import init_state
     from lmlab.train.step import make_train_chunk
@@ -70,29 +69,28 @@ def bench_train(config, *, steps: int = 5, name: str | None = None) -> dict:
     log.info("bench train: %.2fM parameters, %d x %d tokens x %d accum, %d steps per call",
              n_params / 1e6, data.batch_size, data.seq_len, t.grad_accum, t.steps_per_call)
 
-    n_tokens = max(RANDOM_TOKENS, 2 * (data.seq_len + 1))
-    tokens_N = jax.random.randint(jax.random.key(config.seed), (n_tokens,), 0, vocab_size, jnp.int32)
-    tokens_N = tokens_N.astype(token_dtype(vocab_size))  # the dtype the trainer's token files have
+    task = get_task(config)
+    train_arrays = task.synthetic_train_arrays(vocab_size, jax.random.key(config.seed))
 
     t0 = time.perf_counter()
-    chunk = make_train_chunk(graphdef, tx, config, t.steps_per_call, make_schedule(t))
-    compiled = chunk.lower(state, tokens_N).compile()
+    chunk = make_train_chunk(graphdef, tx, config, t.steps_per_call, make_schedule(t), task)
+    compiled = chunk.lower(state, train_arrays).compile()
     compile_s = time.perf_counter() - t0
     log.info("bench train: compiled in %.1fs", compile_s)
 
-    state, metrics = compiled(state, tokens_N)  # warm-up
+    state, metrics = compiled(state, train_arrays)  # warm-up
     jax.block_until_ready((state, metrics))
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
-        state, metrics = compiled(state, tokens_N)  # the state is donated: keep the new one
+        state, metrics = compiled(state, train_arrays)  # the state is donated: keep the new one
         jax.block_until_ready((state, metrics))
         times.append(time.perf_counter() - t0)
     call_s = statistics.median(times)
     log.info("bench train: call times %s s", ", ".join(f"{x:.4f}" for x in times))
 
     step_time_s = call_s / t.steps_per_call
-    tokens_per_sec = data.batch_size * data.seq_len * t.grad_accum / step_time_s
+    tokens_per_sec = task.tokens_per_batch() * t.grad_accum / step_time_s
     per_token = flops_lib.flops_per_token(config.model, vocab_size, data.seq_len)
     kind = device_kind()
     n_devices = len(jax.tree.leaves(state)[0].sharding.device_set)  # devices the chunk ran on

@@ -92,18 +92,18 @@ def cmd_train(args, overrides) -> int:
 
 
 def cmd_eval(args, overrides) -> int:
-    from lmlab.eval.lm import eval_windows, evaluate
-    from lmlab.runs import load_run, val_tokens
-    from lmlab.train.step import make_eval_step
     from flax import nnx
+
+    from lmlab.runs import load_run
+    from lmlab.tasks import get_task
 
     if overrides:
         raise UsageError("lmlab eval takes no --config overrides")
     run = load_run(args.run_dir)
     graphdef, _ = nnx.split(run.model)
-    windows, weights = eval_windows(val_tokens(run), run.config.data.seq_len)
-    result = evaluate(make_eval_step(graphdef), run.params, windows, weights, run.tokenizer.token_byte_lengths(),
-                      args.batch_size or run.config.data.batch_size)
+    task = get_task(run.config)
+    evaluator = task.make_evaluator(graphdef, task.prepare(run.run_dir))
+    result = evaluator(run.params, full=True, batch_size=args.batch_size)
     print(json.dumps({"step": run.step, **result}))
     return 0
 

@@ -115,11 +115,11 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
 
 
 _CHOICES = {
-    "tokenizer.kind": ("bpe", "char"),
-    "model.family": ("gpt",),
+    "tokenizer.kind": ("bpe", "char", "bytelevel_bpe", "wordpiece"),  # the last two: imported, pretrained only
+    "model.family": ("gpt", "bert", "encdec"),
     "model.positions": ("learned", "sinusoidal", "rope", "alibi"),
     "model.norm": ("layernorm", "rmsnorm"),
-    "model.mlp": ("gelu", "swiglu"),
+    "model.mlp": ("gelu", "gelu_exact", "swiglu"),
     "model.attention_impl": ("auto", "naive", "blockwise", "cudnn", "pallas"),
     "model.dtype": ("float32", "bfloat16"),
     "model.remat": ("none", "full", "dots_saveable"),
@@ -177,10 +177,31 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ConfigError(f"config key 'train.min_lr_ratio' must be in [0, 1]; got {config.train.min_lr_ratio}")
     if not 0.0 < config.sample.top_p <= 1.0:
         raise ConfigError(f"config key 'sample.top_p' must be in (0, 1]; got {config.sample.top_p}")
+    if m.family == "bert":
+        _validate_bert(config)
     for key in ("train.b1", "train.b2"):
         if not 0.0 <= _get(config, key) < 1.0:
             raise ConfigError(f"config key '{key}' must be in [0, 1); got {_get(config, key)}")
     return config
+
+
+def _validate_bert(config) -> None:
+    m, d = config.model, config.data
+    for key in ("model.type_vocab_size", "model.n_classes"):
+        value = _get(config, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"config key '{key}' must be an integer >= 0; got {value!r}")
+    if not 0.0 < d.mlm_rate < 1.0:
+        raise ConfigError(f"config key 'data.mlm_rate' must be in (0, 1); got {d.mlm_rate}")
+    if d.seq_len < 3:
+        raise ConfigError(f"config key 'data.seq_len' must be >= 3 for bert ([CLS] text [SEP]); got {d.seq_len}")
+    if m.n_classes:
+        if len(d.classify_docs) != m.n_classes:
+            raise ConfigError(f"config key 'data.classify_docs' names {len(d.classify_docs)} documents, "
+                              f"model.n_classes is {m.n_classes}; they must match")
+        if not 0.0 < d.classify_val_fraction < 1.0:
+            raise ConfigError("config key 'data.classify_val_fraction' must be in (0, 1); "
+                              f"got {d.classify_val_fraction}")
 
 
 def load(path: str | pathlib.Path, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:

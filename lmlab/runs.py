@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from flax import nnx
 
 from lmlab import config as config_lib
-from lmlab.data.token_file import read_token_file
 from lmlab.tokenizers import Tokenizer, load_tokenizer
 from lmlab.train.checkpoint import Checkpointer
 from lmlab.train.state import init_state
@@ -39,9 +38,3 @@ def load_run(run_dir: str | pathlib.Path) -> LoadedRun:
     step, state, _ = restored
     model = nnx.merge(graphdef, nnx.State(state["params"]))
     return LoadedRun(config, tokenizer, model, state["params"], step, run_dir)
-
-
-def val_tokens(run: LoadedRun):
-    return read_token_file(run.run_dir / "data" / "val.bin")
-
-

@@ -51,8 +51,11 @@ def prepare(config, run_dir: pathlib.Path) -> PreparedData:
              len(corpus.train_docs), len(corpus.train_text) / 1e6, len(corpus.val_docs),
              len(corpus.val_text) / 1e6, time.time() - t0)
     t0 = time.time()
-    tokenizer = train_tokenizer(config.tokenizer.kind, corpus.train_text, vocab_size=config.tokenizer.vocab_size,
-                                special_tokens=tuple(config.tokenizer.special_tokens), out_dir=tok_dir)
+    if (tok_dir / "tokenizer.json").exists():  # e.g. an imported pretrained model's tokenizer
+        tokenizer = load_tokenizer(tok_dir)
+    else:
+        tokenizer = train_tokenizer(config.tokenizer.kind, corpus.train_text, vocab_size=config.tokenizer.vocab_size,
+                                    special_tokens=tuple(config.tokenizer.special_tokens), out_dir=tok_dir)
     log.info("tokenizer %s: vocab %d [%.1fs]", tokenizer.kind, tokenizer.vocab_size, time.time() - t0)
     t0 = time.time()
     data_dir.mkdir(parents=True, exist_ok=True)

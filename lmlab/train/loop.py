@@ -19,14 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmlab import config as config_lib
-from lmlab.data.prepare import prepare
-from lmlab.eval.lm import eval_windows, evaluate
 from lmlab.models import count_params
+from lmlab.tasks import get_task
 from lmlab.train.checkpoint import Checkpointer
 from lmlab.train.metrics import MetricsWriter
 from lmlab.train.optimizer import make_schedule
-from lmlab.train.state import init_state
-from lmlab.train.step import make_eval_step, make_train_chunk
+from lmlab.train.state import init_state, load_init_params
+from lmlab.train.step import make_train_chunk
 
 log = logging.getLogger("lmlab")
 
@@ -77,7 +76,8 @@ def train(config, run_dir: str | pathlib.Path, *, progress: bool = True) -> dict
         _check_resume_compatible(config_lib.load_run_config(run_dir), config, run_dir)
     config_lib.save(config, run_dir)
 
-    data = prepare(config, run_dir)
+    task = get_task(config)
+    data = task.prepare(run_dir)
     model, graphdef, tx, state = init_state(config, data.tokenizer.vocab_size)
     log.info("model: %s, %.2fM parameters", config.model.family, count_params(model) / 1e6)
 
@@ -88,25 +88,20 @@ def train(config, run_dir: str | pathlib.Path, *, progress: bool = True) -> dict
         start_step, state, record = restored
         best_val = record.get("best_val_loss", math.inf)
         log.info("resumed from step %d (data position %d)", start_step, record.get("data_position", 0))
+    elif config.train.init_from:
+        state = load_init_params(state, config.train.init_from)
     metrics_writer = MetricsWriter(run_dir, resume_step=start_step)
 
     t = config.train
     schedule = make_schedule(t)
     n_chunk = _chunk_size(config, start_step)
-    tokens_per_step = config.data.batch_size * config.data.seq_len * t.grad_accum
-    train_tokens = jnp.asarray(np.asarray(data.train_tokens))
-    if len(train_tokens) <= config.data.seq_len + 1:
-        raise ValueError(f"training split has {len(train_tokens)} tokens, fewer than data.seq_len + 2")
+    tokens_per_step = task.tokens_per_batch() * t.grad_accum
+    train_arrays = jax.tree.map(lambda a: jnp.asarray(np.asarray(a)), data.train)
     t0 = time.perf_counter()
     # Compile ahead of the loop so the first chunk's throughput is not mostly compilation.
-    chunk_fn = make_train_chunk(graphdef, tx, config, n_chunk, schedule).lower(state, train_tokens).compile()
+    chunk_fn = make_train_chunk(graphdef, tx, config, n_chunk, schedule, task).lower(state, train_arrays).compile()
     log.info("compiled %d train steps per call in %.1fs", n_chunk, time.perf_counter() - t0)
-    eval_step = make_eval_step(graphdef)
-    byte_lengths = data.tokenizer.token_byte_lengths()
-    periodic_eval = eval_windows(data.val_tokens, config.data.seq_len, t.eval_batches * config.data.batch_size)
-
-    def run_eval(params, windows_weights) -> dict:
-        return evaluate(eval_step, params, *windows_weights, byte_lengths, config.data.batch_size)
+    evaluator = task.make_evaluator(graphdef, data)
 
     stop_signal = []
     previous_handlers = {s: signal.signal(s, lambda signum, _frame: stop_signal.append(signum))
@@ -127,7 +122,7 @@ def train(config, run_dir: str | pathlib.Path, *, progress: bool = True) -> dict
     try:
         while step < t.steps:
             t0 = time.perf_counter()
-            state, chunk_metrics = chunk_fn(state, train_tokens)
+            state, chunk_metrics = chunk_fn(state, train_arrays)
             chunk_metrics = jax.device_get(chunk_metrics)
             if profile_left:
                 profile_left -= 1
@@ -151,7 +146,7 @@ def train(config, run_dir: str | pathlib.Path, *, progress: bool = True) -> dict
             step += n_chunk
             val = None
             if step % t.eval_every == 0 or step == t.steps:
-                val = run_eval(state["params"], periodic_eval)
+                val = evaluator(state["params"])
                 best_val = min(best_val, val["val_loss"])
                 metrics_writer.write(step, {k: v for k, v in val.items() if k != "val_tokens"})
                 log.debug("step %d: %s", step, val)
@@ -162,7 +157,8 @@ def train(config, run_dir: str | pathlib.Path, *, progress: bool = True) -> dict
             if bar is not None:
                 postfix = {"loss": f"{float(losses[-1]):.3f}", "tok/s": f"{tokens_per_sec:,.0f}"}
                 if val is not None:
-                    postfix["val_bpb"] = f"{val['val_bpb']:.3f}"
+                    name = "val_bpb" if "val_bpb" in val else "val_loss"
+                    postfix[name] = f"{val[name]:.3f}"
                 bar.set_postfix(postfix, refresh=False)
                 bar.update(n_chunk)
             if stop_signal:
@@ -178,7 +174,7 @@ def train(config, run_dir: str | pathlib.Path, *, progress: bool = True) -> dict
         for s, handler in previous_handlers.items():
             signal.signal(s, handler)
 
-    final = run_eval(state["params"], eval_windows(data.val_tokens, config.data.seq_len))
+    final = evaluator(state["params"], full=True)
     summary = {"step": step, **final, "params": count_params(model)}
     (run_dir / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -1,12 +1,12 @@
-"""The pure, jitted train and eval steps.
+"""The pure, jitted train step, the same for every task (lmlab.tasks).
 
 State is a plain pytree {"params", "opt_state", "step", "rng"}; the model is rebuilt from its
 graphdef inside the trace, so jit sees arrays only (cheaper per call than nnx.jit).
 
-Several optimizer steps run per call (`lax.scan`), with batches sampled on device from the token
-array: on CPU per-call dispatch otherwise dominates a small model's step. Batch i of step s is
-drawn from fold_in(data_key, s * grad_accum + i), so the data position is a function of the step
-and resuming at a step reproduces the same batches.
+Several optimizer steps run per call (`lax.scan`), with batches sampled on device by the task from
+its training arrays: on CPU per-call dispatch otherwise dominates a small model's step. Batch i of
+step s is drawn from fold_in(data_key, s * grad_accum + i), so the data position is a function of
+the step and resuming at a step reproduces the same batches.
 """
 
 from __future__ import annotations
@@ -18,48 +18,36 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from lmlab.train.losses import token_cross_entropy
-
 DATA_STREAM, DROPOUT_STREAM = 0, 1
 
 
-def sample_windows(tokens_N: jax.Array, key: jax.Array, batch: int, seq_len: int) -> jax.Array:
-    """[batch, seq_len + 1] windows at uniform random offsets (inputs and shifted targets)."""
-    starts_B = jax.random.randint(key, (batch,), 0, tokens_N.shape[0] - seq_len)
-    return tokens_N[starts_B[:, None] + jnp.arange(seq_len + 1)].astype(jnp.int32)
-
-
-def make_loss_fn(graphdef, train_config) -> Callable:
-    def loss_fn(params, windows_BT1, dropout_key):
-        model = nnx.merge(graphdef, nnx.State(params))
-        logits_BTV, _ = model(windows_BT1[:, :-1], dropout_key=dropout_key)
-        objective_BT, nll_BT = token_cross_entropy(
-            logits_BTV, windows_BT1[:, 1:], label_smoothing=train_config.label_smoothing,
-            z_loss=train_config.z_loss)
-        return objective_BT.mean(), nll_BT.mean()
+def make_loss_fn(graphdef, task) -> Callable:
+    """loss_fn(params, batch, dropout_key) -> (objective, nll) for jax.value_and_grad(has_aux=True)."""
+    def loss_fn(params, batch, dropout_key):
+        return task.loss(nnx.merge(graphdef, nnx.State(params)), batch, dropout_key)
 
     return loss_fn
 
 
 def make_train_chunk(graphdef, tx: optax.GradientTransformation, config, n_steps: int,
-                     schedule: optax.Schedule) -> Callable:
-    """Returns jitted chunk(state, tokens_N) -> (state, {"loss", "nll", "grad_norm", "lr"} of [n_steps])."""
-    train, data = config.train, config.data
-    loss_fn = make_loss_fn(graphdef, train)
+                     schedule: optax.Schedule, task) -> Callable:
+    """Returns jitted chunk(state, train_arrays) -> (state, {"loss", "nll", "grad_norm", "lr"} of [n_steps])."""
+    train = config.train
+    loss_fn = make_loss_fn(graphdef, task)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     use_dropout = config.model.dropout > 0
     accum = train.grad_accum
 
-    def one_step(state, tokens_N):
+    def one_step(state, train_arrays):
         params, step = state["params"], state["step"]
         data_key = jax.random.fold_in(state["rng"], DATA_STREAM)
         dropout_base = jax.random.fold_in(state["rng"], DROPOUT_STREAM)
 
         def micro(i):
             position = step * accum + i
-            windows = sample_windows(tokens_N, jax.random.fold_in(data_key, position), data.batch_size, data.seq_len)
+            batch = task.sample_batch(train_arrays, jax.random.fold_in(data_key, position))
             dkey = jax.random.fold_in(dropout_base, position) if use_dropout else None
-            return grad_fn(params, windows, dkey)
+            return grad_fn(params, batch, dkey)
 
         if accum == 1:
             (loss, nll), grads = micro(0)
@@ -77,19 +65,7 @@ def make_train_chunk(graphdef, tx: optax.GradientTransformation, config, n_steps
         new_state = {"params": params, "opt_state": opt_state, "step": step + 1, "rng": state["rng"]}
         return new_state, {"loss": loss, "nll": nll, "grad_norm": grad_norm, "lr": schedule(step)}
 
-    def chunk(state, tokens_N):
-        return jax.lax.scan(lambda s, _: one_step(s, tokens_N), state, None, length=n_steps)
+    def chunk(state, train_arrays):
+        return jax.lax.scan(lambda s, _: one_step(s, train_arrays), state, None, length=n_steps)
 
     return jax.jit(chunk, donate_argnums=0)
-
-
-def make_eval_step(graphdef) -> Callable:
-    """Jitted eval(params, windows_BT1, weights_BT) -> summed nll of the weighted targets."""
-    def eval_step(params, windows_BT1, weights_BT):
-        model = nnx.merge(graphdef, nnx.State(params))
-        logits_BTV, _ = model(windows_BT1[:, :-1])
-        _, nll_BT = token_cross_entropy(logits_BTV, windows_BT1[:, 1:])
-        return (nll_BT * weights_BT).sum()
-
-    return jax.jit(eval_step)
-

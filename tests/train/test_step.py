@@ -6,7 +6,9 @@ import optax
 from lmlab import config as config_lib
 from lmlab.train.optimizer import make_schedule
 from lmlab.train.state import init_state
-from lmlab.train.step import DATA_STREAM, make_loss_fn, make_train_chunk, sample_windows
+from lmlab.tasks import get_task
+from lmlab.tasks.lm import sample_windows
+from lmlab.train.step import DATA_STREAM, make_loss_fn, make_train_chunk
 
 TINY = ["data.seq_len=16", "data.batch_size=3", "model.n_layers=1", "model.d_model=16", "model.n_heads=2",
         "model.n_kv_heads=2", "model.d_ff=32", "model.max_len=32", "train.grad_clip=0", "train.warmup_steps=0"]
@@ -29,11 +31,12 @@ def test_gradient_accumulation_averages_micro_batch_gradients():
     state["opt_state"] = tx.init(state["params"])
     tokens = jnp.asarray(np.random.default_rng(0).integers(0, 50, 500), jnp.int32)
     params0 = jax.tree.map(jnp.copy, state["params"])
-    chunk = make_train_chunk(graphdef, tx, config, 1, make_schedule(config.train))
-    new_state, metrics = chunk(state, tokens)
+    task = get_task(config)
+    chunk = make_train_chunk(graphdef, tx, config, 1, make_schedule(config.train), task)
+    new_state, metrics = chunk(state, {"tokens": tokens})
 
     # By hand: micro-batches at data positions 0 and 1 of step 0, gradients averaged, one update.
-    loss_fn = make_loss_fn(graphdef, config.train)
+    loss_fn = make_loss_fn(graphdef, task)
     data_key = jax.random.fold_in(jax.random.wrap_key_data(new_state["rng"]), DATA_STREAM)
     grads, losses = [], []
     for position in (0, 1):
