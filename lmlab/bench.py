@@ -122,9 +122,13 @@ def _peak_bytes_in_use() -> int | None:
 # ----------------------------------------------------------------------------------- attention
 
 def available_attention_impls(backend: str | None = None) -> tuple[str, ...]:
-    """The concrete implementations that can run here ("auto" picks among these; "pallas" is a stub)."""
+    """The concrete implementations worth timing here ("auto" picks among the first three).
+
+    Pallas runs on CPU only in interpret mode (a correctness tool, far too slow to time)."""
     backend = backend or jax.default_backend()
-    return ("naive", "blockwise", "cudnn") if backend == "gpu" else ("naive", "blockwise")
+    if backend == "gpu":
+        return ("naive", "blockwise", "cudnn", "pallas")
+    return ("naive", "blockwise", "pallas") if backend == "tpu" else ("naive", "blockwise")
 
 
 def _memory_limit_bytes() -> int | None:
@@ -181,7 +185,7 @@ def bench_attention(*, impls: Sequence[str] | None = None, lengths: Sequence[int
             row = {"impl": impl, "T": int(T), "time_ms": None, "peak_bytes": None}
             rows.append(row)
             if impl not in available:
-                row["error"] = ("not implemented" if impl == "pallas"
+                row["error"] = (f"interpret mode only on backend {backend!r}" if impl == "pallas"
                                 else f"not available on backend {backend!r}")
                 continue
             scores_bytes = 4 * batch * heads * int(T) * int(T)

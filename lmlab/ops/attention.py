@@ -10,7 +10,8 @@ K kv heads (K divides N; query head n reads kv head n // (N // K)), H head dim. 
                backend (attention_blockwise.py).
 - "cudnn":     jax.nn.dot_product_attention(implementation="cudnn"); GPU, bf16/fp16
                (attention_cudnn.py).
-- "pallas":    reserved for a Pallas kernel; raises NotImplementedError for now.
+- "pallas":    jax's Pallas flash kernels: Triton on GPU, Mosaic on TPU, interpret mode on CPU;
+               self-attention without masks or offsets (attention_pallas.py).
 - "auto":      `select_impl` picks one from the backend, sizes and dtype.
 """
 
@@ -26,6 +27,7 @@ from lmlab.ops.attention_blockwise import blockwise_attention
 from lmlab.ops.attention_cudnn import CUDNN_DTYPES, cudnn_attention, is_static_zero
 from lmlab.ops.attention_masks import make_causal_mask, make_padding_mask, padding_mask_from_ids
 from lmlab.ops.attention_naive import naive_attention
+from lmlab.ops.attention_pallas import pallas_attention
 
 __all__ = [
     "IMPLS",
@@ -71,7 +73,7 @@ def attention(
         position `index` of a fixed-length cache, and causality hides the unfilled slots).
         Ignored unless causal.
       scale: Python float multiplying the scores; default 1 / sqrt(H).
-      impl: one of IMPLS. block_q, block_k: tile sizes for "blockwise".
+      impl: one of IMPLS. block_q, block_k: tile sizes for "blockwise" and "pallas".
       alibi_slopes: optional float [N]: adds ALiBi's -slope_n * |i - j| to the scores, with i the
         query's absolute position (q_offset + index) and j the key's (naive and blockwise).
 
@@ -108,9 +110,7 @@ def attention(
         )
     if impl == "cudnn":
         return cudnn_attention(q_BTNH, k_BSKH, v_BSKH, mask, **common)
-    raise NotImplementedError(
-        "impl='pallas' is not implemented yet; use 'blockwise' (any backend) or 'cudnn' (GPU)"
-    )
+    return pallas_attention(q_BTNH, k_BSKH, v_BSKH, mask, block_q=block_q, block_k=block_k, **common)
 
 
 def select_impl(*, backend: str, T: int, S: int, H: int, dtype, needs_bias: bool = False,

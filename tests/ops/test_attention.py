@@ -129,6 +129,30 @@ def test_blockwise_matches_naive(case):
     _assert_all_close(actual, expected, BF16_TOL if case.dtype == "bfloat16" else FP32_TOL)
 
 
+# Pallas kernels take self-attention without masks; on CPU they run in interpret mode (slow: keep
+# the shapes small). Odd lengths exercise the padding + segment-id path, GQA the head repeat.
+PALLAS_CASES = [
+    Case("pallas_plain", T=32, S=32),
+    Case("pallas_causal_odd_gqa", T=37, S=37, N=4, K=2, causal=True),
+]
+
+
+@pytest.mark.parametrize("case", PALLAS_CASES, ids=lambda c: c.name)
+def test_pallas_matches_naive(case):
+    q, k, v, w, mask = _inputs(case)
+    expected = _out_and_grads(case, "naive", q, k, v, w, mask)
+    actual = _out_and_grads(case, "pallas", q, k, v, w, mask)
+    _assert_all_close(actual, expected, FP32_TOL)
+
+
+def test_pallas_refuses_what_its_kernels_cannot_do():
+    q, k, v, _, _ = _inputs(Case("pallas_refuse", T=8, S=16))
+    with pytest.raises(NotImplementedError, match="equal query and key lengths"):
+        attention(q, k, v, impl="pallas")
+    with pytest.raises(NotImplementedError, match="q_offset"):
+        attention(q[:, :1], k, v, causal=True, q_offset=3, impl="pallas")
+
+
 def test_auto_matches_naive():
     case = Case("auto", causal=True, mask="padding", N=4, K=2)
     q, k, v, w, mask = _inputs(case)
@@ -285,7 +309,7 @@ def test_argument_errors():
     with pytest.raises(ValueError, match="naive, blockwise, cudnn, pallas"):
         attention(q, k, v, impl="flash")
     with pytest.raises(NotImplementedError, match="pallas"):
-        attention(q, k, v, impl="pallas")
+        attention(q, k, v, mask=jnp.ones((2, 1, 1, 4), bool), impl="pallas")
     with pytest.raises(ValueError, match="must be bool"):
         attention(q, k, v, mask=jnp.ones((2, 1, 1, 4)))
     with pytest.raises(ValueError, match="broadcast"):
@@ -328,6 +352,17 @@ def test_cudnn_matches_naive_bf16(case):
     q, k, v, w, mask = _inputs(case)
     expected = _out_and_grads(case, "naive", q, k, v, w, mask)
     actual = _out_and_grads(case, "cudnn", q, k, v, w, mask)
+    _assert_all_close(actual, expected, BF16_TOL)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", [Case("pallas_bf16", T=128, S=128, H=64, dtype="bfloat16", causal=True),
+                                  Case("pallas_bf16_gqa_odd", T=100, S=100, N=4, K=2, H=64, dtype="bfloat16")],
+                         ids=lambda c: c.name)
+def test_pallas_gpu_kernel_matches_naive_bf16(case):
+    q, k, v, w, mask = _inputs(case)
+    expected = _out_and_grads(case, "naive", q, k, v, w, mask)
+    actual = _out_and_grads(case, "pallas", q, k, v, w, mask)
     _assert_all_close(actual, expected, BF16_TOL)
 
 
