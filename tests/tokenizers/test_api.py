@@ -34,8 +34,9 @@ def test_train_saves_into_new_nested_directory(kind, corpus, special_tokens, tmp
 
 def test_unknown_kind_message():
     with pytest.raises(ValueError) as info:
-        train_tokenizer("wordpiece", "text", vocab_size=10, out_dir="/nonexistent/never-created")
-    assert str(info.value) == "unknown tokenizer kind 'wordpiece'; expected one of: bpe, char"
+        train_tokenizer("unigram", "text", vocab_size=10, out_dir="/nonexistent/never-created")
+    assert str(info.value) == ("unknown tokenizer kind 'unigram'; expected one of: "
+                               "bpe, char, bytelevel_bpe, wordpiece")
 
 
 def test_load_from_missing_directory(tmp_path):
@@ -51,7 +52,7 @@ def test_load_from_missing_directory(tmp_path):
         ("[1, 2]", "corrupt tokenizer file .*tokenizer.json: expected a JSON object"),
         ('{"kind": "bpe"}', "unsupported tokenizer format_version None in .*tokenizer.json"),
         ('{"format_version": 1}', "corrupt tokenizer file .*tokenizer.json: missing string field 'kind'"),
-        ('{"format_version": 1, "kind": "wordpiece"}', r"tokenizer.json: unknown tokenizer kind 'wordpiece'"),
+        ('{"format_version": 1, "kind": "unigram"}', r"tokenizer.json: unknown tokenizer kind 'unigram'"),
     ],
 )
 def test_corrupt_metadata_names_the_file(tmp_path, content, message):
