@@ -2,13 +2,49 @@
 # lmlab launcher.
 #   ./launch.sh            set up .venv if needed, then run the main job (GPT on Shakespeare)
 #   ./launch.sh test       set up, then run the test suite (extra args go to pytest)
+#   ./launch.sh setup      set up only (e.g. once on a SLURM login node before `srun`)
+#   ./launch.sh devices    set up, then print this process's view of processes and devices
 #   ./launch.sh CMD ...    set up, then run `lmlab CMD ...` (train, eval, sample, ...)
 # LMLAB_PYTHON=/path/to/python uses that interpreter (e.g. one with CUDA/TPU JAX preinstalled)
 # instead of creating .venv; lmlab is then installed into it in editable mode if missing.
+# LMLAB_PIP_EXTRA="jax[tpu]" (or "jax[cuda12]") is installed along with lmlab.
+#
+# Multi-host: run the same command in every process; lmlab.parallel starts jax.distributed from
+# the environment (README "Scaling out"):
+#   SLURM:   srun --nodes=2 --ntasks-per-node=1 ./launch.sh train configs/X.py   (one process per host)
+#            srun --nodes=2 --ntasks-per-node=8 --gpus-per-task=1 ./launch.sh train configs/X.py
+#   TPU pod: gcloud compute tpus tpu-vm ssh NAME --zone=ZONE --worker=all \
+#                --command="cd lmlab && LMLAB_PIP_EXTRA='jax[tpu]' ./launch.sh train configs/X.py"
+#   Any:     LMLAB_COORDINATOR=host0:1234 LMLAB_NUM_PROCESSES=N LMLAB_PROCESS_ID=i ./launch.sh train ...
+# srun passes the environment through; processes that share the checkout (a network filesystem)
+# also share .venv, which one process at a time sets up (the others wait on a lock).
 set -euo pipefail
 cd "$(dirname "$0")"
 
+LOCK=.lmlab-setup.lock
+
+# mkdir is atomic on local and network filesystems: the first process sets up, the others wait
+# and then find the install stamp current.
+lock() {
+  local waited=0
+  until mkdir "$LOCK" 2>/dev/null; do
+    if (( waited == 0 )); then echo "launch.sh: waiting for another process to finish setting up ($LOCK)" >&2; fi
+    sleep 2; waited=$((waited + 2))
+    if (( waited > 1800 )); then
+      echo "launch.sh: $LOCK held for 30 minutes; remove it if no other setup is running" >&2
+      exit 1
+    fi
+  done
+  trap 'rmdir "$LOCK" 2>/dev/null || true' EXIT
+}
+
+unlock() {
+  rmdir "$LOCK" 2>/dev/null || true
+  trap - EXIT
+}
+
 setup() {
+  lock
   if [[ -n "${LMLAB_PYTHON:-}" ]]; then
     PY="$LMLAB_PYTHON"
   else
@@ -18,20 +54,24 @@ setup() {
       python3 -m venv .venv
     fi
   fi
-  # Reinstall only when pyproject.toml changed since the last install into this interpreter.
+  # Reinstall only when pyproject.toml (or LMLAB_PIP_EXTRA) changed since the last install into this interpreter.
   local stamp; stamp="$("$PY" -c 'import sys; print(sys.prefix)')/.lmlab-installed"
-  if [[ ! -f "$stamp" ]] || ! cmp -s pyproject.toml "$stamp"; then
+  local want; want="$(cat pyproject.toml)"
+  if [[ -n "${LMLAB_PIP_EXTRA:-}" ]]; then want+=$'\n'"# extra: $LMLAB_PIP_EXTRA"; fi
+  if [[ ! -f "$stamp" ]] || [[ "$(cat "$stamp")" != "$want" ]]; then
     echo "launch.sh: installing lmlab and its dependencies into $("$PY" -c 'import sys; print(sys.prefix)')" >&2
     local log; log="$(mktemp)"
     # Build-backend chatter is noise on success; show it only if the install fails.
-    if ! { "$PY" -m pip install --quiet --upgrade pip && "$PY" -m pip install --quiet -e ".[dev]"; } >"$log" 2>&1; then
+    # shellcheck disable=SC2086  # LMLAB_PIP_EXTRA may name several requirements
+    if ! { "$PY" -m pip install --quiet --upgrade pip && "$PY" -m pip install --quiet -e ".[dev]" ${LMLAB_PIP_EXTRA:-}; } >"$log" 2>&1; then
       cat "$log" >&2; rm -f "$log"
       echo "launch.sh: installing failed (see above)" >&2
       exit 1
     fi
     rm -f "$log"
-    cp pyproject.toml "$stamp"
+    printf '%s\n' "$want" > "$stamp"
   fi
+  unlock
 }
 
 cmd="${1:-main}"
@@ -42,6 +82,10 @@ case "$cmd" in
     exec "$PY" -m lmlab.cli train configs/gpt_shakespeare.py "$@" ;;
   test)
     exec "$PY" -m pytest "$@" ;;
+  setup)
+    exit 0 ;;
+  devices)
+    exec "$PY" -c 'import json; from lmlab import parallel; print(json.dumps(parallel.topology()))' ;;
   *)
     exec "$PY" -m lmlab.cli "$cmd" "$@" ;;
 esac

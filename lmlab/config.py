@@ -127,12 +127,14 @@ _CHOICES = {
 _POSITIVE_INTS = (
     "data.seq_len", "data.batch_size", "tokenizer.vocab_size", "model.n_layers", "model.d_model",
     "model.n_heads", "model.n_kv_heads", "model.d_ff", "model.max_len", "train.steps",
+    "data.src_len", "data.tgt_len", "model.n_encoder_layers", "sample.beam_size",
     "train.grad_accum", "train.steps_per_call", "train.log_every", "train.eval_every",
     "train.checkpoint_every", "train.keep_checkpoints", "sample.max_new_tokens",
 )
 _NON_NEGATIVE = (
     "train.warmup_steps", "train.weight_decay", "train.grad_clip", "train.label_smoothing",
     "train.z_loss", "train.eval_batches", "train.profile_chunks", "model.dropout", "sample.temperature", "sample.top_k",
+    "sample.length_penalty",
 )
 
 
@@ -167,8 +169,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ConfigError(f"config key 'model.n_kv_heads' ({m.n_kv_heads}) must divide model.n_heads ({m.n_heads})")
     if m.positions == "rope" and (m.d_model // m.n_heads) % 2:
         raise ConfigError("config key 'model.positions' = rope needs an even head dimension (d_model / n_heads)")
-    if config.data.seq_len > m.max_len:
+    if m.family != "encdec" and config.data.seq_len > m.max_len:  # encdec: data.src_len / tgt_len instead
         raise ConfigError(f"config key 'data.seq_len' ({config.data.seq_len}) exceeds model.max_len ({m.max_len})")
+    if m.family == "encdec" and max(config.data.src_len, config.data.tgt_len) > m.max_len:
+        raise ConfigError(f"config keys 'data.src_len' / 'data.tgt_len' exceed model.max_len ({m.max_len})")
     if not 0.0 <= m.dropout < 1.0:
         raise ConfigError(f"config key 'model.dropout' must be in [0, 1); got {m.dropout}")
     if not 0.0 <= config.train.label_smoothing < 1.0:
@@ -182,7 +186,41 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     for key in ("train.b1", "train.b2"):
         if not 0.0 <= _get(config, key) < 1.0:
             raise ConfigError(f"config key '{key}' must be in [0, 1); got {_get(config, key)}")
+    if "mesh" in config:  # run directories from before the mesh section have none: defaults apply
+        _mesh_sizes(config.mesh)
     return config
+
+
+MESH_DEFAULTS = {"data": -1, "fsdp": 1, "tensor": 1}
+MESH_KEYS = tuple(MESH_DEFAULTS)
+
+
+def _mesh_sizes(mesh) -> dict[str, int]:
+    sizes = {key: default if mesh is None else mesh.get(key, default) for key, default in MESH_DEFAULTS.items()}
+    for key, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or (value < 1 and value != -1):
+            raise ConfigError(f"config key 'mesh.{key}' must be a positive integer or -1; got {value!r}")
+    if sum(value == -1 for value in sizes.values()) > 1:
+        raise ConfigError("at most one of mesh.data, mesh.fsdp, mesh.tensor may be -1")
+    return sizes
+
+
+def resolve_mesh(mesh, n_devices: int) -> tuple[int, int, int]:
+    """(data, fsdp, tensor) for `n_devices`: a -1 takes what the others leave; the product must
+    equal the device count. `mesh` is the config's mesh section (None: all devices on data)."""
+    sizes = _mesh_sizes(mesh)
+    fixed = math.prod(value for value in sizes.values() if value != -1)
+    for key, value in sizes.items():
+        if value == -1:
+            if n_devices % fixed:
+                raise ConfigError(f"config key 'mesh.{key}' = -1 cannot fill {n_devices} devices: the other mesh "
+                                  f"axes multiply to {fixed}, which does not divide {n_devices}")
+            sizes[key] = n_devices // fixed
+    if math.prod(sizes.values()) != n_devices:
+        shown = " x ".join(f"{k}={v}" for k, v in sizes.items())
+        raise ConfigError(f"config section 'mesh' ({shown}) needs {math.prod(sizes.values())} devices, "
+                          f"but {n_devices} are available; set one axis to -1 or change the sizes")
+    return tuple(sizes[key] for key in MESH_KEYS)
 
 
 def _validate_bert(config) -> None:

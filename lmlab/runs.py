@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from flax import nnx
 
 from lmlab import config as config_lib
+from lmlab import parallel
 from lmlab.tokenizers import Tokenizer, load_tokenizer
 from lmlab.train.checkpoint import Checkpointer
-from lmlab.train.state import init_state
+from lmlab.train.state import abstract_state
 
 
 @dataclass
@@ -23,11 +24,15 @@ class LoadedRun:
     run_dir: pathlib.Path
 
 
-def load_run(run_dir: str | pathlib.Path) -> LoadedRun:
+def load_run(run_dir: str | pathlib.Path, mesh=None) -> LoadedRun:
+    """The latest checkpoint's parameters, sharded over `mesh` (default: the run's configured mesh
+    if it fits the devices here, else every device on `data`; lmlab.parallel.mesh_for_run)."""
+    parallel.initialize_distributed()
     run_dir = pathlib.Path(run_dir)
     config = config_lib.load_run_config(run_dir)
     tokenizer = load_tokenizer(run_dir / "tokenizer")
-    model, graphdef, _, state = init_state(config, tokenizer.vocab_size)
+    mesh = mesh if mesh is not None else parallel.mesh_for_run(config)
+    _, graphdef, _, state = abstract_state(config, tokenizer.vocab_size, mesh)  # restored into, not computed
     checkpointer = Checkpointer(run_dir / "checkpoints", keep=config.train.keep_checkpoints)
     try:
         restored = checkpointer.restore_latest(state)

@@ -5,6 +5,11 @@ Hypotheses are ranked by their summed token log-probability while searching; a b
 The search stops when every beam of every prompt has finished or after `max_new_tokens`. Final
 ranking divides by the GNMT length penalty ((5 + length) / 6) ** alpha (Wu et al. 2016), with the
 length counted up to and including the end token.
+
+Encoder-decoder models: pass `source=` [B, S]; the cache `model.init_cache(B, L, source=source)`
+holds the encoder keys/values and source mask with the batch first, so repeating it K times and
+reordering its rows per parent beam (as for the self-attention cache) keeps every beam on its own
+source sentence.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from lmlab import parallel
 
 NEG_INF = -1e30
 
@@ -31,11 +38,11 @@ def length_penalty(lengths, alpha: float):
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "beam_size", "max_new_tokens", "eos_id", "pad_id", "alpha"))
-def _beam_search(graphdef, params, prompt_BT, *, beam_size, max_new_tokens, eos_id, pad_id, alpha):
+def _beam_search(graphdef, params, prompt_BT, source, *, beam_size, max_new_tokens, eos_id, pad_id, alpha):
     model = nnx.merge(graphdef, nnx.State(params))
     B, T = prompt_BT.shape
     K, L = beam_size, T + max_new_tokens
-    cache = model.init_cache(B, L)
+    cache = model.init_cache(B, L) if source is None else model.init_cache(B, L, source=source)
     logits_BTV, cache = model(prompt_BT, cache=cache, cache_index=0)
     # Every beam starts from the same prefilled cache; only beam 0 is alive at first so the K
     # initial candidates are K different tokens, not K copies of one.
@@ -85,14 +92,23 @@ def _beam_search(graphdef, params, prompt_BT, *, beam_size, max_new_tokens, eos_
 
 
 def beam_search(model: nnx.Module, prompt_BT, *, beam_size: int, max_new_tokens: int, eos_id: int,
-                pad_id: int, length_penalty_alpha: float = 0.0) -> BeamResult:
-    """Beam search for a batch of equal-length prompts; results sorted best first per prompt."""
+                pad_id: int, length_penalty_alpha: float = 0.0, source=None) -> BeamResult:
+    """Beam search for a batch of equal-length prompts; results sorted best first per prompt.
+
+    `source`: [B, S] source ids for an encoder-decoder model (None for a decoder-only one).
+    """
     prompt_BT = jnp.asarray(prompt_BT, jnp.int32)
     if prompt_BT.ndim != 2 or prompt_BT.shape[1] < 1:
         raise ValueError("prompt must be a [batch, length>=1] array of token ids")
     if beam_size < 1 or max_new_tokens < 1:
         raise ValueError("beam_size and max_new_tokens must be >= 1")
+    if source is not None:
+        source = jnp.asarray(source, jnp.int32)
+        if source.ndim != 2 or source.shape[0] != prompt_BT.shape[0]:
+            raise ValueError("source must be a [batch, length] array with the prompt's batch size")
     graphdef, state = nnx.split(model)
-    return _beam_search(graphdef, nnx.to_pure_dict(state), prompt_BT, beam_size=int(beam_size),
+    params = nnx.to_pure_dict(state)
+    prompt_BT, source = parallel.replicate_like((prompt_BT, source), params)  # onto the params' mesh, if any
+    return _beam_search(graphdef, params, prompt_BT, source, beam_size=int(beam_size),
                         max_new_tokens=int(max_new_tokens), eos_id=int(eos_id), pad_id=int(pad_id),
                         alpha=float(length_penalty_alpha))

@@ -4,6 +4,10 @@ Both paths are one jitted program (prefill, then a lax.scan over new tokens) and
 token with fold_in(key, i), so for the same model and key they produce the same tokens; the cached
 path does O(1) work per token, the recompute path re-runs the whole prefix (kept as a reference
 and for benchmarks).
+
+An encoder-decoder model decodes through the same step: pass `source=` ([B, S] ids) and the
+prompt is the decoder's prefix (e.g. [[bos]] * B); `model.init_cache(B, L, source=source)` runs the
+encoder once and the cache carries its keys/values.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import functools
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from lmlab import parallel
 
 
 def filter_logits(logits_BV: jax.Array, *, top_k: int = 0, top_p: float = 1.0) -> jax.Array:
@@ -41,15 +47,16 @@ def next_token(logits_BV: jax.Array, key: jax.Array, *, temperature: float, top_
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "temperature", "top_k", "top_p", "use_cache"))
-def _generate(graphdef, params, prompt_BT, key, *, max_new_tokens, temperature, top_k, top_p, use_cache):
+def _generate(graphdef, params, prompt_BT, key, source, *, max_new_tokens, temperature, top_k, top_p, use_cache):
     model = nnx.merge(graphdef, nnx.State(params))
+    with_source = {} if source is None else {"source": source}  # encoder-decoder models only
     B, T = prompt_BT.shape
     total = T + max_new_tokens
     pick = functools.partial(next_token, temperature=temperature, top_k=top_k, top_p=top_p)
     buffer_BL = jnp.zeros((B, total), jnp.int32).at[:, :T].set(prompt_BT)
 
     if use_cache:
-        cache = model.init_cache(B, total)
+        cache = model.init_cache(B, total, **with_source)
         logits_BTV, cache = model(prompt_BT, cache=cache, cache_index=0)
         first = pick(logits_BTV[:, -1], jax.random.fold_in(key, 0))
 
@@ -64,7 +71,7 @@ def _generate(graphdef, params, prompt_BT, key, *, max_new_tokens, temperature, 
 
     def step(buffer_BL, i):
         # Recompute everything; positions after T + i hold zeros, which causality keeps invisible.
-        logits_BLV, _ = model(buffer_BL)
+        logits_BLV, _ = model(buffer_BL, **with_source)
         logits_BV = jax.lax.dynamic_index_in_dim(logits_BLV, T + i - 1, axis=1, keepdims=False)
         token_B = pick(logits_BV, jax.random.fold_in(key, i))
         return jax.lax.dynamic_update_slice(buffer_BL, token_B[:, None], (0, T + i)), None
@@ -74,8 +81,11 @@ def _generate(graphdef, params, prompt_BT, key, *, max_new_tokens, temperature, 
 
 
 def generate(model: nnx.Module, prompt_BT, *, max_new_tokens: int, key: jax.Array, temperature: float = 1.0,
-             top_k: int = 0, top_p: float = 1.0, use_cache: bool = True) -> jax.Array:
-    """Returns [B, T + max_new_tokens] token ids: the prompt followed by the continuation."""
+             top_k: int = 0, top_p: float = 1.0, use_cache: bool = True, source=None) -> jax.Array:
+    """Returns [B, T + max_new_tokens] token ids: the prompt followed by the continuation.
+
+    `source`: [B, S] source ids for an encoder-decoder model (None for a decoder-only one).
+    """
     prompt_BT = jnp.asarray(prompt_BT, jnp.int32)
     if prompt_BT.ndim != 2 or prompt_BT.shape[1] < 1:
         raise ValueError("prompt must be a [batch, length>=1] array of token ids")
@@ -83,6 +93,13 @@ def generate(model: nnx.Module, prompt_BT, *, max_new_tokens: int, key: jax.Arra
     total = prompt_BT.shape[1] + max_new_tokens
     if config is not None and config.positions in ("learned", "sinusoidal") and total > config.max_len:
         raise ValueError(f"prompt + max_new_tokens = {total} exceeds model.max_len = {config.max_len}")
+    if source is not None:
+        source = jnp.asarray(source, jnp.int32)
+        if source.ndim != 2 or source.shape[0] != prompt_BT.shape[0]:
+            raise ValueError("source must be a [batch, length] array with the prompt's batch size")
     graphdef, state = nnx.split(model)
-    return _generate(graphdef, nnx.to_pure_dict(state), prompt_BT, key, max_new_tokens=max_new_tokens,
+    params = nnx.to_pure_dict(state)
+    # Parameters sharded over a mesh (lmlab.parallel): the inputs go there too, replicated.
+    prompt_BT, key, source = parallel.replicate_like((prompt_BT, key, source), params)
+    return _generate(graphdef, params, prompt_BT, key, source, max_new_tokens=max_new_tokens,
                      temperature=float(temperature), top_k=int(top_k), top_p=float(top_p), use_cache=use_cache)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from flax import nnx
 
+from lmlab.models.bert import build_bert
+from lmlab.models.encdec import EncDec
 from lmlab.models.gpt import GPT
 
-FAMILIES = {"gpt": GPT}
+FAMILIES = {"gpt": GPT, "bert": build_bert, "encdec": EncDec}  # bert: BERT, or BertClassifier when model.n_classes > 0
 
 
 def build_model(model_config, vocab_size: int, seed: int = 0) -> nnx.Module:

@@ -64,11 +64,13 @@ class GPT(nnx.Module):
         self.dtype = DTYPES[m.dtype]
         self.embed = Embed(vocab_size, m.d_model, dtype=self.dtype, rngs=rngs)
         if m.positions == "learned":
-            self.pos_embed = nnx.Param(jax.random.normal(rngs.params(), (m.max_len, m.d_model)) * 0.01)
+            self.pos_embed = nnx.Param(jax.random.normal(rngs.params(), (m.max_len, m.d_model)) * 0.01,
+                                       logical_axes=("length", "embed"))
         self.blocks = nnx.List([Block(m, dtype=self.dtype, rngs=rngs) for _ in range(m.n_layers)])
         self.final_norm = make_norm(m.norm, m.d_model, eps=m.norm_eps, use_bias=m.use_bias)
         if not m.tie_embeddings:
-            self.lm_head = Linear(m.d_model, vocab_size, use_bias=False, dtype=self.dtype, rngs=rngs)
+            self.lm_head = Linear(m.d_model, vocab_size, use_bias=False, dtype=self.dtype, rngs=rngs,
+                                  axes=("embed", "vocab"))
 
     def __call__(self, tokens_BT: jax.Array, *, cache: list | None = None, cache_index=0,
                  dropout_key: jax.Array | None = None):

@@ -22,10 +22,11 @@ class SelfAttention(nnx.Module):
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
         self.head_dim = d_model // n_heads
         # One fused projection: a single GEMM is faster than three small ones on every backend.
+        # Columns q | k | v; "qkv" in lmlab.parallel.RULES says how tensor parallelism splits them.
         self.qkv = Linear(d_model, (n_heads + 2 * n_kv_heads) * self.head_dim, use_bias=use_bias,
-                          dtype=dtype, rngs=rngs)
+                          dtype=dtype, rngs=rngs, axes=("embed", "qkv"))
         self.out = Linear(n_heads * self.head_dim, d_model, use_bias=use_bias, dtype=dtype,
-                          init_std=out_init_std, rngs=rngs)
+                          init_std=out_init_std, rngs=rngs, axes=("heads", "embed"))
         self.impl = impl
         self.alibi = alibi  # slopes are a fixed function of the head count, not parameters
 
@@ -69,10 +70,12 @@ class CrossAttention(nnx.Module):
                  impl: str, rngs: nnx.Rngs, out_init_std: float = 0.02):
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
         self.head_dim = d_model // n_heads
-        self.q = Linear(d_model, n_heads * self.head_dim, use_bias=use_bias, dtype=dtype, rngs=rngs)
-        self.kv = Linear(d_model, 2 * n_kv_heads * self.head_dim, use_bias=use_bias, dtype=dtype, rngs=rngs)
+        self.q = Linear(d_model, n_heads * self.head_dim, use_bias=use_bias, dtype=dtype, rngs=rngs,
+                        axes=("embed", "heads"))
+        self.kv = Linear(d_model, 2 * n_kv_heads * self.head_dim, use_bias=use_bias, dtype=dtype, rngs=rngs,
+                         axes=("embed", "qkv"))  # k | v columns, split like the fused self-attention qkv
         self.out = Linear(n_heads * self.head_dim, d_model, use_bias=use_bias, dtype=dtype,
-                          init_std=out_init_std, rngs=rngs)
+                          init_std=out_init_std, rngs=rngs, axes=("heads", "embed"))
         self.impl = impl
 
     def encode_kv(self, enc_BSD: jax.Array) -> dict:

@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from lmlab import parallel
+
 
 @jax.custom_vjp
 def matmul(x_ND: jax.Array, w_DF: jax.Array) -> jax.Array:
@@ -35,19 +37,27 @@ matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 
 class Linear(nnx.Module):
-    """y = x W (+ b) with float32 parameters, computed in `dtype`."""
+    """y = x W (+ b) with float32 parameters, computed in `dtype`.
+
+    `axes` are the logical names of W's (input, output) dimensions, mapped to mesh axes by
+    lmlab.parallel.RULES; the bias takes the output's. The default, ("embed", None), splits W's
+    input dimension under FSDP and nothing under tensor parallelism: right for any layer, if not
+    the most efficient one.
+    """
 
     def __init__(self, d_in: int, d_out: int, *, use_bias: bool = True, dtype=jnp.float32,
-                 init_std: float = 0.02, rngs: nnx.Rngs):
-        self.kernel = nnx.Param(jax.random.normal(rngs.params(), (d_in, d_out), jnp.float32) * init_std)
-        self.bias = nnx.Param(jnp.zeros((d_out,), jnp.float32)) if use_bias else None
+                 init_std: float = 0.02, rngs: nnx.Rngs, axes: tuple[str | None, str | None] = ("embed", None)):
+        self.kernel = nnx.Param(jax.random.normal(rngs.params(), (d_in, d_out), jnp.float32) * init_std,
+                                logical_axes=tuple(axes))
+        self.bias = nnx.Param(jnp.zeros((d_out,), jnp.float32), logical_axes=(axes[1],)) if use_bias else None
         self.dtype = dtype
+        self.out_axis = axes[1]
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = matmul(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)
-        return y
+        return _constrain_batch_first(y, self.out_axis)
 
 
 class Embed(nnx.Module):
@@ -56,12 +66,24 @@ class Embed(nnx.Module):
     def __init__(self, vocab_size: int, d_model: int, *, dtype=jnp.float32, init_std: float = 0.02,
                  rngs: nnx.Rngs):
         self.embedding = nnx.Param(
-            jax.random.normal(rngs.params(), (vocab_size, d_model), jnp.float32) * init_std)
+            jax.random.normal(rngs.params(), (vocab_size, d_model), jnp.float32) * init_std,
+            logical_axes=("vocab", "embed"))
         self.dtype = dtype
 
     def __call__(self, ids: jax.Array) -> jax.Array:
-        return jnp.take(self.embedding[...], ids, axis=0).astype(self.dtype)
+        # Under FSDP, gather the table's embed dimension first (as GSPMD does for every weight
+        # matrix): a lookup into a table split along embed would reshuffle the activations instead.
+        table_VD = parallel.constrain(self.embedding[...], ("vocab", None))
+        return _constrain_batch_first(jnp.take(table_VD, ids, axis=0).astype(self.dtype), "embed")
 
     def attend(self, x_BTD: jax.Array) -> jax.Array:
         table_VD = self.embedding[...].astype(self.dtype)
-        return matmul(x_BTD.astype(self.dtype), table_VD.T)
+        return _constrain_batch_first(matmul(x_BTD.astype(self.dtype), table_VD.T), "vocab")
+
+
+def _constrain_batch_first(y: jax.Array, out_axis: str | None) -> jax.Array:
+    """Activations [batch, ..., features]: split over the batch mesh axes and the feature
+    dimension's own (a no-op outside lmlab.parallel.activate, i.e. on one device)."""
+    if y.ndim < 2:
+        return y
+    return parallel.constrain(y, ("batch",) + (None,) * (y.ndim - 2) + (out_axis,))

@@ -10,21 +10,25 @@ from lmlab.nn.linear import Linear
 
 class GeluMLP(nnx.Module):
     def __init__(self, d_model: int, d_ff: int, *, use_bias: bool, dtype, rngs: nnx.Rngs,
-                 out_init_std: float = 0.02):
-        self.up = Linear(d_model, d_ff, use_bias=use_bias, dtype=dtype, rngs=rngs)
-        self.down = Linear(d_ff, d_model, use_bias=use_bias, dtype=dtype, init_std=out_init_std, rngs=rngs)
+                 out_init_std: float = 0.02, approximate: bool = True):
+        self.up = Linear(d_model, d_ff, use_bias=use_bias, dtype=dtype, rngs=rngs, axes=("embed", "mlp"))
+        self.down = Linear(d_ff, d_model, use_bias=use_bias, dtype=dtype, init_std=out_init_std, rngs=rngs,
+                           axes=("mlp", "embed"))
+        self.approximate = approximate
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        # tanh approximation: what GPT-2 used, and ~7% faster than erf on CPU.
-        return self.down(jax.nn.gelu(self.up(x), approximate=True))
+        # tanh approximation: what GPT-2 used, and ~7% faster than erf on CPU. approximate=False
+        # ("gelu_exact") is the erf form of BERT checkpoints, needed to match their outputs.
+        return self.down(jax.nn.gelu(self.up(x), approximate=self.approximate))
 
 
 class SwiGLU(nnx.Module):
     def __init__(self, d_model: int, d_ff: int, *, use_bias: bool, dtype, rngs: nnx.Rngs,
                  out_init_std: float = 0.02):
-        self.gate = Linear(d_model, d_ff, use_bias=use_bias, dtype=dtype, rngs=rngs)
-        self.up = Linear(d_model, d_ff, use_bias=use_bias, dtype=dtype, rngs=rngs)
-        self.down = Linear(d_ff, d_model, use_bias=use_bias, dtype=dtype, init_std=out_init_std, rngs=rngs)
+        self.gate = Linear(d_model, d_ff, use_bias=use_bias, dtype=dtype, rngs=rngs, axes=("embed", "mlp"))
+        self.up = Linear(d_model, d_ff, use_bias=use_bias, dtype=dtype, rngs=rngs, axes=("embed", "mlp"))
+        self.down = Linear(d_ff, d_model, use_bias=use_bias, dtype=dtype, init_std=out_init_std, rngs=rngs,
+                           axes=("mlp", "embed"))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.down(jax.nn.silu(self.gate(x)) * self.up(x))
@@ -33,6 +37,8 @@ class SwiGLU(nnx.Module):
 def make_mlp(kind: str, d_model: int, d_ff: int, **kwargs) -> nnx.Module:
     if kind == "gelu":
         return GeluMLP(d_model, d_ff, **kwargs)
+    if kind == "gelu_exact":
+        return GeluMLP(d_model, d_ff, approximate=False, **kwargs)
     if kind == "swiglu":
         return SwiGLU(d_model, d_ff, **kwargs)
-    raise ValueError(f"unknown mlp '{kind}'; expected gelu or swiglu")
+    raise ValueError(f"unknown mlp '{kind}'; expected gelu, gelu_exact or swiglu")

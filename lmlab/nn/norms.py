@@ -9,8 +9,8 @@ from flax import nnx
 
 class LayerNorm(nnx.Module):
     def __init__(self, d: int, *, eps: float = 1e-5, use_bias: bool = True):
-        self.scale = nnx.Param(jnp.ones((d,), jnp.float32))
-        self.bias = nnx.Param(jnp.zeros((d,), jnp.float32)) if use_bias else None
+        self.scale = nnx.Param(jnp.ones((d,), jnp.float32), logical_axes=("norm",))
+        self.bias = nnx.Param(jnp.zeros((d,), jnp.float32), logical_axes=("norm",)) if use_bias else None
         self.eps = eps
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -25,7 +25,7 @@ class LayerNorm(nnx.Module):
 
 class RMSNorm(nnx.Module):
     def __init__(self, d: int, *, eps: float = 1e-6):
-        self.scale = nnx.Param(jnp.ones((d,), jnp.float32))
+        self.scale = nnx.Param(jnp.ones((d,), jnp.float32), logical_axes=("norm",))
         self.eps = eps
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -9,6 +9,8 @@ from lmlab.tasks.base import Task, TaskData
 # family -> "module:class"; imported lazily so a family's extra dependencies load only when used.
 TASKS = {
     "gpt": "lmlab.tasks.lm:LMTask",
+    "bert": "lmlab.tasks.mlm:bert_task",  # masked LM; sequence classification when model.n_classes > 0
+    "encdec": "lmlab.tasks.translation:TranslationTask",  # teacher-forced translation, BLEU
 }
 
 

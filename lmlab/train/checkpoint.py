@@ -4,6 +4,10 @@ A checkpoint holds the state pytree (params, optimizer state, step, RNG) and a s
 (step, data position, metrics). Restoring walks back from the newest step: a checkpoint that fails
 to restore is reported, moved aside to `corrupt-<step>-<time>` (never deleted or overwritten) and
 the previous one is used.
+
+Sharded states are saved sharded (every process writes the shards it holds; the directory must be
+shared between hosts) and restore onto whatever shardings the target state has, so a run saved
+on 8 devices resumes on 1 and the other way round.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
+from lmlab import parallel
+
 log = logging.getLogger("lmlab")
 
 
@@ -24,7 +30,8 @@ class CheckpointError(RuntimeError):
 
 
 def _abstract(tree):
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
+    """Shapes, dtypes and target shardings (jax.Arrays and ShapeDtypeStructs carry one)."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), tree)
 
 
 class Checkpointer:
@@ -65,7 +72,9 @@ class Checkpointer:
                 aside = self.directory / f"corrupt-{step}-{time.strftime('%Y%m%d-%H%M%S')}"
                 log.warning("checkpoint at step %d cannot be restored (%s); moved to %s, trying the previous one",
                             step, reason, aside.name)
-                (self.directory / str(step)).rename(aside)
+                if parallel.is_primary():  # one process moves it; the others wait for that
+                    (self.directory / str(step)).rename(aside)
+                parallel.sync(f"lmlab_corrupt_{step}")
                 self._manager.close()
                 self._manager = self._open()
         return None

@@ -3,6 +3,10 @@
 Reads top to bottom. Everything the run needs to continue lives in the run directory; running the
 same command again resumes from the newest readable checkpoint and reproduces the losses of an
 uninterrupted run exactly.
+
+Several processes (multi-host, lmlab.parallel.initialize_distributed) run this same function:
+all of them compute and checkpoint; process 0 alone prepares the data first, writes the config,
+metrics, progress and summary.
 """
 
 from __future__ import annotations
@@ -15,10 +19,10 @@ import signal
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from lmlab import config as config_lib
+from lmlab import parallel
 from lmlab.models import count_params
 from lmlab.tasks import get_task
 from lmlab.train.checkpoint import Checkpointer
@@ -35,6 +39,16 @@ _FROZEN_SECTIONS = ("seed", "data", "tokenizer", "model")
 
 class NonFiniteLossError(RuntimeError):
     pass
+
+
+class _NoMetrics:
+    """Processes other than 0 compute the same metrics and write none."""
+
+    def write(self, step: int, metrics: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class Interrupted(Exception):
@@ -69,16 +83,25 @@ def _chunk_size(config, start_step: int) -> int:
 
 
 def train(config, run_dir: str | pathlib.Path, *, progress: bool = True) -> dict:
+    parallel.initialize_distributed()  # a no-op unless the environment names several processes
+    primary = parallel.is_primary()
     run_dir = pathlib.Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     saved_config_path = run_dir / "config.json"
     if saved_config_path.exists():
         _check_resume_compatible(config_lib.load_run_config(run_dir), config, run_dir)
-    config_lib.save(config, run_dir)
+    mesh = parallel.make_mesh(config.get("mesh"))
+    parallel.check_batch(config, mesh)
+    parallel.sync("lmlab_config_checked")  # every process has read the old config before it is replaced
+    if primary:
+        config_lib.save(config, run_dir)
 
     task = get_task(config)
-    data = task.prepare(run_dir)
-    model, graphdef, tx, state = init_state(config, data.tokenizer.vocab_size)
+    data = parallel.primary_first(lambda: task.prepare(run_dir))
+    model, graphdef, tx, state = init_state(config, data.tokenizer.vocab_size, mesh)
+    state_shardings = parallel.shardings_of(state)
+    if mesh.size > 1:
+        log.info("mesh: %s", parallel.describe(mesh))
     log.info("model: %s, %.2fM parameters", config.model.family, count_params(model) / 1e6)
 
     checkpointer = Checkpointer(run_dir / "checkpoints", keep=config.train.keep_checkpoints)
@@ -89,17 +112,18 @@ def train(config, run_dir: str | pathlib.Path, *, progress: bool = True) -> dict
         best_val = record.get("best_val_loss", math.inf)
         log.info("resumed from step %d (data position %d)", start_step, record.get("data_position", 0))
     elif config.train.init_from:
-        state = load_init_params(state, config.train.init_from)
-    metrics_writer = MetricsWriter(run_dir, resume_step=start_step)
+        state = parallel.put(load_init_params(state, config.train.init_from), state_shardings)
+    metrics_writer = MetricsWriter(run_dir, resume_step=start_step) if primary else _NoMetrics()
 
     t = config.train
     schedule = make_schedule(t)
     n_chunk = _chunk_size(config, start_step)
     tokens_per_step = task.tokens_per_batch() * t.grad_accum
-    train_arrays = jax.tree.map(lambda a: jnp.asarray(np.asarray(a)), data.train)
+    train_arrays = parallel.put_replicated(jax.tree.map(np.asarray, data.train), mesh)
     t0 = time.perf_counter()
     # Compile ahead of the loop so the first chunk's throughput is not mostly compilation.
-    chunk_fn = make_train_chunk(graphdef, tx, config, n_chunk, schedule, task).lower(state, train_arrays).compile()
+    chunk_fn = make_train_chunk(graphdef, tx, config, n_chunk, schedule, task, mesh=mesh,
+                                state_shardings=state_shardings).lower(state, train_arrays).compile()
     log.info("compiled %d train steps per call in %.1fs", n_chunk, time.perf_counter() - t0)
     evaluator = task.make_evaluator(graphdef, data)
 
@@ -107,7 +131,7 @@ def train(config, run_dir: str | pathlib.Path, *, progress: bool = True) -> dict
     previous_handlers = {s: signal.signal(s, lambda signum, _frame: stop_signal.append(signum))
                          for s in (signal.SIGTERM, signal.SIGINT)}
     bar = None
-    if progress:
+    if progress and primary:
         from tqdm import tqdm
 
         bar = tqdm(total=t.steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
@@ -116,7 +140,7 @@ def train(config, run_dir: str | pathlib.Path, *, progress: bool = True) -> dict
     step = start_step
     # jax.profiler trace of the first train calls after compilation (TensorBoard's profile
     # plugin or Perfetto read <run>/profile).
-    profile_left = t.profile_chunks
+    profile_left = t.profile_chunks if primary else 0
     if profile_left:
         jax.profiler.start_trace(str(run_dir / "profile"))
     try:
@@ -150,7 +174,10 @@ def train(config, run_dir: str | pathlib.Path, *, progress: bool = True) -> dict
                 best_val = min(best_val, val["val_loss"])
                 metrics_writer.write(step, {k: v for k, v in val.items() if k != "val_tokens"})
                 log.debug("step %d: %s", step, val)
-            if step % t.checkpoint_every == 0 or step == t.steps or stop_signal:
+            # A signal may reach only some hosts: all stop together (one collective per chunk
+            # with several processes, none with one).
+            stopping = parallel.any_process(bool(stop_signal))
+            if step % t.checkpoint_every == 0 or step == t.steps or stopping:
                 record = {"step": step, "data_position": step * t.grad_accum, "best_val_loss": best_val}
                 checkpointer.save(step, state, record, val_loss=None if val is None else val["val_loss"])
                 last_good_step = step
@@ -161,9 +188,9 @@ def train(config, run_dir: str | pathlib.Path, *, progress: bool = True) -> dict
                     postfix[name] = f"{val[name]:.3f}"
                 bar.set_postfix(postfix, refresh=False)
                 bar.update(n_chunk)
-            if stop_signal:
+            if stopping:
                 checkpointer.wait()
-                raise Interrupted(stop_signal[0], step)
+                raise Interrupted(stop_signal[0] if stop_signal else signal.SIGTERM, step)
     finally:
         if profile_left:
             jax.profiler.stop_trace()
@@ -176,5 +203,6 @@ def train(config, run_dir: str | pathlib.Path, *, progress: bool = True) -> dict
 
     final = evaluator(state["params"], full=True)
     summary = {"step": step, **final, "params": count_params(model)}
-    (run_dir / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if primary:
+        (run_dir / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

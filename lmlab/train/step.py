@@ -7,6 +7,11 @@ Several optimizer steps run per call (`lax.scan`), with batches sampled on devic
 its training arrays: on CPU per-call dispatch otherwise dominates a small model's step. Batch i of
 step s is drawn from fold_in(data_key, s * grad_accum + i), so the data position is a function of
 the step and resuming at a step reproduces the same batches.
+
+On a device mesh (lmlab.parallel) the chunk is jitted with the state's shardings in and out, the
+training arrays replicated, and each sampled batch constrained to be split over the batch mesh
+axes, so a device (and a process) gathers only its own rows of the global batch; GSPMD
+partitions the rest.
 """
 
 from __future__ import annotations
@@ -30,8 +35,15 @@ def make_loss_fn(graphdef, task) -> Callable:
 
 
 def make_train_chunk(graphdef, tx: optax.GradientTransformation, config, n_steps: int,
-                     schedule: optax.Schedule, task) -> Callable:
-    """Returns jitted chunk(state, train_arrays) -> (state, {"loss", "nll", "grad_norm", "lr"} of [n_steps])."""
+                     schedule: optax.Schedule, task, *, mesh=None, state_shardings=None) -> Callable:
+    """Returns jitted chunk(state, train_arrays) -> (state, {"loss", "nll", "grad_norm", "lr"} of [n_steps]).
+
+    With `mesh` and `state_shardings` (lmlab.parallel.shardings_of(state)), the state keeps those
+    shardings, the training arrays and metrics are replicated and batches are split over the
+    batch axes; without, jit picks (one device).
+    """
+    from lmlab import parallel
+
     train = config.train
     loss_fn = make_loss_fn(graphdef, task)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -45,7 +57,7 @@ def make_train_chunk(graphdef, tx: optax.GradientTransformation, config, n_steps
 
         def micro(i):
             position = step * accum + i
-            batch = task.sample_batch(train_arrays, jax.random.fold_in(data_key, position))
+            batch = parallel.shard_batch(task.sample_batch(train_arrays, jax.random.fold_in(data_key, position)), mesh)
             dkey = jax.random.fold_in(dropout_base, position) if use_dropout else None
             return grad_fn(params, batch, dkey)
 
@@ -66,6 +78,11 @@ def make_train_chunk(graphdef, tx: optax.GradientTransformation, config, n_steps
         return new_state, {"loss": loss, "nll": nll, "grad_norm": grad_norm, "lr": schedule(step)}
 
     def chunk(state, train_arrays):
-        return jax.lax.scan(lambda s, _: one_step(s, train_arrays), state, None, length=n_steps)
+        with parallel.activate(mesh):  # activation sharding constraints while tracing (none on one device)
+            return jax.lax.scan(lambda s, _: one_step(s, train_arrays), state, None, length=n_steps)
 
-    return jax.jit(chunk, donate_argnums=0)
+    if state_shardings is None:
+        return jax.jit(chunk, donate_argnums=0)
+    rep = parallel.replicated(mesh)
+    return jax.jit(chunk, in_shardings=(state_shardings, rep), out_shardings=(state_shardings, rep),
+                   donate_argnums=0)

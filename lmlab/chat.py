@@ -1,0 +1,88 @@
+"""Chat prompts in the ChatML format (SmolLM2, Qwen, ...), and generating one assistant reply.
+
+    <|im_start|>system
+    You are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>
+    <|im_start|>user
+    What is the capital of France?<|im_end|>
+    <|im_start|>assistant
+
+An imported model keeps its chat template (a Jinja string) in its tokenizer metadata. lmlab does
+not run Jinja: it recognizes a ChatML template and reads from it the one free parameter, the
+default system prompt inserted when the conversation does not start with a system message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+
+START, END = "<|im_start|>", "<|im_end|>"
+ROLES = ("system", "user", "assistant")
+
+# `{{ '<|im_start|>system\n...<|im_end|>\n' }}` inside the template: the default system message.
+_DEFAULT_SYSTEM = re.compile(r"""['"]<\|im_start\|>system(?:\n|\\n)(.*?)<\|im_end\|>(?:\n|\\n)['"]""", re.DOTALL)
+
+
+class ChatTemplateError(ValueError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatML:
+    default_system: str | None = None  # used when the first message is not a system message
+
+    def render(self, messages: Sequence[dict], *, add_generation_prompt: bool = True) -> str:
+        """The prompt text; with `add_generation_prompt` it ends with an open assistant turn."""
+        parts = []
+        if self.default_system is not None and (not messages or messages[0]["role"] != "system"):
+            parts.append(f"{START}system\n{self.default_system}{END}\n")
+        for message in messages:
+            role, content = message.get("role"), message.get("content")
+            if role not in ROLES or not isinstance(content, str):
+                raise ChatTemplateError(f"a chat message needs a role in {ROLES} and a string content; got {message!r}")
+            parts.append(f"{START}{role}\n{content}{END}\n")
+        if add_generation_prompt:
+            parts.append(f"{START}assistant\n")
+        return "".join(parts)
+
+
+def chatml_from_template(template: str | None) -> ChatML:
+    """The ChatML format a Jinja chat template describes; a template of another format is refused."""
+    if not template:
+        raise ChatTemplateError("this run has no chat template (only imported chat models have one); "
+                                "use --prompt instead of --chat")
+    if START not in template or END not in template:
+        raise ChatTemplateError("this run's chat template is not ChatML (<|im_start|> ... <|im_end|>); "
+                                "lmlab only formats ChatML chats")
+    match = _DEFAULT_SYSTEM.search(template)
+    default = match.group(1).replace("\\n", "\n") if match else None
+    return ChatML(default_system=default)
+
+
+def chat_format(tokenizer) -> ChatML:
+    return chatml_from_template(getattr(tokenizer, "chat_template", None))
+
+
+def messages_for(user: str, system: str | None = None) -> list[dict]:
+    return ([{"role": "system", "content": system}] if system is not None else []) + [{"role": "user", "content": user}]
+
+
+def chat_reply(model, tokenizer, messages: Sequence[dict], *, max_new_tokens: int, temperature: float,
+               top_k: int = 0, top_p: float = 1.0, seed: int = 0) -> str:
+    """The assistant's next message: generated with the KV cache, cut at <|im_end|> (or eos)."""
+    import jax
+
+    from lmlab.decode.sampling import generate
+
+    prompt = chat_format(tokenizer).render(messages, add_generation_prompt=True)
+    ids = tokenizer.encode(prompt)
+    out = generate(model, [ids], max_new_tokens=max_new_tokens, key=jax.random.key(seed),
+                   temperature=temperature, top_k=top_k, top_p=top_p)
+    new_ids = [int(x) for x in out[0, len(ids):]]
+    stops = {tokenizer.eos_id, tokenizer.special_ids.get(END, tokenizer.eos_id)}
+    for i, token in enumerate(new_ids):
+        if token in stops:
+            new_ids = new_ids[:i]
+            break
+    return tokenizer.decode(new_ids)

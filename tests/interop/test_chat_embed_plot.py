@@ -1,0 +1,87 @@
+"""ChatML formatting, embedding helpers and the PNG writer: no model needed."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+from lmlab import embed, plot
+from lmlab.chat import ChatML, ChatTemplateError, chatml_from_template
+from tests.interop.tiny_gguf import TINY_TEMPLATE
+
+
+def test_chatml_from_a_jinja_template():
+    chat = chatml_from_template(TINY_TEMPLATE)
+    assert chat.default_system == "You are tiny."
+    assert chat.render([{"role": "user", "content": "Hi"}]) == (
+        "<|im_start|>system\nYou are tiny.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+    with_system = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    assert chat.render(with_system, add_generation_prompt=False) == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n")
+
+
+def test_templates_that_are_not_chatml_are_refused():
+    with pytest.raises(ChatTemplateError, match="no chat template"):
+        chatml_from_template(None)
+    with pytest.raises(ChatTemplateError, match="not ChatML"):
+        chatml_from_template("{% for m in messages %}[INST] {{ m['content'] }} [/INST]{% endfor %}")
+    with pytest.raises(ChatTemplateError, match="role"):
+        ChatML().render([{"role": "robot", "content": "beep"}])
+
+
+def test_mean_pool_ignores_padding_and_normalizes():
+    hidden = np.array([[[1.0, 0.0], [3.0, 0.0], [100.0, 100.0]]], np.float32)
+    mask = np.array([[True, True, False]])
+    np.testing.assert_allclose(embed.mean_pool(hidden, mask), [[2.0, 0.0]])
+    np.testing.assert_allclose(embed.l2_normalize(np.array([[3.0, 4.0]])), [[0.6, 0.8]])
+
+
+def test_find_word_matches_whole_piece_sequences():
+    encoded = embed.Encoded(ids=[[101, 7, 8, 9, 102], [101, 9, 7, 8, 102]], hidden_BTD=None, mask_BT=None)
+    found = embed.find_word(encoded, [7, 8])
+    assert [(o.text, o.start, o.end) for o in found] == [(0, 1, 3), (1, 2, 4)]
+
+
+def test_pca_finds_the_direction_of_largest_variance():
+    rng = np.random.default_rng(0)
+    x = np.zeros((50, 5))
+    x[:, 3] = rng.standard_normal(50) * 10
+    x[:, 1] = rng.standard_normal(50)
+    coords = embed.pca_2d(x)
+    assert coords.shape == (50, 2)
+    assert abs(np.corrcoef(coords[:, 0], x[:, 3])[0, 1]) > 0.999
+    assert abs(np.corrcoef(coords[:, 1], x[:, 1])[0, 1]) > 0.99
+    assert coords[:, 0].var() > coords[:, 1].var()
+
+
+def _read_png(data: bytes) -> np.ndarray:
+    """Minimal decoder for what write_png writes (8-bit RGB, filter 0)."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, chunks = 8, {}
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        assert struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])[0] == zlib.crc32(kind + body)
+        chunks[kind] = body
+        pos += 12 + length
+    width, height, depth, colour = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
+    assert (depth, colour) == (8, 2) and b"IEND" in chunks
+    rows = np.frombuffer(zlib.decompress(chunks[b"IDAT"]), np.uint8).reshape(height, 1 + width * 3)
+    assert (rows[:, 0] == 0).all()
+    return rows[:, 1:].reshape(height, width, 3)
+
+
+def test_png_writer_round_trip(tmp_path):
+    image = np.random.default_rng(0).integers(0, 256, (7, 5, 3), dtype=np.uint8)
+    plot.write_png(tmp_path / "x.png", image)
+    np.testing.assert_array_equal(_read_png((tmp_path / "x.png").read_bytes()), image)
+
+
+def test_scatter_plot_draws_every_point(tmp_path):
+    xy = np.array([[0.0, 0.0], [1.0, 1.0], [0.5, 0.2]])
+    canvas = plot.render_scatter(xy, ["0", "1", "2"])
+    for colour in plot._COLORS[:3]:
+        assert (canvas == colour).all(-1).sum() == (2 * plot.DOT + 1) ** 2

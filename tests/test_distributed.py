@@ -1,0 +1,170 @@
+"""Multi-host: jax.distributed start-up from the environment, and a real two-process run on
+localhost (CPU devices, gloo collectives) that trains like one process with the same global batch."""
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from lmlab import config as config_lib
+from lmlab import parallel
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------------- environment -> initialize
+
+def test_explicit_variables():
+    env = {"LMLAB_COORDINATOR": "10.0.0.1:1234", "LMLAB_NUM_PROCESSES": "4", "LMLAB_PROCESS_ID": "3"}
+    assert parallel.distributed_args(env, on_tpu_vm=False) == {
+        "coordinator_address": "10.0.0.1:1234", "num_processes": 4, "process_id": 3}
+    env["LMLAB_LOCAL_DEVICE_IDS"] = "0,1"
+    assert parallel.distributed_args(env, on_tpu_vm=False)["local_device_ids"] == [0, 1]
+
+
+@pytest.mark.parametrize("env, words", [
+    ({"LMLAB_COORDINATOR": "h:1", "LMLAB_PROCESS_ID": "0"}, "LMLAB_NUM_PROCESSES"),
+    ({"LMLAB_COORDINATOR": "h:1", "LMLAB_NUM_PROCESSES": "2", "LMLAB_PROCESS_ID": "2"}, "LMLAB_PROCESS_ID=2"),
+    ({"LMLAB_COORDINATOR": "h:1", "LMLAB_NUM_PROCESSES": "two", "LMLAB_PROCESS_ID": "0"}, "integers"),
+])
+def test_incomplete_or_bad_explicit_variables_are_config_errors(env, words):
+    with pytest.raises(config_lib.ConfigError, match=words):
+        parallel.distributed_args(env, on_tpu_vm=False)
+
+
+SLURM = {"SLURM_JOB_ID": "77", "SLURM_STEP_NODELIST": "gpu[01-02]", "SLURM_NTASKS": "2", "SLURM_PROCID": "1",
+         "SLURM_LOCALID": "0", "SLURM_NODEID": "1"}
+
+
+def test_slurm_one_process_per_host_drives_every_gpu_of_the_host():
+    env = {**SLURM, "SLURM_STEP_TASKS_PER_NODE": "1(x2)", "CUDA_VISIBLE_DEVICES": "0,1,2,3"}
+    assert parallel.distributed_args(env, on_tpu_vm=False) == {
+        "cluster_detection_method": "slurm", "local_device_ids": [0, 1, 2, 3]}
+    env = {**SLURM, "SLURM_STEP_TASKS_PER_NODE": "1(x2)", "SLURM_GPUS_ON_NODE": "8"}
+    assert parallel.distributed_args(env, on_tpu_vm=False)["local_device_ids"] == list(range(8))
+
+
+def test_slurm_one_process_per_gpu():
+    env = {**SLURM, "SLURM_NTASKS": "16", "SLURM_STEP_TASKS_PER_NODE": "8(x2)"}
+    assert parallel.distributed_args(env, on_tpu_vm=False) == {"cluster_detection_method": "slurm"}  # JAX: [LOCALID]
+    env["CUDA_VISIBLE_DEVICES"] = "5"  # srun --gpus-per-task=1 bound one GPU
+    assert parallel.distributed_args(env, on_tpu_vm=False)["local_device_ids"] == [0]
+
+
+def test_single_process_environments_start_nothing():
+    assert parallel.distributed_args({}, on_tpu_vm=False) is None
+    assert parallel.distributed_args({**SLURM, "SLURM_NTASKS": "1"}, on_tpu_vm=False) is None
+    assert parallel.distributed_args({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4"}, on_tpu_vm=False) is None  # sbatch, no srun
+    assert parallel.distributed_args({"LMLAB_DISTRIBUTED": "0", **SLURM}, on_tpu_vm=True) is None
+
+
+def test_tpu_vm_lets_jax_read_the_pod_topology():
+    assert parallel.distributed_args({}, on_tpu_vm=True) == {}
+
+
+def test_slurm_tasks_per_node_parsing():
+    assert parallel._tasks_on_this_node({"SLURM_STEP_TASKS_PER_NODE": "4(x2),3", "SLURM_NODEID": "2"}) == 3
+    assert parallel._tasks_on_this_node({"SLURM_STEP_TASKS_PER_NODE": "4(x2),3", "SLURM_NODEID": "1"}) == 4
+    assert parallel._tasks_on_this_node({"SLURM_NTASKS_PER_NODE": "2"}) == 2
+    assert parallel._tasks_on_this_node({}) is None
+
+
+# ------------------------------------------------------------------------ two processes on localhost
+
+TINY = [
+    "--config.data.corpus=shakespeare_tiny", "--config.tokenizer.kind=char",
+    "--config.data.seq_len=32", "--config.data.batch_size=8",
+    "--config.model.n_layers=1", "--config.model.d_model=32", "--config.model.n_heads=2",
+    "--config.model.n_kv_heads=2", "--config.model.d_ff=64", "--config.model.max_len=64",
+    "--config.train.warmup_steps=2", "--config.train.log_every=1", "--config.train.steps_per_call=4",
+    "--config.train.eval_every=8", "--config.train.checkpoint_every=8", "--config.train.eval_batches=2",
+    "--config.train.steps=8", "--config.model.dropout=0.1",
+]
+
+
+def _gloo_available() -> bool:
+    from jax._src.lib import _jax
+
+    return hasattr(_jax, "make_gloo_tcp_collectives")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _train(run_dir, *extra, env_extra=None, devices=1):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", **(env_extra or {}),
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0")
+    for key in ("LMLAB_COORDINATOR", "LMLAB_NUM_PROCESSES", "LMLAB_PROCESS_ID", "SLURM_JOB_ID"):
+        if env_extra is None or key not in env_extra:
+            env.pop(key, None)
+    cmd = [sys.executable, "-m", "lmlab.cli", "train", "configs/gpt_shakespeare.py", *TINY, *extra,
+           "--workdir", str(run_dir), "--no-progress", "--no-samples"]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _json_lines(text):
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def _metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.skipif(not _gloo_available(), reason="this jaxlib has no gloo CPU collectives")
+def test_two_processes_train_like_one_process(tmp_path):
+    """2 processes x 2 CPU devices, mesh data=2 x fsdp=2 (data across the processes, FSDP within),
+    against 1 process on 1 device with the same global batch of 8: the same losses, gradient
+    norms and held-out loss; process 0 alone writes; the checkpoint both wrote restores on 1 device."""
+    port = _free_port()
+    multi, single = tmp_path / "two_processes", tmp_path / "one_process"
+    procs = [_train(multi, "--config.mesh.data=2", "--config.mesh.fsdp=2", devices=2,
+                    env_extra={"LMLAB_COORDINATOR": f"localhost:{port}", "LMLAB_NUM_PROCESSES": "2",
+                               "LMLAB_PROCESS_ID": str(i)})
+             for i in (0, 1)]
+    procs.append(_train(single))
+    outputs = []
+    for proc in procs:  # all three run at once
+        try:
+            out, err = proc.communicate(timeout=400)
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            raise
+        outputs.append((proc.returncode, out, err))
+    for rc, out, err in outputs:
+        assert rc == 0, err[-3000:]
+    (_, out0, err0), (_, out1, err1), (_, out_single, _) = outputs
+
+    two, one = _metrics(multi), _metrics(single)
+    assert [m["step"] for m in two] == [m["step"] for m in one]
+    for a, b in zip(two, one):
+        for key in ("loss", "grad_norm", "val_loss"):
+            if key in b:
+                assert a[key] == pytest.approx(b[key], rel=1e-5), (a, b)
+    summary, summary_single = _json_lines(out0)[-1], _json_lines(out_single)[-1]
+    assert summary["val_loss"] == pytest.approx(summary_single["val_loss"], rel=1e-5)
+    assert json.loads((multi / "eval.json").read_text())["val_loss"] == summary["val_loss"]
+    # Only process 0 prints results and logs progress (gloo's own C++ "connected" lines aside).
+    assert _json_lines(out1) == [] and "compiled" in err0 and "compiled" not in err1
+    assert "mesh: data=2 x fsdp=2 x tensor=1 (2 process(es))" in err0
+
+    # The checkpoint the two processes wrote (parameters split over fsdp) restores on one device.
+    from flax import nnx
+
+    from lmlab.runs import load_run
+    from lmlab.tasks import get_task
+
+    run = load_run(multi)
+    assert run.step == 8
+    graphdef, _ = nnx.split(run.model)
+    task = get_task(run.config)
+    result = task.make_evaluator(graphdef, task.prepare(run.run_dir))(run.params, full=True)
+    assert result["val_loss"] == pytest.approx(summary["val_loss"], rel=1e-5)
