@@ -105,13 +105,15 @@ class EncDec(nnx.Module):
         if not m.shared_vocab:
             self.src_embed = Embed(vocab_size, m.d_model, dtype=self.dtype, init_std=init_std, rngs=rngs)
         if m.positions == "learned":
-            self.pos_embed = nnx.Param(jax.random.normal(rngs.params(), (m.max_len, m.d_model)) * 0.01)
+            self.pos_embed = nnx.Param(jax.random.normal(rngs.params(), (m.max_len, m.d_model)) * 0.01,
+                                       logical_axes=("length", "embed"))
         self.encoder = nnx.List([EncoderBlock(m, dtype=self.dtype, rngs=rngs) for _ in range(m.n_encoder_layers)])
         self.encoder_norm = make_norm(m.norm, m.d_model, eps=m.norm_eps, use_bias=m.use_bias)
         self.decoder = nnx.List([DecoderBlock(m, dtype=self.dtype, rngs=rngs) for _ in range(m.n_layers)])
         self.final_norm = make_norm(m.norm, m.d_model, eps=m.norm_eps, use_bias=m.use_bias)
         if not m.tie_embeddings:
-            self.lm_head = Linear(m.d_model, vocab_size, use_bias=False, dtype=self.dtype, rngs=rngs)
+            self.lm_head = Linear(m.d_model, vocab_size, use_bias=False, dtype=self.dtype, rngs=rngs,
+                                  axes=("embed", "vocab"))
 
     def _embed(self, table: Embed, ids_BT, offset, positions_BT=None):
         """Scaled token embeddings plus absolute positions; returns (x_BTD, rope or None)."""
