@@ -81,7 +81,11 @@ case "$cmd" in
   main)
     exec "$PY" -m lmlab.cli train configs/gpt_shakespeare.py "$@" ;;
   test)
-    exec "$PY" -m pytest "$@" ;;
+    # One worker per test file (module fixtures stay shared); most of the suite is single-threaded
+    # XLA compilation, so two workers nearly halve it on a 2-core machine. LMLAB_TEST_WORKERS=0: serial.
+    workers="${LMLAB_TEST_WORKERS:-2}"
+    if [ "$workers" = "0" ]; then exec "$PY" -m pytest "$@"; fi
+    exec "$PY" -m pytest -n "$workers" --dist loadfile "$@" ;;
   setup)
     exit 0 ;;
   devices)

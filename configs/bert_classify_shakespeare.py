@@ -10,6 +10,11 @@ passages, its last 20% the held-out ones (balanced: chance accuracy is 25%). A p
     lmlab train configs/bert_classify_shakespeare.py --config.train.init_from= --workdir runs/cls_scratch
 
 The model settings must equal the pretraining run's (they are its config plus n_classes).
+
+Measured (300 steps, ~2 CPU minutes each): fine-tuned from bert_shakespeare 75.6% held-out
+accuracy, from scratch 79.9% (lr 3e-4: 66.9% and 76.5%). This task is mostly spotting character
+names, which a fresh model learns as fast; MLM pretraining (no next-sentence objective, so an
+untrained [CLS]/pooler) does not help it at this scale.
 """
 
 from configs import bert_shakespeare
@@ -25,7 +30,7 @@ def get_config():
     c.model.dropout = 0.1
     c.train.init_from = "runs/bert_shakespeare"
     c.train.steps = 300
-    c.train.learning_rate = 3e-4
+    c.train.learning_rate = 1e-3
     c.train.warmup_steps = 30
     c.train.weight_decay = 0.01
     c.train.steps_per_call = 10

@@ -271,11 +271,27 @@ def save(config: ml_collections.ConfigDict, run_dir: pathlib.Path) -> None:
     tmp.replace(path)
 
 
+# The defaults every run config starts from; keys added after a run was created take them.
+BASE_CONFIG = pathlib.Path(__file__).resolve().parent.parent / "configs" / "base.py"
+
+
+def _with_defaults(saved: dict, defaults: dict) -> dict:
+    out = dict(defaults)
+    for key, value in saved.items():
+        out[key] = (_with_defaults(value, defaults[key]) if isinstance(value, dict) and isinstance(defaults.get(key), dict)
+                    else value)
+    return out
+
+
 def load_run_config(run_dir: str | pathlib.Path) -> ml_collections.ConfigDict:
+    """A run's saved config; keys introduced since it was written get their (behaviour-preserving) defaults."""
     path = pathlib.Path(run_dir) / "config.json"
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not an lmlab run directory (no config.json)")
     try:
-        return validate(from_json(path.read_text()))
+        config = from_json(path.read_text())
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path} is not valid JSON: {e}") from None
+    if BASE_CONFIG.is_file():
+        config = ml_collections.ConfigDict(_with_defaults(config.to_dict(), load_config_file(BASE_CONFIG).to_dict()))
+    return validate(config)

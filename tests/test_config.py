@@ -85,3 +85,14 @@ def test_llama_tiny_preset_builds_a_gqa_model_without_biases():
     paths = ["/".join(map(str, path)) for path, _ in jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(nnx.state(model)))[0]]
     assert not any("bias" in p for p in paths)
     assert model.blocks[0].attn.init_cache(1, 4)["k"].shape == (1, 4, 2, 32)
+
+
+def test_run_config_from_before_a_new_key_gets_its_default(tmp_path):
+    config = config_lib.load("configs/gpt_shakespeare.py")
+    config_lib.save(config, tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["model"]["n_classes"], saved["train"]["init_from"]  # as written by an older lmlab
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    loaded = config_lib.load_run_config(tmp_path)
+    assert loaded.model.n_classes == 0 and loaded.train.init_from == ""
+    assert loaded.to_dict() == config.to_dict()

@@ -58,6 +58,9 @@ def test_pretraining_writes_masked_token_metrics(pretrained):
     assert {"val_loss", "val_ppl", "mlm_accuracy", "val_tokens"} <= set(saved)
     evals = [m for m in read_metrics(run_dir) if "val_loss" in m]
     assert [m["step"] for m in evals] == [10, 20] and all("mlm_accuracy" in m for m in evals)
+    # Every train step's gradient was finite and non-zero.
+    grad_norms = [m["grad_norm"] for m in read_metrics(run_dir) if "grad_norm" in m]
+    assert len(grad_norms) == 20 and all(0 < g < float("inf") for g in grad_norms)
     # 20 steps already beat a uniform guess over the 512 ids (log 512 = 6.24), and keep improving.
     assert saved["val_loss"] < 5.9 and evals[1]["val_loss"] < evals[0]["val_loss"]
     assert 0.0 < saved["mlm_accuracy"] < 1.0
@@ -95,9 +98,9 @@ def test_sample_batch_is_a_function_of_the_key(task_and_data):
     np.testing.assert_array_equal(inputs[weights == 0], targets[weights == 0])
 
 
-def test_loss_counts_only_the_selected_positions(pretrained, task_and_data):
+def test_loss_counts_only_the_selected_positions(task_and_data):
     config, task, data = task_and_data
-    model, graphdef, _, state = init_state(config, data.tokenizer.vocab_size)
+    _, graphdef, _, state = init_state(config, data.tokenizer.vocab_size)
     batch = jax.jit(task.sample_batch)({"tokens": jnp.asarray(data.train["tokens"])}, jax.random.key(0))
     weights = np.asarray(batch["weights"])
     unselected = tuple(np.argwhere(weights[:, 1:-1] == 0)[0] + [0, 1])
@@ -108,19 +111,15 @@ def test_loss_counts_only_the_selected_positions(pretrained, task_and_data):
         model = nnx.merge(graphdef, nnx.State(params))
         gathered = task.loss(model, batch, None)                # only the selected positions reach the head
         every_position = mlm_loss(model, batch, None)           # T x V logits, weighted
-        return gathered, every_position, jax.grad(lambda p: task.loss(nnx.merge(graphdef, nnx.State(p)), batch,
-                                                                      None)[0])(params)
+        return gathered, every_position
 
-    (objective, nll), (objective_all, _), grads = losses(state["params"], batch)
+    (objective, nll), (objective_all, _) = losses(state["params"], batch)
     assert objective == pytest.approx(float(objective_all), rel=1e-5) and objective == pytest.approx(float(nll))
     other = (np.asarray(batch["targets"]) + 1) % data.tokenizer.vocab_size
     changed_unselected = {**batch, "targets": batch["targets"].at[unselected].set(other[unselected])}
     changed_selected = {**batch, "targets": batch["targets"].at[selected].set(other[selected])}
     assert losses(state["params"], changed_unselected)[0][0] == objective
     assert losses(state["params"], changed_selected)[0][0] != objective
-    leaves = jax.tree.leaves(grads)
-    assert all(np.isfinite(g).all() for g in leaves)
-    assert np.abs(grads["blocks"][0]["attn"]["qkv"]["kernel"]).max() > 0
 
 
 def test_finetuning_a_classifier_starts_from_the_pretrained_encoder(pretrained, tmp_path):
