@@ -118,7 +118,7 @@ def cmd_train(args, overrides) -> int:
             translations = _translate_texts(run, list(s.prompts), beam=s.beam_size, length_penalty=s.length_penalty)
             texts = [f"{source}\n-> {target}" for source, target in zip(s.prompts, translations)]
         else:
-                texts = _generate_texts(run.model, run.tokenizer, list(s.prompts), max_new_tokens=s.max_new_tokens,
+            texts = _generate_texts(run.model, run.tokenizer, list(s.prompts), max_new_tokens=s.max_new_tokens,
                                     temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, seed=config.seed)
         (workdir / "samples.txt").write_text("\n\n---\n\n".join(texts) + "\n")
         for text in texts:
