@@ -10,8 +10,8 @@ K kv heads (K divides N; query head n reads kv head n // (N // K)), H head dim. 
                backend (attention_blockwise.py).
 - "cudnn":     jax.nn.dot_product_attention(implementation="cudnn"); GPU, bf16/fp16
                (attention_cudnn.py).
-- "pallas":    jax's Pallas flash kernels: Triton on GPU, Mosaic on TPU, interpret mode on CPU;
-               self-attention without masks or offsets (attention_pallas.py).
+- "pallas":    Pallas flash kernels: ours via Triton on GPU and interpret mode on CPU (every
+               case above); jax's TPU kernel for unmasked self-attention (attention_pallas.py).
 - "auto":      `select_impl` picks one from the backend, sizes and dtype.
 """
 
@@ -97,8 +97,8 @@ def attention(
             alibi=alibi_slopes is not None,
         )
     common = dict(causal=bool(causal), q_offset=q_offset, scale=scale)
-    if impl in ("cudnn", "pallas") and alibi_slopes is not None:
-        raise NotImplementedError(f"impl={impl!r} does not take alibi_slopes; use 'naive' or 'blockwise'")
+    if impl == "cudnn" and alibi_slopes is not None:
+        raise NotImplementedError("impl='cudnn' does not take alibi_slopes; use 'blockwise' or 'pallas'")
     if impl == "naive":
         return naive_attention(q_BTNH, k_BSKH, v_BSKH, mask, alibi_slopes=alibi_slopes, **common)
     if impl == "blockwise":
@@ -110,7 +110,9 @@ def attention(
         )
     if impl == "cudnn":
         return cudnn_attention(q_BTNH, k_BSKH, v_BSKH, mask, **common)
-    return pallas_attention(q_BTNH, k_BSKH, v_BSKH, mask, block_q=block_q, block_k=block_k, **common)
+    return pallas_attention(
+        q_BTNH, k_BSKH, v_BSKH, mask, block_q=block_q, block_k=block_k, alibi_slopes=alibi_slopes, **common
+    )
 
 
 def select_impl(*, backend: str, T: int, S: int, H: int, dtype, needs_bias: bool = False,

@@ -121,35 +121,54 @@ def _assert_all_close(actual, expected, tol):
         np.testing.assert_allclose(a, e, err_msg=name, **tol)
 
 
+# Pallas runs its kernels in interpret mode on CPU: slow per call, but the same kernel programs as
+# on GPU, so every case runs (tiles are at least 16 rows there, so small blocks become 16).
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_blockwise_matches_naive(case):
+@pytest.mark.parametrize("impl", ["blockwise", "pallas"])
+def test_tiled_impls_match_naive(impl, case):
     q, k, v, w, mask = _inputs(case)
     expected = _out_and_grads(case, "naive", q, k, v, w, mask)
-    actual = _out_and_grads(case, "blockwise", q, k, v, w, mask)
+    actual = _out_and_grads(case, impl, q, k, v, w, mask)
     _assert_all_close(actual, expected, BF16_TOL if case.dtype == "bfloat16" else FP32_TOL)
 
 
-# Pallas kernels take self-attention without masks; on CPU they run in interpret mode (slow: keep
-# the shapes small). Odd lengths exercise the padding + segment-id path, GQA the head repeat.
-PALLAS_CASES = [
-    Case("pallas_plain", T=32, S=32),
-    Case("pallas_causal_odd_gqa", T=37, S=37, N=4, K=2, causal=True),
-]
+# Lowering for CUDA needs no GPU: this runs Pallas's Triton lowering of all three kernels (forward,
+# dQ, dK/dV) and catches what the interpreter accepts but Triton does not (non-power-of-two loads,
+# chained ref indexing, ...). Compiling to PTX and running still need a GPU (the `gpu` tests).
+@pytest.mark.parametrize("case", [
+    Case("lower_plain_bf16", T=128, S=128, H=64, dtype="bfloat16"),
+    Case("lower_decode_mqa", T=1, S=53, N=4, K=1, H=40, causal=True, q_offset=7, traced_offset=True,
+         mask="padding"),
+    Case("lower_heads_gqa_fp32", T=37, S=53, N=4, K=2, H=32, causal=True, mask="heads"),
+    Case("lower_full_mask", T=37, S=53, H=64, dtype="bfloat16", mask="full"),
+], ids=lambda c: c.name)
+def test_pallas_kernels_lower_to_triton(case, monkeypatch):
+    import lmlab.ops.attention_pallas as attention_pallas
 
-
-@pytest.mark.parametrize("case", PALLAS_CASES, ids=lambda c: c.name)
-def test_pallas_matches_naive(case):
+    monkeypatch.setattr(attention_pallas.jax, "default_backend", lambda: "gpu")
     q, k, v, w, mask = _inputs(case)
-    expected = _out_and_grads(case, "naive", q, k, v, w, mask)
-    actual = _out_and_grads(case, "pallas", q, k, v, w, mask)
-    _assert_all_close(actual, expected, FP32_TOL)
+
+    def out_and_grads(q, k, v, mask, q_offset):
+        out, vjp = jax.vjp(lambda q, k, v: attention(
+            q, k, v, mask=mask, causal=case.causal, q_offset=q_offset, impl="pallas"), q, k, v)
+        return out, vjp(out)
+
+    hlo = jax.jit(out_and_grads).trace(q, k, v, mask, jnp.int32(case.q_offset)).lower(
+        lowering_platforms=("cuda",)).as_text()
+    for kernel in ("lmlab_flash_forward", "lmlab_flash_dq", "lmlab_flash_dkv"):
+        assert f'name = "{kernel}"' in hlo, kernel
+    assert hlo.count("__gpu$xla.gpu.triton") == 3
 
 
-def test_pallas_refuses_what_its_kernels_cannot_do():
-    q, k, v, _, _ = _inputs(Case("pallas_refuse", T=8, S=16))
-    with pytest.raises(NotImplementedError, match="equal query and key lengths"):
-        attention(q, k, v, impl="pallas")
-    with pytest.raises(NotImplementedError, match="q_offset"):
+def test_pallas_on_tpu_refuses_what_jax_tpu_kernel_cannot_do(monkeypatch):
+    """On TPU, impl='pallas' is jax's flash kernel: masks and offsets get a clear error."""
+    import lmlab.ops.attention_pallas as attention_pallas
+
+    monkeypatch.setattr(attention_pallas.jax, "default_backend", lambda: "tpu")
+    q, k, v, _, mask = _inputs(Case("tpu_refuse", T=8, S=8, mask="padding"))
+    with pytest.raises(NotImplementedError, match="TPU"):
+        attention(q, k, v, mask=mask, impl="pallas")
+    with pytest.raises(NotImplementedError, match="TPU"):
         attention(q[:, :1], k, v, causal=True, q_offset=3, impl="pallas")
 
 
@@ -194,7 +213,7 @@ def test_naive_matches_numpy():
     np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("impl", ["naive", "blockwise"])
+@pytest.mark.parametrize("impl", ["naive", "blockwise", "pallas"])
 def test_fully_masked_rows_give_zeros_and_finite_grads(impl):
     # Sequence 0 is left-padded by 20 (with causality its first 20 queries see nothing: more than a
     # whole 16-row tile); sequence 1 is all padding.
@@ -225,7 +244,7 @@ def causal_fns():
                 q, k, v, causal=True, impl=impl, block_q=16, block_k=16
             )
         )
-        for impl in ("naive", "blockwise")
+        for impl in ("naive", "blockwise", "pallas")
     }
 
 
@@ -242,7 +261,7 @@ def test_causal_output_ignores_future_keys(causal_fns, i, seed):
         assert not np.allclose(after[:, i + 1 :], before[:, i + 1 :])
 
 
-@pytest.mark.parametrize("impl", ["naive", "blockwise"])
+@pytest.mark.parametrize("impl", ["naive", "blockwise", "pallas"])
 def test_kv_cache_decode_step_equals_full_causal_row(impl):
     """T=1 query at a traced position of a fixed-length cache whose later slots hold garbage."""
     case = Case("decode", T=37, S=37, N=4, K=1, causal=True)
@@ -308,8 +327,8 @@ def test_argument_errors():
     q, k, v, _, _ = _inputs(Case("errors", T=4, S=4))
     with pytest.raises(ValueError, match="naive, blockwise, cudnn, pallas"):
         attention(q, k, v, impl="flash")
-    with pytest.raises(NotImplementedError, match="pallas"):
-        attention(q, k, v, mask=jnp.ones((2, 1, 1, 4), bool), impl="pallas")
+    with pytest.raises(NotImplementedError, match="alibi"):
+        attention(q, k, v, alibi_slopes=jnp.ones(4), impl="cudnn")
     with pytest.raises(ValueError, match="must be bool"):
         attention(q, k, v, mask=jnp.ones((2, 1, 1, 4)))
     with pytest.raises(ValueError, match="broadcast"):
@@ -356,8 +375,10 @@ def test_cudnn_matches_naive_bf16(case):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("case", [Case("pallas_bf16", T=128, S=128, H=64, dtype="bfloat16", causal=True),
-                                  Case("pallas_bf16_gqa_odd", T=100, S=100, N=4, K=2, H=64, dtype="bfloat16")],
+@pytest.mark.parametrize("case", [*GPU_CASES,
+                                  Case("pallas_bf16_long", T=256, S=256, H=64, dtype="bfloat16", causal=True),
+                                  Case("pallas_bf16_gqa_odd", T=100, S=100, N=4, K=2, H=64, dtype="bfloat16",
+                                       mask="heads")],
                          ids=lambda c: c.name)
 def test_pallas_gpu_kernel_matches_naive_bf16(case):
     q, k, v, w, mask = _inputs(case)
@@ -399,7 +420,7 @@ def _alibi_reference(q, k, v, slopes, q_offset, causal):
 
 
 @pytest.mark.parametrize("causal, q_offset", [(True, 0), (False, 0), (True, 3)])
-@pytest.mark.parametrize("impl", ["naive", "blockwise"])
+@pytest.mark.parametrize("impl", ["naive", "blockwise", "pallas"])
 def test_alibi_matches_numpy_reference(impl, causal, q_offset):
     from lmlab.nn.positions import alibi_slopes
 
@@ -412,7 +433,8 @@ def test_alibi_matches_numpy_reference(impl, causal, q_offset):
     np.testing.assert_allclose(out, _alibi_reference(q, k, v, slopes, q_offset, causal), rtol=1e-5, atol=1e-5)
 
 
-def test_alibi_blockwise_gradients_match_naive():
+@pytest.mark.parametrize("impl", ["blockwise", "pallas"])
+def test_alibi_tiled_gradients_match_naive(impl):
     from lmlab.nn.positions import alibi_slopes
 
     ks = jax.random.split(jax.random.key(12), 4)
@@ -426,7 +448,7 @@ def test_alibi_blockwise_gradients_match_naive():
         return jax.jit(jax.grad(lambda q, k, v: jnp.sum(w * attention(
             q, k, v, causal=True, impl=impl, alibi_slopes=slopes, block_q=16, block_k=16)), argnums=(0, 1, 2)))
 
-    for got, want in zip(loss("blockwise")(q, k, v), loss("naive")(q, k, v)):
+    for got, want in zip(loss(impl)(q, k, v), loss("naive")(q, k, v)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
