@@ -25,7 +25,9 @@ LMLAB_COORDINATOR / LMLAB_NUM_PROCESSES / LMLAB_PROCESS_ID, a SLURM step with se
 Cloud TPU VM); every process then runs the same program on the global mesh. Batches are drawn on
 device from one key, so all processes agree on the global batch's indices, and the batch sharding
 constraint makes each device gather only its own rows: a process reads only its slice of every
-global batch (see `shard_batch`).
+global batch (see `shard_batch`). Held-out batches, built on the host from data every process
+holds, are put split over the batch axes the same way, each process supplying its devices' rows
+(see `put_batch`, `data_parallel_eval`).
 """
 
 from __future__ import annotations
@@ -296,14 +298,112 @@ def put_replicated(tree, mesh: Mesh):
     return put(tree, replicated(mesh))
 
 
+def mesh_of(tree) -> Mesh | None:
+    """The mesh the arrays of `tree` (parameters) live on if it has more than one device, else None.
+
+    How code that is handed only parameters (an evaluator, decoding) learns where to run.
+    """
+    leaves = jax.tree.leaves(tree)
+    sharding = getattr(leaves[0], "sharding", None) if leaves else None
+    if isinstance(sharding, NamedSharding) and sharding.mesh.size > 1:
+        return sharding.mesh
+    return None
+
+
 def replicate_like(x, params):
     """Puts a host input (a prompt) replicated on the mesh that `params` live on, if they live on
     a multi-device NamedSharding; otherwise returns it unchanged (the single-device path)."""
-    leaves = jax.tree.leaves(params)
-    sharding = getattr(leaves[0], "sharding", None) if leaves else None
-    if isinstance(sharding, NamedSharding) and sharding.mesh.size > 1:
-        return put_replicated(x, sharding.mesh)
-    return x
+    mesh = mesh_of(params)
+    return x if mesh is None else put_replicated(x, mesh)
+
+
+# ------------------------------------------------------------------------- held-out evaluation
+#
+# Evaluation batches come from host arrays (the held-out split, the same in every process), not
+# from on-device sampling, so they are put onto the mesh explicitly: split on their leading axis
+# over the batch axes like training batches, each device computing only its own rows, with the
+# per-batch sums reduced over the whole global batch and returned replicated.
+
+def batch_split(mesh: Mesh | None) -> int:
+    """Into how many parts the batch axes split a batch's rows (1 without a multi-device mesh)."""
+    if mesh is None:
+        return 1
+    return math.prod(mesh.shape[a] for a in BATCH_AXES)
+
+
+def eval_batch_size(batch_size: int, mesh: Mesh | None) -> int:
+    """`batch_size` rounded up to a multiple of batch_split(mesh), so every batch splits evenly."""
+    n = batch_split(mesh)
+    return -(-max(batch_size, 1) // n) * n
+
+
+def eval_batches(arrays: Sequence[np.ndarray], batch_size: int, mesh: Mesh | None):
+    """Yields tuples of host row slices of `arrays` (same row count), eval_batch_size(batch_size,
+    mesh) rows each: the last batch is filled with all-zero rows (one compiled shape), so a task
+    whose padding must score nothing gives it weight 0 where the zeros land (a zero weight column,
+    pad-id targets)."""
+    bs = eval_batch_size(batch_size, mesh)
+    arrays = [np.asarray(a) for a in arrays]
+    n = len(arrays[0])
+    pad = (-n) % bs
+    if pad:
+        arrays = [np.concatenate([a, np.zeros((pad,) + a.shape[1:], a.dtype)]) for a in arrays]
+    for i in range(0, n + pad, bs):
+        yield tuple(a[i:i + bs] for a in arrays)
+
+
+def batch_sharding(shape: Sequence[int], mesh: Mesh) -> NamedSharding:
+    """An array of a batch (rows first) split over the batch axes by the logical rules."""
+    return NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (len(shape) - 1), shape, mesh))
+
+
+def put_batch(batch, mesh: Mesh | None):
+    """Host arrays of one global batch -> global arrays split on their rows over the batch axes.
+
+    Every process holds the same whole batch (held-out data is prepared identically everywhere)
+    and contributes the rows of its own devices (`put`), as a training batch is gathered row by row
+    on the devices that own it. Rows must be a multiple of batch_split(mesh) (`eval_batches`).
+    Without a multi-device mesh the batch is returned unchanged.
+    """
+    if mesh is None or mesh.size == 1:
+        return batch
+    n = batch_split(mesh)
+
+    def one(x):
+        x = np.asarray(x)
+        if x.ndim == 0 or x.shape[0] % n:
+            raise ValueError(f"a batch of {x.shape[0] if x.ndim else 0} rows does not split over the batch "
+                             f"axes ({n} ways); pad it to a multiple (lmlab.parallel.eval_batches)")
+        return put(x, batch_sharding(x.shape, mesh))
+
+    return jax.tree.map(one, batch)
+
+
+def data_parallel_eval(fn):
+    """fn(params, *batch) -> sums (a pytree of scalars) as a jitted step(params, *host_batch) that
+    runs data-parallel on the mesh the parameters live on (`mesh_of`).
+
+    The batch is put split over the batch axes (`put_batch`), fn is traced with that mesh active
+    (`constrain` keeps activations split as in training) and its sums come back replicated: every
+    process reads the same totals of the whole global batch. With parameters on one device it is
+    plain jax.jit(fn). One compiled program per mesh.
+    """
+    jitted: dict = {}
+
+    def step(params, *batch):
+        mesh = mesh_of(params)
+        if mesh not in jitted:
+            if mesh is None:
+                jitted[mesh] = jax.jit(fn)
+            else:
+                def on_mesh(p, *b, _mesh=mesh):
+                    with activate(_mesh):
+                        return fn(p, *shard_batch(b, _mesh))
+
+                jitted[mesh] = jax.jit(on_mesh, out_shardings=replicated(mesh))
+        return jitted[mesh](params, *put_batch(batch, mesh))
+
+    return step
 
 
 # ----------------------------------------------------------------------------------- processes

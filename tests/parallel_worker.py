@@ -5,7 +5,9 @@ before jax starts) and prints one JSON report that the test checks:
     and on one device: losses, final parameters, the shardings of parameters and optimizer
     moments, the shape of each device's shard, and how many batch rows each device gathers;
   * checkpoints saved on 8 devices restored on 1, and saved on 1 restored on 4;
-  * lmlab.runs.load_run + greedy generation with parameters sharded over 8 devices vs 1.
+  * lmlab.runs.load_run + greedy generation with parameters sharded over 8 devices vs 1;
+  * each task family's evaluator (LM, MLM, translation) with the same parameters on one device
+    and on meshes (8,1,1) and (2,2,2): metrics, and the shardings of the batches it runs.
 
 Usage: python tests/parallel_worker.py OUT_DIR
        python tests/parallel_worker.py OUT_DIR --families   (BERT and encoder-decoder on (2,2,2) vs 1 device)
@@ -203,6 +205,100 @@ def main(out_dir: pathlib.Path) -> dict:
             "n_devices": len(up.sharding.device_set), "spec": spec_text(up.sharding),
         }
     report["decode"] = outputs
+    report["eval"] = evaluation(out_dir)
+    return report
+
+
+# ------------------------------------------------------------------------------ held-out evaluation
+
+EVAL_MESHES = [(8, 1, 1), (2, 2, 2)]
+
+
+class BatchWatch:
+    """Records, while active, the shardings of the held-out batches the evaluators run: each array
+    lmlab.parallel.put_batch hands to the jitted step, and (jax.debug.inspect_array_sharding, at
+    compile time) the sharding each array has inside that step."""
+
+    def __init__(self):
+        self.put, self.inside = [], []
+
+    def __enter__(self):
+        self._put, self._shard = parallel.put_batch, parallel.shard_batch
+
+        def put_batch(batch, mesh):
+            out = self._put(batch, mesh)
+            for x in jax.tree.leaves(out):
+                if isinstance(x, jax.Array):
+                    self.put.append({"spec": spec_text(x.sharding), "rows": x.shape[0],
+                                     "rows_per_device": sorted({s.data.shape[0] for s in x.addressable_shards}),
+                                     "n_devices": len(x.sharding.device_set)})
+            return out
+
+        def shard_batch(batch, mesh):
+            out = self._shard(batch, mesh)
+            for x in jax.tree.leaves(out):
+                jax.debug.inspect_array_sharding(x, callback=lambda s: self.inside.append(spec_text(s)))
+            return out
+
+        parallel.put_batch, parallel.shard_batch = put_batch, shard_batch
+        return self
+
+    def __exit__(self, *exc):
+        parallel.put_batch, parallel.shard_batch = self._put, self._shard
+
+
+def eval_data(family: str, config, out_dir: pathlib.Path):
+    """Held-out data of each task's kind whose row count (14 windows / 13 examples / 13 pairs) no
+    mesh here divides, so the last batch is padded."""
+    from lmlab.tasks.base import TaskData
+
+    rng = np.random.default_rng(5)
+    if family == "gpt":
+        from lmlab.tokenizers import train_tokenizer
+
+        tokenizer = train_tokenizer("char", TEXT, vocab_size=0, special_tokens=tuple(config.tokenizer.special_tokens),
+                                    out_dir=out_dir / "eval_tokenizer")
+        return TaskData(tokenizer, {}, rng.integers(0, VOCAB, 16 * 13 + 6).astype(np.int32))  # 14 windows
+    if family == "bert":
+        return TaskData(None, {}, rng.integers(7, 64, 14 * 13).astype(np.int32))  # 13 [CLS] x [SEP] examples
+    lengths = rng.integers(3, 16, (2, 13))  # 13 (source, target) pairs, right-padded with 0
+    src, tgt = (np.where(np.arange(16) < n[:, None], rng.integers(4, 64, (13, 16)), 0).astype(np.int32)
+                for n in lengths)
+    return TaskData(None, {}, {"dev": {"src": src, "tgt": tgt}})
+
+
+def evaluation(out_dir: pathlib.Path) -> dict:
+    """Each family's evaluator with the same parameters on one device and split over meshes."""
+    from flax import nnx
+
+    devices = jax.devices()
+    families = {"gpt": ("configs/gpt_shakespeare.py", TINY)}
+    families.update({name: (path, extra + ["data.batch_size=8", "model.n_layers=1", "model.n_encoder_layers=1",
+                                           "model.d_model=32", "model.n_heads=4", "model.n_kv_heads=2",
+                                           "model.d_ff=64", "model.max_len=32"])
+                     for name, (path, extra) in FAMILIES.items()})
+    report = {}
+    for family, (path, overrides) in families.items():
+        vocab = VOCAB if family == "gpt" else 64
+        config = config_lib.load(path, overrides)
+        task = get_task(config)
+        if family == "bert":
+            task.synthetic_train_arrays(vocab, jax.random.key(0))  # sets the [CLS]/[SEP]/[MASK] stand-in ids
+        model, graphdef, _, state = init_state(config, vocab)
+        host_params = jax.device_get(state["params"])
+        evaluator = task.make_evaluator(graphdef, eval_data(family, config, out_dir))
+        out = {}
+        for shape in [(1, 1, 1)] + EVAL_MESHES:
+            mesh = parallel.make_mesh(dict(zip(parallel.MESH_AXES, shape)),
+                                      devices=devices[:1] if shape == (1, 1, 1) else devices)
+            params = parallel.put(host_params, parallel.param_shardings(nnx.state(model), mesh))
+            with BatchWatch() as watch:
+                # Translation's full evaluation adds BLEU (decoding, not batches): dev loss only.
+                metrics = {"full": evaluator(params, full=family != "encdec")}
+                if family == "gpt":  # a batch size no mesh here divides: rounded up to one that splits
+                    metrics["bs6"] = evaluator(params, full=True, batch_size=6)
+            out[",".join(map(str, shape))] = {"metrics": metrics, "put": watch.put, "inside": watch.inside}
+        report[family] = out
     return report
 
 

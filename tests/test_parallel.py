@@ -1,6 +1,7 @@
 """lmlab.parallel: mesh config, logical-axis rules, parameter annotations, the one-device path, and
 (in a subprocess with 8 simulated CPU devices, tests/parallel_worker.py) data / FSDP / tensor
-parallel training equal to one device, real sharding, checkpoints across meshes, sharded decoding."""
+parallel training equal to one device, real sharding, checkpoints across meshes, sharded decoding,
+data-parallel evaluation of every task family."""
 
 import json
 import os
@@ -234,6 +235,37 @@ def test_bert_and_encoder_decoder_train_on_a_mesh_like_one_device(tmp_path):
     for family, losses in report.items():
         np.testing.assert_allclose(losses["2,2,2"], losses["1,1,1"], rtol=1e-5, err_msg=family)
         assert losses["sharded_params_2,2,2"] > 0 and losses["sharded_params_1,1,1"] == 0, family
+
+
+EVAL_SPECS = {"8,1,1": ["data"], "2,2,2": [["data", "fsdp"]]}  # the batch axes of each mesh, as JSON
+
+
+@pytest.mark.parametrize("family", ["gpt", "bert", "encdec"])
+def test_evaluation_is_data_parallel_and_equals_one_device(report, family):
+    """Each task's evaluator with the same parameters on one device and on meshes (8,1,1) and
+    (2,2,2): held-out sets of 14 LM windows / 13 MLM examples / 13 translation pairs, which no
+    batch of 8 divides, so the last batch carries zero-weight padding rows. The metrics (losses,
+    accuracy, token counts) equal one device's, and every batch reaches the jitted step split over
+    the batch axes: each device holds 8 / (data x fsdp) rows, inside the step as well."""
+    runs = report["eval"][family]
+    ref = runs["1,1,1"]
+    assert ref["put"] == [] and ref["inside"] == []  # one device: batches go in as before
+    for mesh, spec in EVAL_SPECS.items():
+        run = runs[mesh]
+        assert run["metrics"].keys() == ref["metrics"].keys()
+        for call, metrics in run["metrics"].items():
+            expected = ref["metrics"][call]
+            assert metrics.keys() == expected.keys()
+            for key, value in metrics.items():
+                if isinstance(value, int):  # counts (tokens, examples): padding scored nothing
+                    assert value == expected[key], (mesh, call, key)
+                else:
+                    assert value == pytest.approx(expected[key], rel=1e-5), (mesh, call, key)
+        data, fsdp, _ = map(int, mesh.split(","))
+        assert run["put"], mesh
+        for batch in run["put"]:
+            assert batch == {"spec": spec, "rows": 8, "rows_per_device": [8 // (data * fsdp)], "n_devices": 8}
+        assert run["inside"] and all(s == spec for s in run["inside"]), (mesh, run["inside"])
 
 
 def test_load_run_and_greedy_decoding_with_sharded_parameters(report):

@@ -7,7 +7,10 @@ The trainer (lmlab.train) is the same for every model family; a `Task` supplies 
     batch is a function of (data key, step) and resuming reproduces it;
   * `loss(model, batch, dropout_key)`: (objective to minimise, mean token NLL), both scalars;
   * `make_evaluator(graphdef, data)`: `evaluate(params, full=False) -> dict` with at least
-    "val_loss"; `full=True` is the end-of-run evaluation on the whole held-out split.
+    "val_loss"; `full=True` is the end-of-run evaluation on the whole held-out split. Held-out
+    batches run data-parallel on the mesh the parameters live on, like training batches: split
+    over the batch axes, zero-weight rows filling the last one, sums over the global batch
+    (lmlab.parallel.data_parallel_eval, eval_batches), so every process gets the same metrics.
 """
 
 from __future__ import annotations

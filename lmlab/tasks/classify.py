@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmlab import parallel
 from lmlab.data.corpora import get_corpus
 from lmlab.data.mlm import heldout_examples, wrap_cls_sep
 from lmlab.tasks.base import Task, TaskData
@@ -155,7 +156,7 @@ class ClassifyTask(Task):
             keep = np.linspace(0, len(examples) - 1, n_periodic).round().astype(int)
             periodic = (examples[keep], labels[keep])
 
-        @jax.jit
+        @parallel.data_parallel_eval  # split over the mesh's batch axes, sums over the global batch
         def eval_step(params, inputs_BT, labels_B, weights_B):
             model = nnx.merge(graphdef, nnx.State(params))
             logits_BC, _ = model(inputs_BT)
@@ -165,14 +166,12 @@ class ClassifyTask(Task):
 
         def evaluator(params, full: bool = False, batch_size: int = 0) -> dict:
             inputs, targets = (examples, labels) if full else periodic
-            bs = batch_size or c.data.batch_size
-            pad = (-len(inputs)) % bs  # one compiled shape: weight-0 rows fill the last batch
-            weights = np.concatenate([np.ones(len(inputs), np.float32), np.zeros(pad, np.float32)])
-            inputs = np.concatenate([inputs, np.zeros((pad, inputs.shape[1]), inputs.dtype)])
-            targets = np.concatenate([targets, np.zeros(pad, targets.dtype)])
+            weights = np.ones(len(inputs), np.float32)
             nll, correct = 0.0, 0.0
-            for i in range(0, len(inputs), bs):
-                batch_nll, batch_correct = eval_step(params, inputs[i:i + bs], targets[i:i + bs], weights[i:i + bs])
+            # One compiled shape: weight-0 rows fill the last batch (and split it over the mesh).
+            for batch in parallel.eval_batches((inputs, targets, weights), batch_size or c.data.batch_size,
+                                               parallel.mesh_of(params)):
+                batch_nll, batch_correct = eval_step(params, *batch)
                 nll, correct = nll + float(batch_nll), correct + float(batch_correct)
             n = float(weights.sum())
             return {"val_loss": nll / n, "val_accuracy": correct / n, "val_examples": int(n)}

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmlab import parallel
 from lmlab.data.prepare import prepare
 from lmlab.eval.lm import eval_windows, evaluate
 from lmlab.tasks.base import Task, TaskData
@@ -28,7 +29,8 @@ def lm_loss(model, windows_BT1, dropout_key, *, label_smoothing=0.0, z_loss=0.0)
 
 
 def make_lm_eval_step(graphdef):
-    """Jitted eval(params, windows_BT1, weights_BT) -> summed nll of the weighted targets."""
+    """Jitted eval(params, windows_BT1, weights_BT) -> summed nll of the weighted targets, run
+    data-parallel on the mesh the parameters live on (lmlab.parallel.data_parallel_eval)."""
     from flax import nnx
 
     def eval_step(params, windows_BT1, weights_BT):
@@ -37,7 +39,7 @@ def make_lm_eval_step(graphdef):
         _, nll_BT = token_cross_entropy(logits_BTV, windows_BT1[:, 1:])
         return (nll_BT * weights_BT).sum()
 
-    return jax.jit(eval_step)
+    return parallel.data_parallel_eval(eval_step)
 
 
 class LMTask(Task):
@@ -62,6 +64,8 @@ class LMTask(Task):
 
         def evaluator(params, full: bool = False, batch_size: int = 0) -> dict:
             windows, weights = eval_windows(data.val, c.data.seq_len) if full else periodic
-            return evaluate(eval_step, params, windows, weights, byte_lengths, batch_size or c.data.batch_size)
+            # Batches split evenly over the mesh's batch axes; weight-0 windows fill the last one.
+            bs = parallel.eval_batch_size(batch_size or c.data.batch_size, parallel.mesh_of(params))
+            return evaluate(eval_step, params, windows, weights, byte_lengths, bs)
 
         return evaluator

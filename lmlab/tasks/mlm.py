@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmlab import parallel
 from lmlab.data.mlm import heldout_examples, mask_tokens, max_selected, sample_examples, tokenizer_special_ids
 from lmlab.data.prepare import prepare
 from lmlab.tasks.base import Task, TaskData
@@ -146,7 +147,7 @@ class MLMTask(Task):
             keep = np.linspace(0, len(examples) - 1, n_periodic).round().astype(int)
             periodic_set = tuple(a[keep] for a in full_set)
 
-        @jax.jit
+        @parallel.data_parallel_eval  # split over the mesh's batch axes, sums over the global batch
         def eval_step(params, inputs_BT, targets_BT, weights_BT):
             model = nnx.merge(graphdef, nnx.State(params))
             batch = {"inputs": inputs_BT, "targets": targets_BT, "weights": weights_BT}
@@ -156,12 +157,10 @@ class MLMTask(Task):
 
         def evaluator(params, full: bool = False, batch_size: int = 0) -> dict:
             arrays = full_set if full else periodic_set
-            bs = batch_size or c.data.batch_size
-            pad = (-len(arrays[0])) % bs  # one compiled shape: weight-0 rows fill the last batch
-            arrays = [np.concatenate([a, np.zeros((pad, a.shape[1]), a.dtype)]) for a in arrays]
             nll, correct = 0.0, 0.0
-            for i in range(0, len(arrays[0]), bs):
-                batch_nll, batch_correct = eval_step(params, *(a[i:i + bs] for a in arrays))
+            # One compiled shape: weight-0 rows fill the last batch (and split it over the mesh).
+            for batch in parallel.eval_batches(arrays, batch_size or c.data.batch_size, parallel.mesh_of(params)):
+                batch_nll, batch_correct = eval_step(params, *batch)
                 nll, correct = nll + float(batch_nll), correct + float(batch_correct)
             n = float(arrays[2].sum())
             loss = nll / max(n, 1.0)

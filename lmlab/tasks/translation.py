@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmlab import parallel
 from lmlab.tasks.base import Task, TaskData
 from lmlab.tokenizers import load_tokenizer, train_tokenizer
 from lmlab.train.losses import token_cross_entropy
@@ -253,19 +254,17 @@ class TranslationTask(Task):
         c = self.config
         tokenizer = data.tokenizer
 
-        @jax.jit
+        @parallel.data_parallel_eval  # split over the mesh's batch axes, sums over the global batch
         def eval_step(params, src_BS, tgt_BT):
             _, nll, n_tokens = teacher_forced_losses(nnx.merge(graphdef, nnx.State(params)), {"src": src_BS, "tgt": tgt_BT})
             return nll, n_tokens
 
         def nll(params, split, batch_size):
             src, tgt = data.val[split]["src"], data.val[split]["tgt"]
-            pad = (-len(src)) % batch_size  # one compiled shape: all-pad rows score nothing
-            src = np.concatenate([src, np.zeros((pad, src.shape[1]), src.dtype)])
-            tgt = np.concatenate([tgt, np.zeros((pad, tgt.shape[1]), tgt.dtype)])
             total, count = 0.0, 0.0
-            for i in range(0, len(src), batch_size):
-                a, b = eval_step(params, src[i:i + batch_size], tgt[i:i + batch_size])
+            # One compiled shape: all-pad rows (pad id 0: no targets) fill the last batch.
+            for src_BS, tgt_BT in parallel.eval_batches((src, tgt), batch_size, parallel.mesh_of(params)):
+                a, b = eval_step(params, src_BS, tgt_BT)
                 total, count = total + float(a), count + float(b)
             return total / max(count, 1.0), int(count)
 
