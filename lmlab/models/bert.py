@@ -35,7 +35,7 @@ from lmlab.nn.attention import SelfAttention
 from lmlab.nn.linear import Embed, Linear
 from lmlab.nn.mlp import make_mlp
 from lmlab.nn.norms import make_norm
-from lmlab.nn.positions import rope_angles, sinusoidal_table
+from lmlab.nn.positions import add_positions, learned_table
 
 PAD_ID = 0
 
@@ -99,9 +99,7 @@ class BERT(nnx.Module):
         self.pad_id = PAD_ID
         D = m.d_model
         self.embed = Embed(vocab_size, D, dtype=self.dtype, rngs=rngs)
-        if m.positions == "learned":
-            self.pos_embed = nnx.Param(jax.random.normal(rngs.params(), (m.max_len, D)) * 0.02,
-                                       logical_axes=("length", "embed"))
+        self.pos_embed = learned_table(m, init_std=0.02, rngs=rngs)
         if m.type_vocab_size:
             self.type_embed = Embed(m.type_vocab_size, D, dtype=self.dtype, rngs=rngs)
         # Post-norm normalizes the embedding sum (every block's output is normalized anyway);
@@ -124,20 +122,9 @@ class BERT(nnx.Module):
         outputs are computed but meaningless.
         """
         m = self.config
-        B, T = tokens_BT.shape
         if padding_mask_BT is None:
             padding_mask_BT = tokens_BT != self.pad_id
-        positions_BT = jnp.broadcast_to(jnp.arange(T), (B, T))
-        x_BTD = self.embed(tokens_BT)
-        rope = None
-        if m.positions == "learned":
-            x_BTD = x_BTD + jnp.take(self.pos_embed[...], positions_BT, axis=0).astype(self.dtype)
-        elif m.positions == "sinusoidal":
-            table = jnp.asarray(sinusoidal_table(m.max_len, m.d_model))  # trace-time constant
-            x_BTD = x_BTD + jnp.take(table, positions_BT, axis=0).astype(self.dtype)
-        elif m.positions == "rope":
-            rope = rope_angles(positions_BT, m.d_model // m.n_heads, m.rope_theta)
-        # "alibi": each attention layer biases its scores by |i - j|.
+        x_BTD, rope = add_positions(m, self.embed(tokens_BT), self.pos_embed)
         if m.type_vocab_size:
             if segment_ids_BT is None:
                 segment_ids_BT = jnp.zeros_like(tokens_BT)

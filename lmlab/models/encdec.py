@@ -37,7 +37,7 @@ from lmlab.nn.attention import CrossAttention, SelfAttention
 from lmlab.nn.linear import Embed, Linear
 from lmlab.nn.mlp import make_mlp
 from lmlab.nn.norms import make_norm
-from lmlab.nn.positions import rope_angles, sinusoidal_table
+from lmlab.nn.positions import add_positions, learned_table
 
 PAD_ID = 0  # every lmlab tokenizer reserves id 0 for padding
 
@@ -104,9 +104,7 @@ class EncDec(nnx.Module):
         self.embed = Embed(vocab_size, m.d_model, dtype=self.dtype, init_std=init_std, rngs=rngs)
         if not m.shared_vocab:
             self.src_embed = Embed(vocab_size, m.d_model, dtype=self.dtype, init_std=init_std, rngs=rngs)
-        if m.positions == "learned":
-            self.pos_embed = nnx.Param(jax.random.normal(rngs.params(), (m.max_len, m.d_model)) * 0.01,
-                                       logical_axes=("length", "embed"))
+        self.pos_embed = learned_table(m, init_std=0.01, rngs=rngs)
         self.encoder = nnx.List([EncoderBlock(m, dtype=self.dtype, rngs=rngs) for _ in range(m.n_encoder_layers)])
         self.encoder_norm = make_norm(m.norm, m.d_model, eps=m.norm_eps, use_bias=m.use_bias)
         self.decoder = nnx.List([DecoderBlock(m, dtype=self.dtype, rngs=rngs) for _ in range(m.n_layers)])
@@ -118,21 +116,11 @@ class EncDec(nnx.Module):
     def _embed(self, table: Embed, ids_BT, offset, positions_BT=None):
         """Scaled token embeddings plus absolute positions; returns (x_BTD, rope or None)."""
         m = self.config
-        B, T = ids_BT.shape
+        T = ids_BT.shape[1]
         if m.positions in ("learned", "sinusoidal") and T > m.max_len:
             raise ValueError(f"sequence of {T} tokens exceeds model.max_len = {m.max_len}")
-        if positions_BT is None:
-            positions_BT = jnp.broadcast_to(offset + jnp.arange(T), (B, T))
         x_BTD = table(ids_BT) * jnp.asarray(math.sqrt(m.d_model), self.dtype)
-        rope = None
-        if m.positions == "learned":
-            x_BTD = x_BTD + jnp.take(self.pos_embed[...], positions_BT, axis=0).astype(self.dtype)
-        elif m.positions == "sinusoidal":
-            table_LD = jnp.asarray(sinusoidal_table(m.max_len, m.d_model))  # trace-time constant
-            x_BTD = x_BTD + jnp.take(table_LD, positions_BT, axis=0).astype(self.dtype)
-        elif m.positions == "rope":
-            rope = rope_angles(positions_BT, m.d_model // m.n_heads, m.rope_theta)
-        return x_BTD, rope
+        return add_positions(m, x_BTD, self.pos_embed, offset=offset, positions_BT=positions_BT)
 
     def encode(self, source_BS: jax.Array, *, segments_BS=None, positions_BS=None, dropout_key=None):
         """Returns (encoder output enc_BSD, source mask src_mask_BS: True = real token).

@@ -17,7 +17,7 @@ from lmlab.nn.attention import SelfAttention
 from lmlab.nn.linear import Embed, Linear
 from lmlab.nn.mlp import make_mlp
 from lmlab.nn.norms import make_norm
-from lmlab.nn.positions import rope_angles, sinusoidal_table
+from lmlab.nn.positions import add_positions, learned_table
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # Activation rematerialization per block: what the backward pass may keep from the forward.
@@ -63,9 +63,7 @@ class GPT(nnx.Module):
         self.vocab_size = vocab_size
         self.dtype = DTYPES[m.dtype]
         self.embed = Embed(vocab_size, m.d_model, dtype=self.dtype, rngs=rngs)
-        if m.positions == "learned":
-            self.pos_embed = nnx.Param(jax.random.normal(rngs.params(), (m.max_len, m.d_model)) * 0.01,
-                                       logical_axes=("length", "embed"))
+        self.pos_embed = learned_table(m, init_std=0.01, rngs=rngs)
         self.blocks = nnx.List([Block(m, dtype=self.dtype, rngs=rngs) for _ in range(m.n_layers)])
         self.final_norm = make_norm(m.norm, m.d_model, eps=m.norm_eps, use_bias=m.use_bias)
         if not m.tie_embeddings:
@@ -79,19 +77,7 @@ class GPT(nnx.Module):
         With a cache, tokens_BT sit at absolute positions cache_index .. cache_index + T - 1.
         """
         m = self.config
-        B, T = tokens_BT.shape
-        positions_BT = jnp.broadcast_to(cache_index + jnp.arange(T), (B, T))
-        x_BTD = self.embed(tokens_BT)
-        rope = None
-        if m.positions == "learned":
-            x_BTD = x_BTD + jnp.take(self.pos_embed[...], positions_BT, axis=0).astype(self.dtype)
-        elif m.positions == "sinusoidal":
-            # A trace-time constant, not state: nothing to train or checkpoint.
-            table = jnp.asarray(sinusoidal_table(m.max_len, m.d_model))
-            x_BTD = x_BTD + jnp.take(table, positions_BT, axis=0).astype(self.dtype)
-        elif m.positions == "rope":
-            rope = rope_angles(positions_BT, m.d_model // m.n_heads, m.rope_theta)
-        # "alibi": nothing added here; each attention layer biases its scores by distance.
+        x_BTD, rope = add_positions(m, self.embed(tokens_BT), self.pos_embed, offset=cache_index)
         keys = (list(jax.random.split(dropout_key, m.n_layers + 1)) if dropout_key is not None
                 else [None] * (m.n_layers + 1))
         x_BTD = dropout(x_BTD, m.dropout, keys[-1])

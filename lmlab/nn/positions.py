@@ -1,10 +1,14 @@
-"""Position information: learned and sinusoidal absolute tables, rotary embeddings (RoPE)."""
+"""Position information: learned and sinusoidal absolute tables, rotary embeddings (RoPE), ALiBi slopes.
+
+`learned_table` and `add_positions` are what every model family uses, driven by `model.positions`.
+"""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 
 def sinusoidal_table(max_len: int, d: int) -> np.ndarray:
@@ -49,3 +53,33 @@ def alibi_slopes(n_heads: int) -> np.ndarray:
     if lower < n_heads:
         slopes += power_of_two(2 * lower)[0::2][: n_heads - lower]
     return np.asarray(slopes, np.float32)
+
+
+def learned_table(m, *, init_std: float, rngs: nnx.Rngs) -> nnx.Param | None:
+    """The trainable [max_len, d_model] table when `m.positions` (model config) is learned, else None."""
+    if m.positions != "learned":
+        return None
+    return nnx.Param(jax.random.normal(rngs.params(), (m.max_len, m.d_model)) * init_std,
+                     logical_axes=("length", "embed"))
+
+
+def add_positions(m, x_BTD: jax.Array, table_LD: nnx.Param | None, *, offset=0,
+                  positions_BT: jax.Array | None = None) -> tuple[jax.Array, tuple | None]:
+    """(x_BTD with absolute positions added, rotary (cos, sin) for the attention layers or None).
+
+    Positions are `positions_BT` if given (packed rows), else offset .. offset + T - 1 (the KV-cache
+    index when decoding). learned adds rows of `table_LD`, sinusoidal of a fixed table; rope only
+    returns the tables; alibi does neither: attention biases its scores by distance.
+    """
+    B, T, _ = x_BTD.shape
+    if positions_BT is None:
+        positions_BT = jnp.broadcast_to(offset + jnp.arange(T), (B, T))
+    if m.positions == "learned":
+        return x_BTD + jnp.take(table_LD[...], positions_BT, axis=0).astype(x_BTD.dtype), None
+    if m.positions == "sinusoidal":
+        # A trace-time constant, not state: nothing to train or checkpoint.
+        sin_LD = jnp.asarray(sinusoidal_table(m.max_len, m.d_model))
+        return x_BTD + jnp.take(sin_LD, positions_BT, axis=0).astype(x_BTD.dtype), None
+    if m.positions == "rope":
+        return x_BTD, rope_angles(positions_BT, m.d_model // m.n_heads, m.rope_theta)
+    return x_BTD, None
