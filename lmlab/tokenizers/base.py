@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import regex
 
 # The small JSON file that names a saved tokenizer's kind and model files.
 METADATA_FILE = "tokenizer.json"
@@ -124,6 +125,60 @@ class Tokenizer(abc.ABC):
             f"{type(self).__name__}(kind={self.kind!r}, vocab_size={self.vocab_size}, "
             f"special_tokens={list(self.special_ids)})"
         )
+
+
+class PretrainedTokenizer(Tokenizer):
+    """A kind built only by `lmlab import` from a model's own vocabulary (bytelevel_bpe, wordpiece).
+
+    `train` refuses; `encode` cuts the special tokens out of the text verbatim, one id each
+    (longest first, so a token that prefixes another never wins), and hands every piece in
+    between to the kind's `_encode_ordinary`.
+    """
+
+    # Shown in the error `train` raises, to say where such a tokenizer comes from.
+    import_command: ClassVar[str] = "lmlab import"
+
+    def __init__(
+        self,
+        piece_bytes: Sequence[bytes],
+        *,
+        pad_id: int,
+        bos_id: int,
+        eos_id: int,
+        special_ids: Mapping[str, int],
+    ) -> None:
+        super().__init__(
+            piece_bytes, pad_id=pad_id, bos_id=bos_id, eos_id=eos_id, special_ids=special_ids
+        )
+        ordered = sorted(self.special_ids, key=len, reverse=True)
+        self._special_pattern: regex.Pattern[str] | None = (
+            regex.compile("|".join(regex.escape(t) for t in ordered)) if ordered else None
+        )
+
+    @classmethod
+    def train(
+        cls, text: str, *, vocab_size: int | None, special_tokens: Sequence[str] = ()
+    ) -> Tokenizer:
+        raise ValueError(
+            f"{cls.kind} tokenizers are pretrained only (import one with `{cls.import_command}`); "
+            "train a 'bpe' tokenizer instead"
+        )
+
+    def encode(self, text: str) -> list[int]:
+        require_text(text)
+        ids: list[int] = []
+        start = 0
+        if self._special_pattern is not None:
+            for match in self._special_pattern.finditer(text):
+                self._encode_ordinary(text[start : match.start()], ids)
+                ids.append(self.special_ids[match.group()])
+                start = match.end()
+        self._encode_ordinary(text[start:], ids)
+        return ids
+
+    @abc.abstractmethod
+    def _encode_ordinary(self, text: str, out: list[int]) -> None:
+        """Append to `out` the ids of `text`, which holds no special token."""
 
 
 def _checked_id_list(ids: Sequence[int], vocab_size: int) -> list[int]:

@@ -26,11 +26,10 @@ import regex
 
 from lmlab.tokenizers.base import (
     PathLike,
-    Tokenizer,
+    PretrainedTokenizer,
     metadata_field,
     metadata_file_path,
     read_json_file,
-    require_text,
 )
 
 MODEL_FILE = "bytelevel_bpe.json"
@@ -88,7 +87,7 @@ def token_text_to_bytes(token: str) -> bytes:
         raise ValueError(f"vocabulary entry {token!r} has a character outside the byte map: {error}") from None
 
 
-class ByteLevelBpeTokenizer(Tokenizer):
+class ByteLevelBpeTokenizer(PretrainedTokenizer):
     """Pretrained byte-level BPE; ids are the vocabulary's, special tokens match text verbatim."""
 
     kind = "bytelevel_bpe"
@@ -144,9 +143,6 @@ class ByteLevelBpeTokenizer(Tokenizer):
             self._splitters = [regex.compile(p) for p in self.pretokenizer]
         except regex.error as error:
             raise ValueError(f"bad pre-tokenizer regex: {error}") from None
-        # Longest first: a special token that prefixes another must not win.
-        ordered = sorted(special_ids, key=len, reverse=True)
-        self._special_pattern = regex.compile("|".join(regex.escape(t) for t in ordered)) if ordered else None
         self._word_cache: dict[str, list[int]] = {}
 
         special_set = set(special_ids.values())
@@ -154,24 +150,7 @@ class ByteLevelBpeTokenizer(Tokenizer):
                        for i, t in enumerate(tokens)]
         super().__init__(piece_bytes, pad_id=pad_id, bos_id=bos_id, eos_id=eos_id, special_ids=special_ids)
 
-    @classmethod
-    def train(cls, text: str, *, vocab_size: int | None, special_tokens: Sequence[str] = ()) -> Tokenizer:
-        raise ValueError("bytelevel_bpe tokenizers are pretrained only (import one with `lmlab import`); "
-                         "train a 'bpe' tokenizer instead")
-
-    # -- encoding ---------------------------------------------------------------------------------
-
-    def encode(self, text: str) -> list[int]:
-        require_text(text)
-        ids: list[int] = []
-        start = 0
-        if self._special_pattern is not None:
-            for match in self._special_pattern.finditer(text):
-                self._encode_ordinary(text[start:match.start()], ids)
-                ids.append(self.special_ids[match.group()])
-                start = match.end()
-        self._encode_ordinary(text[start:], ids)
-        return ids
+    # -- encoding (`PretrainedTokenizer.encode` cuts out special tokens, then calls `_encode_ordinary`) --
 
     def pretokenize(self, text: str) -> list[str]:
         """The pieces BPE runs on, in order; they concatenate back to `text`."""

@@ -29,12 +29,11 @@ import regex
 
 from lmlab.tokenizers.base import (
     PathLike,
-    Tokenizer,
+    PretrainedTokenizer,
     _checked_id_list,
     metadata_field,
     metadata_file_path,
     one_line,
-    require_text,
 )
 
 VOCAB_FILE = "vocab.txt"
@@ -81,10 +80,11 @@ def normalize(text: str, *, lowercase: bool = True, strip_accents: bool = True,
     return text
 
 
-class WordPieceTokenizer(Tokenizer):
+class WordPieceTokenizer(PretrainedTokenizer):
     """Pretrained BERT WordPiece; ids are the vocab.txt line numbers."""
 
     kind = "wordpiece"
+    import_command = "lmlab import minilm"
 
     def __init__(self, vocab: Sequence[str], *, lowercase: bool = True, strip_accents: bool | None = None,
                  split_cjk: bool = True, max_input_chars_per_word: int = MAX_INPUT_CHARS_PER_WORD) -> None:
@@ -103,8 +103,6 @@ class WordPieceTokenizer(Tokenizer):
         ids = {key: self._ids[name] for key, name in SPECIAL_NAMES.items()}
         self.unk_id, self.mask_id = ids["unk"], ids["mask"]
         special_ids = {name: self._ids[name] for name in SPECIAL_NAMES.values()}
-        ordered = sorted(special_ids, key=len, reverse=True)
-        self._special_pattern = regex.compile("|".join(regex.escape(t) for t in ordered))
         self._word_cache: dict[str, list[int]] = {}
 
         silent = {ids["pad"], ids["cls"], ids["sep"]}
@@ -113,23 +111,7 @@ class WordPieceTokenizer(Tokenizer):
         super().__init__(piece_bytes, pad_id=ids["pad"], bos_id=ids["cls"], eos_id=ids["sep"],
                          special_ids=special_ids)
 
-    @classmethod
-    def train(cls, text: str, *, vocab_size: int | None, special_tokens: Sequence[str] = ()) -> Tokenizer:
-        raise ValueError("wordpiece tokenizers are pretrained only (import one with `lmlab import minilm`); "
-                         "train a 'bpe' tokenizer instead")
-
-    # -- encoding ---------------------------------------------------------------------------------
-
-    def encode(self, text: str) -> list[int]:
-        require_text(text)
-        ids: list[int] = []
-        start = 0
-        for match in self._special_pattern.finditer(text):
-            self._encode_ordinary(text[start:match.start()], ids)
-            ids.append(self.special_ids[match.group()])
-            start = match.end()
-        self._encode_ordinary(text[start:], ids)
-        return ids
+    # -- encoding (`PretrainedTokenizer.encode` cuts out special tokens, then calls `_encode_ordinary`) --
 
     def words(self, text: str) -> list[str]:
         """The normalized words and punctuation marks WordPiece runs on."""
