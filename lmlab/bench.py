@@ -4,7 +4,8 @@
   state from `init_state`) on random tokens already on the device, so no data preparation runs.
 - `bench_attention`: forward + backward time and compiled peak memory per attention implementation
   and sequence length.
-- `bench_decode`: generation throughput of a trained run with and without the KV cache.
+- `bench_decode`: generation throughput of a trained run with and without the KV cache (decoder-only
+  or encoder-decoder runs; the latter translate random sources of the configured length).
 
 Timings are medians of several calls after compilation and one warm-up call, each ended with
 `jax.block_until_ready`.
@@ -235,9 +236,19 @@ def bench_decode(run, *, batch_sizes: Sequence[int] = (1, 8, 32), new_tokens: in
 
     Tokens/s counts generated tokens (batch x new_tokens) per second of a whole `generate` call
     (prefill included), median of `repeats` calls after one call that compiles.
+
+    An encoder-decoder (translation) run decodes each prompt against a random source of
+    `data.src_len` real tokens (no padding), encoded once per call with the cache and at every
+    step without it; the result then also holds that `source_len`. Encoder-only (BERT) runs have
+    nothing to decode and are refused.
     """
     from lmlab.decode.sampling import generate
 
+    family = run.config.model.family
+    if family not in ("gpt", "encdec"):
+        raise BenchArgumentError(
+            f"bench decode needs a model with a decoder; {run.run_dir} is a '{family}' run, which "
+            "only encodes (decoder runs have model.family 'gpt' or 'encdec')")
     if min(new_tokens, prompt_len, repeats, *batch_sizes) < 1:
         raise BenchArgumentError("batch sizes, new tokens, prompt length and repeats must be positive")
     max_len = run.model.config.max_len
@@ -246,15 +257,21 @@ def bench_decode(run, *, batch_sizes: Sequence[int] = (1, 8, 32), new_tokens: in
             f"prompt length {prompt_len} + new tokens {new_tokens} = {prompt_len + new_tokens} exceeds "
             f"the model's max_len {max_len}; use a shorter --prompt-len or fewer --new-tokens")
     vocab_size = run.tokenizer.vocab_size
+    source_len = run.config.data.src_len if family == "encdec" else None
     key = jax.random.key(seed)
     rows = []
     for batch in batch_sizes:
-        prompt_BT = jax.random.randint(jax.random.fold_in(key, batch), (batch, prompt_len), 0, vocab_size, jnp.int32)
+        batch_key = jax.random.fold_in(key, batch)
+        prompt_BT = jax.random.randint(batch_key, (batch, prompt_len), 0, vocab_size, jnp.int32)
+        source_BS = None
+        if source_len is not None:  # ids from 4 on: no pad (0, masked by the encoder), bos, eos or unk
+            source_BS = jax.random.randint(jax.random.fold_in(batch_key, 1), (batch, source_len), 4, vocab_size,
+                                           jnp.int32)
         row = {"batch": int(batch)}
         for use_cache, field in ((True, "cached_tokens_per_sec"), (False, "recompute_tokens_per_sec")):
             def call():
                 return generate(run.model, prompt_BT, max_new_tokens=new_tokens, key=key, temperature=0.0,
-                                use_cache=use_cache)
+                                use_cache=use_cache, source=source_BS)
 
             t0 = time.perf_counter()
             jax.block_until_ready(call())  # compiles
@@ -264,4 +281,7 @@ def bench_decode(run, *, batch_sizes: Sequence[int] = (1, 8, 32), new_tokens: in
         row["speedup"] = row["cached_tokens_per_sec"] / row["recompute_tokens_per_sec"]
         log.info("bench decode: %s", row)
         rows.append(row)
-    return {"device_kind": device_kind(), "rows": rows}
+    result = {"device_kind": device_kind(), "rows": rows}
+    if source_len is not None:
+        result["source_len"] = int(source_len)
+    return result

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import jax
+import numpy as np
 import pytest
 from flax import nnx
 
@@ -98,6 +99,56 @@ def test_bench_decode_cli_json_and_length_error(tiny_run, capsys):
     assert cli.main(["bench", "decode", str(tiny_run), "--new-tokens", "60", "--prompt-len", "8"]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.strip().startswith("lmlab: error:") and "max_len" in captured.err
+
+
+TINY_LAYERS = ["--config.model.n_layers=1", "--config.model.d_model=32", "--config.model.n_heads=2",
+               "--config.model.n_kv_heads=2", "--config.model.d_ff=64", "--config.tokenizer.kind=char"]
+
+
+def untrained_run(run_dir, config_path, *overrides):
+    """A run directory holding random parameters at step 0: timing decoding needs no training.
+
+    Drawn with numpy into the model's parameter shapes (an eager model initialization takes longer).
+    """
+    from lmlab.interop.rundir import abstract_params, write_run
+    from lmlab.tokenizers import CharTokenizer
+
+    config = config_lib.load(config_path, [*TINY_LAYERS, *overrides])
+    tokenizer = CharTokenizer.train("Save the notebook. Enregistrer le notebook.",
+                                    special_tokens=config.tokenizer.special_tokens)
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda s: rng.normal(0.0, 0.1, s.shape).astype(s.dtype),
+                          abstract_params(config, tokenizer.vocab_size))
+    return write_run(run_dir, config, tokenizer, params)
+
+
+@pytest.fixture(scope="module")
+def tiny_encdec_run(tmp_path_factory):
+    return untrained_run(tmp_path_factory.mktemp("bench_encdec") / "run", "configs/translate_en_fr.py",
+                         "--config.model.n_encoder_layers=1", "--config.data.src_len=12",
+                         "--config.data.tgt_len=24", "--config.model.max_len=24")
+
+
+def test_bench_decode_encdec_run_translates_random_sources(tiny_encdec_run, capsys):
+    assert cli.main(["bench", "decode", str(tiny_encdec_run), "--batch-sizes", "2", "--new-tokens", "4",
+                     "--prompt-len", "1", "--repeats", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["source_len"] == 12  # data.src_len
+    (row,) = result["rows"]
+    assert row["batch"] == 2 and row["cached_tokens_per_sec"] > 0 and row["recompute_tokens_per_sec"] > 0
+    # The decoder's positions still bound prompt + new tokens (model.max_len 24).
+    assert cli.main(["bench", "decode", str(tiny_encdec_run), "--new-tokens", "24", "--prompt-len", "1"]) == 2
+    assert "max_len" in capsys.readouterr().err
+
+
+def test_bench_decode_refuses_an_encoder_only_run(tmp_path, capsys):
+    run_dir = untrained_run(tmp_path / "bert", "configs/bert_shakespeare.py", "--config.model.max_len=32",
+                            "--config.data.seq_len=32")
+    assert cli.main(["bench", "decode", str(run_dir), "--repeats", "1"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    (line,) = captured.err.strip().splitlines()  # one line, no traceback
+    assert line.startswith("lmlab: error:") and "needs a model with a decoder" in line and "'bert'" in line
 
 
 def test_config_overrides_are_refused_outside_bench_train(capsys):
