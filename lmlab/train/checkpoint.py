@@ -12,8 +12,11 @@ on 8 devices resumes on 1 and the other way round.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import pathlib
+import threading
 import time
 
 import jax
@@ -21,6 +24,11 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from lmlab import parallel
+
+try:  # private: see _orbax_drains_tasks_on_error
+    from orbax.checkpoint._src import asyncio_utils as _orbax_asyncio
+except ImportError:  # pragma: no cover - other orbax versions
+    _orbax_asyncio = None
 
 log = logging.getLogger("lmlab")
 
@@ -32,6 +40,54 @@ class CheckpointError(RuntimeError):
 def _abstract(tree):
     """Shapes, dtypes and target shardings (jax.Arrays and ShapeDtypeStructs carry one)."""
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), tree)
+
+
+def _run_sync_draining_tasks(coro):
+    """orbax's `asyncio_utils._run_sync_via_new_loop`, except that a failure waits for the tasks it
+    leaves behind before the loop is closed.
+
+    orbax restores the arrays of a checkpoint with one task each under `asyncio.gather`, which
+    raises at the first failure (a damaged checkpoint) while the other reads go on. orbax then
+    closes the loop at once; each tensorstore read still in flight later calls
+    `loop.call_soon_threadsafe` on the closed loop ("RuntimeError: Event loop is closed", printed
+    as an ignored exception), and asyncio logs "Task exception was never retrieved" for the rest.
+    """
+    loop = asyncio.new_event_loop()
+    try:
+        asyncio.set_event_loop(loop)
+        return loop.run_until_complete(coro)
+    except Exception:
+        pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+        if pending:  # their own errors are the same damage; the first one is raised below
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        raise
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+_patch_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _orbax_drains_tasks_on_error():
+    """Within the block, orbax's synchronous calls run through `_run_sync_draining_tasks`.
+
+    Identical to orbax's own function when the call succeeds, so other threads using orbax
+    meanwhile (a background save) are unaffected. Without that private function (another orbax
+    version) nothing is changed.
+    """
+    name = "_run_sync_via_new_loop"
+    if _orbax_asyncio is None or not callable(getattr(_orbax_asyncio, name, None)):
+        yield
+        return
+    with _patch_lock:
+        original = getattr(_orbax_asyncio, name)
+        setattr(_orbax_asyncio, name, _run_sync_draining_tasks)
+        try:
+            yield
+        finally:
+            setattr(_orbax_asyncio, name, original)
 
 
 class Checkpointer:
@@ -65,7 +121,8 @@ class Checkpointer:
             try:
                 args = ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(like_state)),
                                           record=ocp.args.JsonRestore())
-                restored = self._manager.restore(step, args=args)
+                with _orbax_drains_tasks_on_error():
+                    restored = self._manager.restore(step, args=args)
                 return step, restored["state"], dict(restored["record"])
             except Exception as e:  # orbax/tensorstore raise many types for damaged files
                 reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
