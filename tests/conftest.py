@@ -1,11 +1,22 @@
 """Shared test setup: CPU by default, GPU and slow tests skipped unless asked for."""
 
 import os
+import tempfile
 
 import pytest
 
 # Tests describe CPU behaviour unless marked; keep XLA from grabbing a GPU's memory if one exists.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+# Compiling dominates the suite on CPU, and many tests (and the training subprocesses they start)
+# compile the same tiny programs: jax's persistent compilation cache, shared by the xdist workers
+# and the subprocesses through these variables, compiles each once per machine. Entries are keyed
+# by the program, jax version and flags, so a hit is the same executable.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"lmlab-test-jax-cache-{os.getuid()}")
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 
 def _has_gpu() -> bool:

@@ -429,7 +429,8 @@ def test_alibi_matches_numpy_reference(impl, causal, q_offset):
     k = jax.random.normal(ks[1], (2, 12, 2, 8))
     v = jax.random.normal(ks[2], (2, 12, 2, 8))
     slopes = alibi_slopes(4)
-    out = attention(q, k, v, causal=causal, q_offset=q_offset, impl=impl, alibi_slopes=slopes, block_q=4, block_k=5)
+    out = _jit(lambda q, k, v: attention(q, k, v, causal=causal, q_offset=q_offset, impl=impl, alibi_slopes=slopes,
+                                         block_q=4, block_k=5))(q, k, v)
     np.testing.assert_allclose(out, _alibi_reference(q, k, v, slopes, q_offset, causal), rtol=1e-5, atol=1e-5)
 
 
