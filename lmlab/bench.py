@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import statistics
 import time
 from typing import Callable, Sequence
@@ -23,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from lmlab import flops as flops_lib
+from lmlab import profile_summary
 
 log = logging.getLogger("lmlab")
 
@@ -48,8 +50,14 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
 
 # --------------------------------------------------------------------------------------- train
 
-def bench_train(config, *, steps: int = 5, name: str | None = None) -> dict:
+def bench_train(config, *, steps: int = 5, name: str | None = None, profile_dir: str | None = None,
+                profile_calls: int = 3) -> dict:
     """Times `steps` calls (each `train.steps_per_call` optimizer steps) of the trainer's chunk.
+
+    With `profile_dir`, `profile_calls` more calls (after the timed ones, so the timing is not
+    perturbed) run under `jax.profiler.trace`; the result then holds "profile": the time per
+    optimizer step of each XLA instruction (lmlab.profile_summary), and the trace stays in
+    `profile_dir` for Perfetto / TensorBoard.
 
     The vocabulary size is `config.tokenizer.vocab_size` (for a char tokenizer the trainer would
     take it from the corpus instead).
@@ -60,8 +68,9 @@ def bench_train(config, *, steps: int = 5, name: str | None = None) -> dict:
     from lmlab.train.state import init_state
     from lmlab.train.step import make_train_chunk
 
-    if steps < 1:
-        raise BenchArgumentError(f"need at least one timed call, got steps={steps}")
+    if steps < 1 or profile_calls < 1:
+        raise BenchArgumentError(f"need at least one timed and one profiled call, got steps={steps}, "
+                                 f"profile_calls={profile_calls}")
     t, data = config.train, config.data
     vocab_size = config.tokenizer.vocab_size
     from lmlab import parallel
@@ -96,6 +105,16 @@ def bench_train(config, *, steps: int = 5, name: str | None = None) -> dict:
     call_s = statistics.median(times)
     log.info("bench train: call times %s s", ", ".join(f"{x:.4f}" for x in times))
 
+    profile = None
+    if profile_dir is not None:
+        with jax.profiler.trace(str(profile_dir), create_perfetto_trace=True):
+            for _ in range(profile_calls):
+                state, metrics = compiled(state, train_arrays)
+                jax.block_until_ready((state, metrics))
+        module = re.match(r"HloModule ([^\s,]+)", compiled.as_text())
+        profile = profile_summary.summarize_trace(profile_dir, calls=profile_calls * t.steps_per_call,
+                                                  module=module.group(1) if module else None)
+
     step_time_s = call_s / t.steps_per_call
     tokens_per_sec = task.tokens_per_batch() * t.grad_accum / step_time_s
     per_token = flops_lib.flops_per_token(config.model, vocab_size, data.seq_len)
@@ -114,6 +133,7 @@ def bench_train(config, *, steps: int = 5, name: str | None = None) -> dict:
         "params": n_params,
         "config": name,
         "memory_peak_bytes": _peak_bytes_in_use(),
+        **({"profile": profile} if profile is not None else {}),
     }
 
 

@@ -253,7 +253,8 @@ def cmd_bench(args, overrides) -> int:
             from lmlab import config as config_lib
 
             config = config_lib.load(args.config, overrides)
-            result = bench.bench_train(config, steps=args.steps, name=pathlib.Path(args.config).stem)
+            result = bench.bench_train(config, steps=args.steps, name=pathlib.Path(args.config).stem,
+                                       profile_dir=args.profile)
         elif args.bench_kind == "attention":
             impls = [name for name in args.impls.split(",") if name] if args.impls else None
             result = bench.bench_attention(impls=impls, lengths=args.lengths, batch=args.batch, heads=args.heads,
@@ -264,7 +265,7 @@ def cmd_bench(args, overrides) -> int:
 
             result = bench.bench_decode(load_run(args.run_dir), batch_sizes=args.batch_sizes,
                                         new_tokens=args.new_tokens, prompt_len=args.prompt_len, repeats=args.repeats)
-    except bench.BenchArgumentError as e:
+    except (bench.BenchArgumentError, bench.profile_summary.TraceError) as e:
         raise UsageError(str(e)) from e
     print(json.dumps(result))
     return 0
@@ -332,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "--config.section.key=value overrides any key.")
     b.add_argument("config", help="config file, e.g. configs/gpt2_124m.py")
     b.add_argument("--steps", type=int, default=5, help="timed calls (each train.steps_per_call steps); median")
+    b.add_argument("--profile", metavar="DIR", help="also trace 3 calls into DIR and add a 'profile' "
+                   "table: time per step of each XLA op (fusions, matmuls, attention, collectives)")
     b.set_defaults(fn=cmd_bench)
     b = bench_sub.add_parser("attention", help="fwd+bwd time and compiled peak memory per attention impl and length")
     b.add_argument("--impls", default="", help="comma-separated, e.g. naive,blockwise,cudnn (default: all available)")

@@ -162,3 +162,13 @@ def test_gpu_sized_configs_validate(path, n_params):
     assert config.model.dtype == "bfloat16" and config.model.attention_impl == "auto"
     model = nnx.eval_shape(lambda: build_model(config.model, config.tokenizer.vocab_size))
     assert sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))) == n_params
+
+
+def test_bench_train_profile_adds_a_per_op_table(tmp_path):
+    config = config_lib.load("configs/gpt_shakespeare.py", TINY_MODEL)
+    result = bench.bench_train(config, steps=1, profile_dir=str(tmp_path / "trace"))
+    profile = result["profile"]
+    assert profile["trace"].startswith(str(tmp_path / "trace")) and profile["op_time_s"] > 0
+    assert profile["ops"] and sum(o["share"] for o in profile["ops"]) <= 1 + 1e-9
+    assert any(kind.startswith(("dot", "fusion", "ynn")) or "fusion" in kind for kind in profile["by_kind"])
+    assert "profile" not in bench.bench_train(config, steps=1)
