@@ -9,6 +9,7 @@ the same table, so the two can never disagree.
 from __future__ import annotations
 
 import abc
+import functools
 import json
 import os
 import re
@@ -138,22 +139,10 @@ class PretrainedTokenizer(Tokenizer):
     # Shown in the error `train` raises, to say where such a tokenizer comes from.
     import_command: ClassVar[str] = "lmlab import"
 
-    def __init__(
-        self,
-        piece_bytes: Sequence[bytes],
-        *,
-        pad_id: int,
-        bos_id: int,
-        eos_id: int,
-        special_ids: Mapping[str, int],
-    ) -> None:
-        super().__init__(
-            piece_bytes, pad_id=pad_id, bos_id=bos_id, eos_id=eos_id, special_ids=special_ids
-        )
+    @functools.cached_property
+    def _special_pattern(self) -> regex.Pattern[str] | None:
         ordered = sorted(self.special_ids, key=len, reverse=True)
-        self._special_pattern: regex.Pattern[str] | None = (
-            regex.compile("|".join(regex.escape(t) for t in ordered)) if ordered else None
-        )
+        return regex.compile("|".join(regex.escape(t) for t in ordered)) if ordered else None
 
     @classmethod
     def train(
