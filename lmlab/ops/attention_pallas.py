@@ -34,6 +34,10 @@ from jax.experimental.pallas import triton as plgpu
 from lmlab.ops.attention_cudnn import is_static_zero
 
 MIN_TILE = 16  # Triton's tl.dot needs every operand dim >= 16
+# The backward kernels hold more live tiles (p, dp, ds, two fp32 accumulators) than the forward:
+# smaller tiles keep them in registers (jax's own Triton kernel uses 32 there too). Unmeasured
+# on a GPU yet: a starting point for tuning.
+BACKWARD_TILE = 32
 
 
 class _Kernel(NamedTuple):
@@ -41,9 +45,10 @@ class _Kernel(NamedTuple):
 
     scale: float
     causal: bool
-    block_q: int
+    block_q: int  # tile sizes of the kernel at hand (the backward runs with smaller ones)
     block_k: int
     kv_len: int  # keys at positions >= kv_len are padding
+    kv_padded: int  # Sp
     mask_rows: int  # 0: no mask; 1: one mask row per (batch, head); else Tp rows
     mask_heads: bool  # mask differs per query head
     mask_batch: bool  # mask differs per sequence
@@ -96,7 +101,7 @@ def pallas_attention(
                 else jnp.asarray(alibi_slopes, jnp.float32))
 
     cfg = _Kernel(
-        scale=float(scale), causal=bool(causal), block_q=bq, block_k=bk, kv_len=S,
+        scale=float(scale), causal=bool(causal), block_q=bq, block_k=bk, kv_len=S, kv_padded=Sp,
         mask_rows=mask_rows, mask_heads=mask is not None and mask.shape[1] > 1,
         mask_batch=mask is not None and mask.shape[0] > 1, alibi=alibi_slopes is not None,
         head_dim=Hp, interpret=backend != "gpu",
@@ -148,19 +153,19 @@ def _mask_tile(mask_ref, q_start, k_start, cfg: _Kernel, head: int | None = None
 
 
 def _mask_spec(cfg: _Kernel, heads: int | None) -> pl.BlockSpec:
-    """BlockSpec of the int8 mask [B|1, N|1, rows, Sp] for a grid (b, head, tile).
+    """BlockSpec of the int8 mask [B|1, N|1, rows, Sp] for a grid (tile, b, head).
 
     heads=None: the program's one query head (forward, dQ). heads=G: a kv head's G query heads
     (dK/dV), which are contiguous, so block index h along N covers heads h*G .. h*G + G - 1.
     Rows and columns are whole: the kernels slice their own tiles.
     """
     b_of = (lambda b: b) if cfg.mask_batch else (lambda b: 0)
-    sp = _round_up(cfg.kv_len, cfg.block_k)
+    sp = cfg.kv_padded
     if not cfg.mask_heads:
-        return pl.BlockSpec((None, None, cfg.mask_rows, sp), lambda b, h, i: (b_of(b), 0, 0, 0))
+        return pl.BlockSpec((None, None, cfg.mask_rows, sp), lambda i, b, h: (b_of(b), 0, 0, 0))
     if heads is None:
-        return pl.BlockSpec((None, None, cfg.mask_rows, sp), lambda b, h, i: (b_of(b), h, 0, 0))
-    return pl.BlockSpec((None, heads, cfg.mask_rows, sp), lambda b, h, i: (b_of(b), h, 0, 0))
+        return pl.BlockSpec((None, None, cfg.mask_rows, sp), lambda i, b, h: (b_of(b), h, 0, 0))
+    return pl.BlockSpec((None, heads, cfg.mask_rows, sp), lambda i, b, h: (b_of(b), h, 0, 0))
 
 
 def _key_tiles_to_visit(q_pos_Q, num_k_tiles: int, cfg: _Kernel):
@@ -191,10 +196,10 @@ def _split_refs(refs, cfg: _Kernel):
 
 def _forward_kernel(q_ref, k_ref, v_ref, q_pos_ref, slopes_ref, *refs, cfg: _Kernel):
     mask_ref, (o_ref, lse_ref) = _split_refs(refs, cfg)
-    q_start = pl.program_id(2) * cfg.block_q
+    q_start = pl.program_id(0) * cfg.block_q
     q_QH = q_ref[...]
     q_pos_Q = q_pos_ref[...]
-    slope = slopes_ref[pl.program_id(1)]
+    slope = slopes_ref[pl.program_id(2)]
 
     def visit(k_tile, carry):
         max_Q, sum_Q, acc_QH = carry
@@ -231,12 +236,12 @@ def _forward(q, k, v, mask_i8, q_pos_Tp, slopes_N, cfg: _Kernel):
     if cfg.mask_rows:
         in_specs.append(_mask_spec(cfg, None))
         args.append(mask_i8)
-    row_spec = pl.BlockSpec((None, cfg.block_q, None, Hp), lambda b, n, i: (b, i, n, 0))
+    row_spec = pl.BlockSpec((None, cfg.block_q, None, Hp), lambda i, b, n: (b, i, n, 0))
     return pl.pallas_call(
         functools.partial(_forward_kernel, cfg=cfg),
-        grid=(B, N, Tp // cfg.block_q),
+        grid=(Tp // cfg.block_q, B, N),
         in_specs=in_specs,
-        out_specs=[row_spec, pl.BlockSpec((None, None, cfg.block_q), lambda b, n, i: (b, n, i))],
+        out_specs=[row_spec, pl.BlockSpec((None, None, cfg.block_q), lambda i, b, n: (b, n, i))],
         out_shape=[jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct((B, N, Tp), jnp.float32)],
         compiler_params=_triton_params(cfg),
         interpret=cfg.interpret,
@@ -245,13 +250,17 @@ def _forward(q, k, v, mask_i8, q_pos_Tp, slopes_N, cfg: _Kernel):
 
 
 def _query_tile_specs(cfg: _Kernel, Tp: int, Sp: int, N: int, Hp: int, G: int) -> list[pl.BlockSpec]:
-    """q, k, v, query positions and slopes for a grid (b, query head n, query tile i)."""
+    """q, k, v, query positions and slopes for a grid (query tile i, b, query head n).
+
+    The tile axis comes first, as in jax's kernel: programs launched together are the tiles of
+    one (sequence, head), which read the same keys and values.
+    """
     return [
-        pl.BlockSpec((None, cfg.block_q, None, Hp), lambda b, n, i: (b, i, n, 0)),
-        pl.BlockSpec((None, Sp, None, Hp), lambda b, n, i: (b, 0, n // G, 0)),
-        pl.BlockSpec((None, Sp, None, Hp), lambda b, n, i: (b, 0, n // G, 0)),
-        pl.BlockSpec((cfg.block_q,), lambda b, n, i: (i,)),
-        pl.BlockSpec((N,), lambda b, n, i: (0,)),
+        pl.BlockSpec((None, cfg.block_q, None, Hp), lambda i, b, n: (b, i, n, 0)),
+        pl.BlockSpec((None, Sp, None, Hp), lambda i, b, n: (b, 0, n // G, 0)),
+        pl.BlockSpec((None, Sp, None, Hp), lambda i, b, n: (b, 0, n // G, 0)),
+        pl.BlockSpec((cfg.block_q,), lambda i, b, n: (i,)),
+        pl.BlockSpec((N,), lambda i, b, n: (0,)),
     ]
 
 
@@ -263,10 +272,10 @@ def _query_tile_specs(cfg: _Kernel, Tp: int, Sp: int, N: int, Hp: int, G: int) -
 def _dq_kernel(q_ref, k_ref, v_ref, q_pos_ref, slopes_ref, do_ref, lse_ref, delta_ref, *refs,
                cfg: _Kernel):
     mask_ref, (dq_ref,) = _split_refs(refs, cfg)
-    q_start = pl.program_id(2) * cfg.block_q
+    q_start = pl.program_id(0) * cfg.block_q
     q_QH, do_QH, q_pos_Q = q_ref[...], do_ref[...], q_pos_ref[...]
     lse_Q, delta_Q = lse_ref[...], delta_ref[...]
-    slope = slopes_ref[pl.program_id(1)]
+    slope = slopes_ref[pl.program_id(2)]
 
     def visit(k_tile, dq_QH):
         k_start = k_tile * cfg.block_k
@@ -287,8 +296,8 @@ def _dkv_kernel(q_ref, k_ref, v_ref, q_pos_ref, slopes_ref, do_ref, lse_ref, del
                 cfg: _Kernel, G: int):
     """One key tile of one kv head: loops over its G query heads and all their query tiles."""
     mask_ref, (dk_ref, dv_ref) = _split_refs(refs, cfg)
-    kv_head = pl.program_id(1)
-    k_start = pl.program_id(2) * cfg.block_k
+    kv_head = pl.program_id(2)
+    k_start = pl.program_id(0) * cfg.block_k
     k_CH, v_CH = k_ref[...], v_ref[...]
     num_q_tiles = q_ref.shape[0] // cfg.block_q
     first = _first_query_tile(q_pos_ref, k_start, cfg)
@@ -318,17 +327,19 @@ def _dkv_kernel(q_ref, k_ref, v_ref, q_pos_ref, slopes_ref, do_ref, lse_ref, del
 
 
 def _backward(q, k, v, mask_i8, q_pos_Tp, slopes_N, out, lse_BNT, do, cfg: _Kernel):
+    # Powers of two no larger than the forward's tiles, so they divide the padded lengths too.
+    cfg = cfg._replace(block_q=min(cfg.block_q, BACKWARD_TILE), block_k=min(cfg.block_k, BACKWARD_TILE))
     B, Tp, N, Hp = q.shape
     Sp, K = k.shape[1], k.shape[2]
     G = N // K
     delta_BNT = jnp.einsum("btnh,btnh->bnt", do.astype(jnp.float32), out.astype(jnp.float32))
     mask_args = [mask_i8] if cfg.mask_rows else []
 
-    row_spec = pl.BlockSpec((None, cfg.block_q, None, Hp), lambda b, n, i: (b, i, n, 0))
-    stat_spec = pl.BlockSpec((None, None, cfg.block_q), lambda b, n, i: (b, n, i))
+    row_spec = pl.BlockSpec((None, cfg.block_q, None, Hp), lambda i, b, n: (b, i, n, 0))
+    stat_spec = pl.BlockSpec((None, None, cfg.block_q), lambda i, b, n: (b, n, i))
     dq = pl.pallas_call(
         functools.partial(_dq_kernel, cfg=cfg),
-        grid=(B, N, Tp // cfg.block_q),
+        grid=(Tp // cfg.block_q, B, N),
         in_specs=[*_query_tile_specs(cfg, Tp, Sp, N, Hp, G), row_spec, stat_spec, stat_spec,
                   *([_mask_spec(cfg, None)] if cfg.mask_rows else [])],
         out_specs=row_spec,
@@ -338,14 +349,14 @@ def _backward(q, k, v, mask_i8, q_pos_Tp, slopes_N, out, lse_BNT, do, cfg: _Kern
         name="lmlab_flash_dq",
     )(q, k, v, q_pos_Tp, slopes_N, do, lse_BNT, delta_BNT, *mask_args)
 
-    group_spec = pl.BlockSpec((None, Tp, G, Hp), lambda b, h, j: (b, 0, h, 0))
-    group_stat_spec = pl.BlockSpec((None, G, Tp), lambda b, h, j: (b, h, 0))
-    key_spec = pl.BlockSpec((None, cfg.block_k, None, Hp), lambda b, h, j: (b, j, h, 0))
+    group_spec = pl.BlockSpec((None, Tp, G, Hp), lambda j, b, h: (b, 0, h, 0))
+    group_stat_spec = pl.BlockSpec((None, G, Tp), lambda j, b, h: (b, h, 0))
+    key_spec = pl.BlockSpec((None, cfg.block_k, None, Hp), lambda j, b, h: (b, j, h, 0))
     dk, dv = pl.pallas_call(
         functools.partial(_dkv_kernel, cfg=cfg, G=G),
-        grid=(B, K, Sp // cfg.block_k),
-        in_specs=[group_spec, key_spec, key_spec, pl.BlockSpec((Tp,), lambda b, h, j: (0,)),
-                  pl.BlockSpec((N,), lambda b, h, j: (0,)), group_spec, group_stat_spec,
+        grid=(Sp // cfg.block_k, B, K),
+        in_specs=[group_spec, key_spec, key_spec, pl.BlockSpec((Tp,), lambda j, b, h: (0,)),
+                  pl.BlockSpec((N,), lambda j, b, h: (0,)), group_spec, group_stat_spec,
                   group_stat_spec, *([_mask_spec(cfg, G)] if cfg.mask_rows else [])],
         out_specs=[key_spec, key_spec],
         out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
