@@ -38,8 +38,9 @@ def op_kind(hlo_op: str) -> str:
 def summarize(events: list[dict], *, calls: int = 1, top: int = 15, module: str | None = None) -> dict:
     """Per-instruction time of the XLA ops in `events` (Chrome trace events), per call.
 
-    Device processes (`/device:...`) are used when the trace has any, so a GPU kernel is not
-    counted again through its host-side launch; otherwise every event with an `hlo_op` counts.
+    The first device process (`/device:...:0`) is used when the trace has any, so a GPU kernel is
+    counted neither again through its host-side launch nor once per device; otherwise every event
+    with an `hlo_op` counts.
     `module` keeps only events whose `hlo_module` contains it (e.g. the train step's jit name).
     Only innermost events count: a `while` or `call` thunk spans the ops of its body (CPU), which
     would otherwise be counted twice. Times (and "per_call", executions) are divided by `calls`
@@ -48,7 +49,10 @@ def summarize(events: list[dict], *, calls: int = 1, top: int = 15, module: str 
     """
     process_names = {e.get("pid"): e.get("args", {}).get("name", "") for e in events
                      if e.get("ph") == "M" and e.get("name") == "process_name"}
-    device_pids = {pid for pid, name in process_names.items() if name.startswith("/device:")}
+    devices = sorted((name, pid) for pid, name in process_names.items() if name.startswith("/device:"))
+    # One device: in an SPMD step every device runs the same program, and summing them all would
+    # multiply the step's time by the device count.
+    device_pids = {devices[0][1]} if devices else set()
 
     def counted(e) -> bool:
         args = e.get("args") or {}

@@ -36,6 +36,14 @@ def test_device_kernels_are_summed_per_op_and_per_call():
     assert summarize(events)["by_kind"]["all-reduce"] == pytest.approx(20 / 100)
 
 
+def test_a_multi_device_trace_counts_one_device():
+    other = 3
+    meta = META + [{"ph": "M", "pid": other, "name": "process_name", "args": {"name": "/device:GPU:1"}}]
+    events = meta + [_op(DEVICE, 9, 0, 100, "fusion.1"), _op(other, 4, 0, 100, "fusion.1")]
+    result = summarize(events)
+    assert result["op_time_s"] == pytest.approx(100e-6) and result["ops"][0]["per_call"] == 1.0
+
+
 def test_host_trace_counts_only_innermost_ops():
     # A CPU while-thunk spans the ops of its body: counting both would double the time.
     events = [_op(HOST, 1, 0, 100, "while.5"), _op(HOST, 1, 10, 40, "dot.6"), _op(HOST, 1, 60, 30, "fusion.7"),
