@@ -1,6 +1,8 @@
 """Shared test setup: CPU by default, GPU and slow tests skipped unless asked for."""
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -9,12 +11,15 @@ import pytest
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 # Compiling dominates the suite on CPU, and many tests (and the training subprocesses they start)
-# compile the same tiny programs: jax's persistent compilation cache, shared by the xdist workers
-# and the subprocesses through these variables, compiles each once per machine. Entries are keyed
-# by the program, jax version and flags, so a hit is the same executable.
-os.environ.setdefault(
-    "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"lmlab-test-jax-cache-{os.getuid()}")
-)
+# compile the same tiny programs: jax's persistent compilation cache, shared through these
+# variables by the xdist workers (started after this runs, they inherit it) and the subprocesses,
+# compiles each once per session. Keys hold the program, jax version and flags, so a hit is the
+# same executable. One fresh directory per session, removed at exit: jax writes entries without
+# locking, and a process killed mid-write (the SIGKILL test) must not leave a truncated entry for
+# later runs to warn about.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="lmlab-test-jax-cache-")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 

@@ -42,6 +42,9 @@ def _abstract(tree):
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), tree)
 
 
+DRAIN_TIMEOUT_S = 30.0
+
+
 def _run_sync_draining_tasks(coro):
     """orbax's `asyncio_utils._run_sync_via_new_loop`, except that a failure waits for the tasks it
     leaves behind before the loop is closed.
@@ -59,7 +62,12 @@ def _run_sync_draining_tasks(coro):
     except Exception:
         pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
         if pending:  # their own errors are the same damage; the first one is raised below
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            # Bounded: a stalled read must not hang the fallback to the previous checkpoint.
+            _, stalled = loop.run_until_complete(asyncio.wait(pending, timeout=DRAIN_TIMEOUT_S))
+            for task in stalled:
+                task.cancel()
+            if stalled:
+                loop.run_until_complete(asyncio.gather(*stalled, return_exceptions=True))
         raise
     finally:
         asyncio.set_event_loop(None)
