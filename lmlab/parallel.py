@@ -243,6 +243,24 @@ def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, logical_to_spec(names, x.shape, mesh)))
 
 
+def map_batch_shards(fn, *args, batched: Sequence[bool]):
+    """fn(*args), run on each device's rows of the batch when a mesh is active (`activate`).
+
+    For kernels XLA cannot partition (Pallas custom calls): under GSPMD they would be fed the
+    whole gathered batch on every device. Here args with batched=True are split on their leading
+    axis over the batch mesh axes (the others, and every other mesh axis, are replicated), fn sees
+    its shard, and the result (batch-leading) is split the same way. Without an active mesh, or
+    when a batched arg's rows do not divide, it is plain fn(*args).
+    """
+    mesh = _ACTIVE_MESH.get()
+    axes = () if mesh is None else tuple(a for a in BATCH_AXES if mesh.shape[a] > 1)
+    n = math.prod(mesh.shape[a] for a in axes) if axes else 1
+    if n == 1 or any(b and (np.ndim(x) == 0 or x.shape[0] % n) for x, b in zip(args, batched)):
+        return fn(*args)
+    in_specs = tuple(P(axes) if b else P() for b in batched)
+    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=P(axes), check_vma=False)(*args)
+
+
 # ----------------------------------------------------------------------------- arrays and batches
 
 def shard_batch(batch, mesh: Mesh | None):

@@ -15,6 +15,9 @@ What the kernels take, so every case of `lmlab.ops.attention.attention` runs on 
   full [.., T, S] matrix; lengths are padded to the tile and padded keys are never attended.
 - ALiBi: -slope * |i - j| added to each score tile from the same positions.
 - A query row with no allowed key returns zeros, and its gradients are zeros (never NaN).
+- On a device mesh the kernels run per device on its sequences (`parallel.map_batch_shards`):
+  XLA cannot partition a custom call and would otherwise gather the whole batch everywhere.
+  Heads are not split over `tensor` here: under tensor parallelism they are gathered.
 
 Shape letters: B batch, T/S query/key length (padded: Tp/Sp), N query heads, K kv heads,
 G = N // K, H head dim (padded to Hp, a power of two), Q/C a query/key tile.
@@ -31,6 +34,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
+from lmlab import parallel
 from lmlab.ops.attention_cudnn import is_static_zero
 
 MIN_TILE = 16  # Triton's tl.dot needs every operand dim >= 16
@@ -80,7 +84,8 @@ def pallas_attention(
                 "impl='pallas' on TPU runs jax's flash kernel: self-attention without masks, "
                 "offsets or ALiBi; use 'blockwise'"
             )
-        return _tpu_flash(q_BTNH, k_BSKH, v_BSKH, causal=causal, scale=scale)
+        return parallel.map_batch_shards(functools.partial(_tpu_flash, causal=causal, scale=scale),
+                                         q_BTNH, k_BSKH, v_BSKH, batched=[True, True, True])
 
     bq = _tile(block_q, T)
     bk = _tile(block_k, S)
@@ -106,7 +111,16 @@ def pallas_attention(
         mask_batch=mask is not None and mask.shape[0] > 1, alibi=alibi_slopes is not None,
         head_dim=Hp, interpret=backend != "gpu",
     )
-    out = _flash(q, k, v, mask_i8, q_pos_Tp, slopes_N, cfg)
+    # XLA cannot partition a Pallas kernel: on a mesh, each device runs it on its own sequences.
+    args, batched = [q, k, v, q_pos_Tp, slopes_N], [True, True, True, False, False]
+    if mask_i8 is not None:
+        args.append(mask_i8)
+        batched.append(cfg.mask_batch)
+
+    def run(q, k, v, q_pos_Tp, slopes_N, mask_i8=None):
+        return _flash(q, k, v, mask_i8, q_pos_Tp, slopes_N, cfg)
+
+    out = parallel.map_batch_shards(run, *args, batched=batched)
     return out[:, :T, :, :H]
 
 
