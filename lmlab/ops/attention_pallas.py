@@ -8,7 +8,7 @@
 
 What the kernels take, so every case of `lmlab.ops.attention.attention` runs on them:
 - GQA/MQA: a query head's program reads kv head n // G through its BlockSpec (no copies); the
-  dK/dV kernel runs per kv head and loops over its G query heads.
+  dK/dV kernel writes each query head's share, and the G shares of a kv head are summed in XLA.
 - Causality with an offset: queries carry absolute positions (q_offset + i), keys are 0..S-1; key
   tiles entirely in a query tile's future are skipped.
 - Boolean masks, as int8, either one row per sequence and head ([.., 1, S]: key padding) or a
@@ -156,30 +156,22 @@ def _score_tile(q_QH, k_CH, q_pos_Q, k_start, mask_QC, slope, cfg: _Kernel):
     return jnp.where(allowed_QC, s_QC, -jnp.inf)
 
 
-def _mask_tile(mask_ref, q_start, k_start, cfg: _Kernel, head: int | None = None):
-    """The [Q|1, C] mask tile from a [rows, Sp] ref, or [heads, rows, Sp] with `head` given
-    (None without a mask). One indexing op: Triton lowers no chained `ref.at[...]` loads."""
+def _mask_tile(mask_ref, q_start, k_start, cfg: _Kernel):
+    """The [Q|1, C] mask tile from a [rows, Sp] ref (None without a mask)."""
     if mask_ref is None:
         return None
     rows = pl.ds(q_start, cfg.block_q) if cfg.mask_rows > 1 else pl.ds(0, 1)
-    cols = pl.ds(k_start, cfg.block_k)
-    return mask_ref[rows, cols] if head is None else mask_ref[head, rows, cols]
+    return mask_ref[rows, pl.ds(k_start, cfg.block_k)]
 
 
-def _mask_spec(cfg: _Kernel, heads: int | None) -> pl.BlockSpec:
-    """BlockSpec of the int8 mask [B|1, N|1, rows, Sp] for a grid (tile, b, head).
+def _mask_spec(cfg: _Kernel) -> pl.BlockSpec:
+    """BlockSpec of the int8 mask [B|1, N|1, rows, Sp] for a grid (tile, b, query head).
 
-    heads=None: the program's one query head (forward, dQ). heads=G: a kv head's G query heads
-    (dK/dV), which are contiguous, so block index h along N covers heads h*G .. h*G + G - 1.
     Rows and columns are whole: the kernels slice their own tiles.
     """
     b_of = (lambda b: b) if cfg.mask_batch else (lambda b: 0)
-    sp = cfg.kv_padded
-    if not cfg.mask_heads:
-        return pl.BlockSpec((None, None, cfg.mask_rows, sp), lambda i, b, h: (b_of(b), 0, 0, 0))
-    if heads is None:
-        return pl.BlockSpec((None, None, cfg.mask_rows, sp), lambda i, b, h: (b_of(b), h, 0, 0))
-    return pl.BlockSpec((None, heads, cfg.mask_rows, sp), lambda i, b, h: (b_of(b), h, 0, 0))
+    h_of = (lambda h: h) if cfg.mask_heads else (lambda h: 0)
+    return pl.BlockSpec((None, None, cfg.mask_rows, cfg.kv_padded), lambda i, b, h: (b_of(b), h_of(h), 0, 0))
 
 
 def _key_tiles_to_visit(q_pos_Q, num_k_tiles: int, cfg: _Kernel):
@@ -248,7 +240,7 @@ def _forward(q, k, v, mask_i8, q_pos_Tp, slopes_N, cfg: _Kernel):
     in_specs = _query_tile_specs(cfg, Tp, Sp, N, Hp, N // K)
     args = [q, k, v, q_pos_Tp, slopes_N]
     if cfg.mask_rows:
-        in_specs.append(_mask_spec(cfg, None))
+        in_specs.append(_mask_spec(cfg))
         args.append(mask_i8)
     row_spec = pl.BlockSpec((None, cfg.block_q, None, Hp), lambda i, b, n: (b, i, n, 0))
     return pl.pallas_call(
@@ -307,35 +299,31 @@ def _dq_kernel(q_ref, k_ref, v_ref, q_pos_ref, slopes_ref, do_ref, lse_ref, delt
 
 
 def _dkv_kernel(q_ref, k_ref, v_ref, q_pos_ref, slopes_ref, do_ref, lse_ref, delta_ref, *refs,
-                cfg: _Kernel, G: int):
-    """One key tile of one kv head: loops over its G query heads and all their query tiles."""
+                cfg: _Kernel):
+    """One key tile against one query head, over all that head's query tiles: the head's share
+    of dK/dV (the G shares of a kv head are summed outside, so programs stay independent)."""
     mask_ref, (dk_ref, dv_ref) = _split_refs(refs, cfg)
-    kv_head = pl.program_id(2)
     k_start = pl.program_id(0) * cfg.block_k
     k_CH, v_CH = k_ref[...], v_ref[...]
-    num_q_tiles = q_ref.shape[0] // cfg.block_q
+    slope = slopes_ref[pl.program_id(2)]
+
+    def visit(q_tile, carry):
+        dk_CH, dv_CH = carry
+        q_start = q_tile * cfg.block_q
+        rows = pl.ds(q_start, cfg.block_q)
+        q_QH, do_QH = q_ref[rows, :], do_ref[rows, :]
+        lse_Q, delta_Q = lse_ref[rows], delta_ref[rows]
+        mask_QC = _mask_tile(mask_ref, q_start, k_start, cfg)
+        s_QC = _score_tile(q_QH, k_CH, q_pos_ref[rows], k_start, mask_QC, slope, cfg)
+        p_QC = jnp.exp(s_QC - lse_Q[:, None])
+        dv_CH += plgpu.dot(p_QC.astype(do_QH.dtype), do_QH, trans_a=True)
+        ds_QC = p_QC * (plgpu.dot(do_QH, v_CH, trans_b=True) - delta_Q[:, None]) * cfg.scale
+        dk_CH += plgpu.dot(ds_QC.astype(q_QH.dtype), q_QH, trans_a=True)
+        return dk_CH, dv_CH
+
+    zeros_CH = jnp.zeros(k_CH.shape, jnp.float32)
     first = _first_query_tile(q_pos_ref, k_start, cfg)
-    dk_CH = jnp.zeros(k_CH.shape, jnp.float32)
-    dv_CH = jnp.zeros(v_CH.shape, jnp.float32)
-    for g in range(G):  # static: G is small, and each head's refs are then plain 2-D slices
-        mask_head = g if cfg.mask_heads else None
-        slope = slopes_ref[kv_head * G + g]
-
-        def visit(q_tile, carry, g=g, mask_head=mask_head, slope=slope):
-            dk_CH, dv_CH = carry
-            q_start = q_tile * cfg.block_q
-            rows = pl.ds(q_start, cfg.block_q)
-            q_QH, do_QH = q_ref[rows, g, :], do_ref[rows, g, :]
-            lse_Q, delta_Q = lse_ref[g, rows], delta_ref[g, rows]
-            mask_QC = _mask_tile(mask_ref, q_start, k_start, cfg, mask_head)
-            s_QC = _score_tile(q_QH, k_CH, q_pos_ref[rows], k_start, mask_QC, slope, cfg)
-            p_QC = jnp.exp(s_QC - lse_Q[:, None])
-            dv_CH += plgpu.dot(p_QC.astype(do_QH.dtype), do_QH, trans_a=True)
-            ds_QC = p_QC * (plgpu.dot(do_QH, v_CH, trans_b=True) - delta_Q[:, None]) * cfg.scale
-            dk_CH += plgpu.dot(ds_QC.astype(q_QH.dtype), q_QH, trans_a=True)
-            return dk_CH, dv_CH
-
-        dk_CH, dv_CH = lax.fori_loop(first, num_q_tiles, visit, (dk_CH, dv_CH))
+    dk_CH, dv_CH = lax.fori_loop(first, q_ref.shape[0] // cfg.block_q, visit, (zeros_CH, zeros_CH))
     dk_ref[...] = dk_CH.astype(dk_ref.dtype)
     dv_ref[...] = dv_CH.astype(dv_ref.dtype)
 
@@ -355,7 +343,7 @@ def _backward(q, k, v, mask_i8, q_pos_Tp, slopes_N, out, lse_BNT, do, cfg: _Kern
         functools.partial(_dq_kernel, cfg=cfg),
         grid=(Tp // cfg.block_q, B, N),
         in_specs=[*_query_tile_specs(cfg, Tp, Sp, N, Hp, G), row_spec, stat_spec, stat_spec,
-                  *([_mask_spec(cfg, None)] if cfg.mask_rows else [])],
+                  *([_mask_spec(cfg)] if cfg.mask_rows else [])],
         out_specs=row_spec,
         out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
         compiler_params=_triton_params(cfg),
@@ -363,21 +351,27 @@ def _backward(q, k, v, mask_i8, q_pos_Tp, slopes_N, out, lse_BNT, do, cfg: _Kern
         name="lmlab_flash_dq",
     )(q, k, v, q_pos_Tp, slopes_N, do, lse_BNT, delta_BNT, *mask_args)
 
-    group_spec = pl.BlockSpec((None, Tp, G, Hp), lambda j, b, h: (b, 0, h, 0))
-    group_stat_spec = pl.BlockSpec((None, G, Tp), lambda j, b, h: (b, h, 0))
-    key_spec = pl.BlockSpec((None, cfg.block_k, None, Hp), lambda j, b, h: (b, j, h, 0))
+    # Grid over query heads: with GQA each program writes its head's share in fp32, and the G
+    # shares of a kv head are summed here (memory of one fp32 q-sized array, for G x programs).
+    whole_rows = pl.BlockSpec((None, Tp, None, Hp), lambda j, b, n: (b, 0, n, 0))
+    whole_stats = pl.BlockSpec((None, None, Tp), lambda j, b, n: (b, n, 0))
+    key_spec = pl.BlockSpec((None, cfg.block_k, None, Hp), lambda j, b, n: (b, j, n // G, 0))
+    share_spec = pl.BlockSpec((None, cfg.block_k, None, Hp), lambda j, b, n: (b, j, n, 0))
+    share_dtype = k.dtype if G == 1 else jnp.float32
     dk, dv = pl.pallas_call(
-        functools.partial(_dkv_kernel, cfg=cfg, G=G),
-        grid=(Sp // cfg.block_k, B, K),
-        in_specs=[group_spec, key_spec, key_spec, pl.BlockSpec((Tp,), lambda j, b, h: (0,)),
-                  pl.BlockSpec((N,), lambda j, b, h: (0,)), group_spec, group_stat_spec,
-                  group_stat_spec, *([_mask_spec(cfg, G)] if cfg.mask_rows else [])],
-        out_specs=[key_spec, key_spec],
-        out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
+        functools.partial(_dkv_kernel, cfg=cfg),
+        grid=(Sp // cfg.block_k, B, N),
+        in_specs=[whole_rows, key_spec, key_spec, pl.BlockSpec((Tp,), lambda j, b, n: (0,)),
+                  pl.BlockSpec((N,), lambda j, b, n: (0,)), whole_rows, whole_stats, whole_stats,
+                  *([_mask_spec(cfg)] if cfg.mask_rows else [])],
+        out_specs=[share_spec, share_spec],
+        out_shape=[jax.ShapeDtypeStruct((B, Sp, N, Hp), share_dtype)] * 2,
         compiler_params=_triton_params(cfg),
         interpret=cfg.interpret,
         name="lmlab_flash_dkv",
     )(q, k, v, q_pos_Tp, slopes_N, do, lse_BNT, delta_BNT, *mask_args)
+    if G > 1:
+        dk, dv = (x.reshape(B, Sp, K, G, Hp).sum(axis=3).astype(k.dtype) for x in (dk, dv))
     return dq, dk, dv
 
 
