@@ -118,16 +118,40 @@ def _metrics(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+def _slurm_job_id_with_free_port() -> int:
+    """A SLURM_JOB_ID whose coordinator port (JAX: 61440 + job id % 4096) is free here."""
+    for port in np.random.default_rng().permutation(np.arange(61440, 65536))[:200]:
+        with socket.socket() as s:
+            try:
+                s.bind(("localhost", int(port)))
+            except OSError:
+                continue
+        return int(port) - 61440
+    pytest.skip("no free port in JAX's SLURM coordinator range")
+
+
+def _launch_env(launch: str, process_id: int, port_or_job: int) -> dict:
+    if launch == "explicit":
+        return {"LMLAB_COORDINATOR": f"localhost:{port_or_job}", "LMLAB_NUM_PROCESSES": "2",
+                "LMLAB_PROCESS_ID": str(process_id)}
+    # What `srun --ntasks=2` on one node sets: JAX's SLURM detection then finds the coordinator
+    # (the step's first node), the process count and this process's id.
+    return {"SLURM_JOB_ID": str(port_or_job), "SLURM_STEP_NODELIST": "localhost", "SLURM_NTASKS": "2",
+            "SLURM_PROCID": str(process_id), "SLURM_LOCALID": str(process_id), "SLURM_NODEID": "0",
+            "SLURM_STEP_TASKS_PER_NODE": "2"}
+
+
 @pytest.mark.skipif(not _gloo_available(), reason="this jaxlib has no gloo CPU collectives")
-def test_two_processes_train_like_one_process(tmp_path):
+@pytest.mark.parametrize("launch", ["explicit", "slurm"])
+def test_two_processes_train_like_one_process(tmp_path, launch):
     """2 processes x 2 CPU devices, mesh data=2 x fsdp=2 (data across the processes, FSDP within),
     against 1 process on 1 device with the same global batch of 8: the same losses, gradient
-    norms and held-out loss; process 0 alone writes; the checkpoint both wrote restores on 1 device."""
-    port = _free_port()
+    norms and held-out loss; process 0 alone writes; the checkpoint both wrote restores on 1 device.
+    The processes find each other from LMLAB_* variables, or from a SLURM step's environment."""
+    port_or_job = _free_port() if launch == "explicit" else _slurm_job_id_with_free_port()
     multi, single = tmp_path / "two_processes", tmp_path / "one_process"
     procs = [_train(multi, "--config.mesh.data=2", "--config.mesh.fsdp=2", devices=2,
-                    env_extra={"LMLAB_COORDINATOR": f"localhost:{port}", "LMLAB_NUM_PROCESSES": "2",
-                               "LMLAB_PROCESS_ID": str(i)})
+                    env_extra=_launch_env(launch, i, port_or_job))
              for i in (0, 1)]
     procs.append(_train(single))
     outputs = []
