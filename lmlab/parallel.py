@@ -243,22 +243,34 @@ def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, logical_to_spec(names, x.shape, mesh)))
 
 
-def map_batch_shards(fn, *args, batched: Sequence[bool]):
-    """fn(*args), run on each device's rows of the batch when a mesh is active (`activate`).
+def map_shards(fn, *args, names: Sequence[Sequence[str | None]], out_names: Sequence[str | None]):
+    """fn(*args) run per device on its shards when a mesh is active (`activate`), else fn(*args).
 
-    For kernels XLA cannot partition (Pallas custom calls): under GSPMD they would be fed the
-    whole gathered batch on every device. Here args with batched=True are split on their leading
-    axis over the batch mesh axes (the others, and every other mesh axis, are replicated), fn sees
-    its shard, and the result (batch-leading) is split the same way. Without an active mesh, or
-    when a batched arg's rows do not divide, it is plain fn(*args).
+    For kernels XLA cannot partition (Pallas custom calls): under GSPMD they would be fed whole,
+    gathered arrays on every device. `names` gives each arg's logical axes (`out_names` the
+    result's), mapped to mesh axes by the rules. A logical axis is split the same way in every
+    arg or in none (e.g. query and kv heads only together, so a shard's query heads still read
+    its kv heads); a size-1 dimension is a broadcast and stays whole.
     """
     mesh = _ACTIVE_MESH.get()
-    axes = () if mesh is None else tuple(a for a in BATCH_AXES if mesh.shape[a] > 1)
-    n = math.prod(mesh.shape[a] for a in axes) if axes else 1
-    if n == 1 or any(b and (np.ndim(x) == 0 or x.shape[0] % n) for x, b in zip(args, batched)):
+    if mesh is None:
         return fn(*args)
-    in_specs = tuple(P(axes) if b else P() for b in batched)
-    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=P(axes), check_vma=False)(*args)
+    split: dict[str, Any] = {}
+    for name in {n for arg_names in names for n in arg_names if n is not None}:
+        choices = {logical_to_spec((name,), (x.shape[i],), mesh)
+                   for x, arg_names in zip(args, names) for i, n in enumerate(arg_names)
+                   if n == name and x.shape[i] > 1}
+        only = choices.pop() if len(choices) == 1 else P()
+        split[name] = only[0] if len(only) else None
+
+    def spec(arg_names, shape):
+        return P(*(split.get(n) if n is not None and size > 1 else None for n, size in zip(arg_names, shape)))
+
+    if not any(split.values()):
+        return fn(*args)
+    in_specs = tuple(spec(n, x.shape) for n, x in zip(names, args))
+    out_spec = P(*(split.get(n) if n is not None else None for n in out_names))
+    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_spec, check_vma=False)(*args)
 
 
 # ----------------------------------------------------------------------------- arrays and batches

@@ -212,9 +212,11 @@ def main(out_dir: pathlib.Path) -> dict:
 
 
 def pallas_on_mesh() -> dict:
-    """impl='pallas' (interpret mode here) under an active (2,2,2) mesh, forward + backward, with
-    a per-sequence padding mask: the kernels run per device on batch shards (a manual region in
-    the program, no all-gather), and the results equal naive attention on one device."""
+    """impl='pallas' (interpret mode here) under an active (2,2,2) mesh, forward + backward, GQA
+    with a per-sequence, per-head mask and ALiBi: the kernels run per device on its sequences
+    and heads (a manual region in the program, no all-gather), and the results equal naive
+    attention on one device."""
+    from lmlab.nn.positions import alibi_slopes
     from lmlab.ops.attention import attention, make_padding_mask
 
     mesh = parallel.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
@@ -222,10 +224,12 @@ def pallas_on_mesh() -> dict:
     q = rng.normal(size=(8, 21, 4, 16)).astype(np.float32)
     k = rng.normal(size=(8, 21, 2, 16)).astype(np.float32)
     v = rng.normal(size=(8, 21, 2, 16)).astype(np.float32)
-    mask = make_padding_mask(np.arange(8) * 2 + 6, 21)
+    mask = np.asarray(make_padding_mask(np.arange(8) * 2 + 6, 21)) & (rng.random((8, 4, 21, 21)) < 0.8)
+    slopes = alibi_slopes(4)
 
     def out_and_grads(q, k, v, mask, impl):
-        out, vjp = jax.vjp(lambda q, k, v: attention(q, k, v, mask=mask, causal=True, impl=impl), q, k, v)
+        out, vjp = jax.vjp(lambda q, k, v: attention(q, k, v, mask=mask, causal=True, impl=impl,
+                                                     alibi_slopes=slopes), q, k, v)
         return out, *vjp(out)
 
     def on_mesh(q, k, v, mask):

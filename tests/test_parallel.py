@@ -275,10 +275,10 @@ def test_load_run_and_greedy_decoding_with_sharded_parameters(report):
     assert sharded["tokens"] == single["tokens"]
 
 
-def test_pallas_attention_runs_per_batch_shard_on_a_mesh(report):
+def test_pallas_attention_runs_per_shard_on_a_mesh(report):
     pallas = report["pallas"]
     assert pallas["max_diff"] < 1e-5  # outputs and dq, dk, dv against naive on one device
-    # Forward and backward kernels each inside a manual (shard_map) region, fed batch shards:
-    # no all-gather of q, k or v anywhere in the program.
+    # Forward and backward kernels each inside a manual (shard_map) region, fed batch and head
+    # shards: no all-gather of q, k, v or the mask anywhere in the program.
     assert pallas["manual_regions"] >= 1 and pallas["all_gathers"] == 0
-    assert pallas["out_spec"] == [["data", "fsdp"]]
+    assert pallas["out_spec"] == [["data", "fsdp"], None, "tensor"]

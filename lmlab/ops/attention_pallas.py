@@ -15,9 +15,8 @@ What the kernels take, so every case of `lmlab.ops.attention.attention` runs on 
   full [.., T, S] matrix; lengths are padded to the tile and padded keys are never attended.
 - ALiBi: -slope * |i - j| added to each score tile from the same positions.
 - A query row with no allowed key returns zeros, and its gradients are zeros (never NaN).
-- On a device mesh the kernels run per device on its sequences (`parallel.map_batch_shards`):
-  XLA cannot partition a custom call and would otherwise gather the whole batch everywhere.
-  Heads are not split over `tensor` here: under tensor parallelism they are gathered.
+- On a device mesh the kernels run per device on its sequences and heads (`parallel.map_shards`):
+  XLA cannot partition a custom call and would otherwise gather whole arrays on every device.
 
 Shape letters: B batch, T/S query/key length (padded: Tp/Sp), N query heads, K kv heads,
 G = N // K, H head dim (padded to Hp, a power of two), Q/C a query/key tile.
@@ -84,8 +83,9 @@ def pallas_attention(
                 "impl='pallas' on TPU runs jax's flash kernel: self-attention without masks, "
                 "offsets or ALiBi; use 'blockwise'"
             )
-        return parallel.map_batch_shards(functools.partial(_tpu_flash, causal=causal, scale=scale),
-                                         q_BTNH, k_BSKH, v_BSKH, batched=[True, True, True])
+        rows = ("batch", None, "heads", None)
+        return parallel.map_shards(functools.partial(_tpu_flash, causal=causal, scale=scale),
+                                   q_BTNH, k_BSKH, v_BSKH, names=[rows] * 3, out_names=rows)
 
     bq = _tile(block_q, T)
     bk = _tile(block_k, S)
@@ -111,16 +111,20 @@ def pallas_attention(
         mask_batch=mask is not None and mask.shape[0] > 1, alibi=alibi_slopes is not None,
         head_dim=Hp, interpret=backend != "gpu",
     )
-    # XLA cannot partition a Pallas kernel: on a mesh, each device runs it on its own sequences.
-    args, batched = [q, k, v, q_pos_Tp, slopes_N], [True, True, True, False, False]
+    # XLA cannot partition a Pallas kernel: on a mesh, each device runs it on its own sequences
+    # and, under tensor parallelism, its own heads (query and kv heads split together).
+    rows = ("batch", None, "heads", None)
+    args, names = [q, k, v, q_pos_Tp, slopes_N], [rows, rows, rows, (None,), ("heads",)]
     if mask_i8 is not None:
         args.append(mask_i8)
-        batched.append(cfg.mask_batch)
+        names.append(("batch", "heads", None, None))
 
     def run(q, k, v, q_pos_Tp, slopes_N, mask_i8=None):
-        return _flash(q, k, v, mask_i8, q_pos_Tp, slopes_N, cfg)
+        local = cfg._replace(mask_batch=mask_i8 is not None and mask_i8.shape[0] > 1,
+                             mask_heads=mask_i8 is not None and mask_i8.shape[1] > 1)
+        return _flash(q, k, v, mask_i8, q_pos_Tp, slopes_N, local)
 
-    out = parallel.map_batch_shards(run, *args, batched=batched)
+    out = parallel.map_shards(run, *args, names=names, out_names=rows)
     return out[:, :T, :, :H]
 
 
