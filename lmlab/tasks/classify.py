@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pathlib
 import shutil
-import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +28,7 @@ import numpy as np
 from lmlab import parallel
 from lmlab.data.corpora import get_corpus
 from lmlab.data.mlm import heldout_examples, wrap_cls_sep
+from lmlab.files import atomic_write
 from lmlab.tasks.base import Task, TaskData
 from lmlab.tasks.mlm import bert_ids
 from lmlab.tokenizers import load_tokenizer, train_tokenizer
@@ -180,13 +179,6 @@ class ClassifyTask(Task):
 
 
 def _save_npz(path: pathlib.Path, arrays: dict) -> None:
-    """Temp file + replace: an interrupted preparation never leaves a half-written file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """An interrupted preparation never leaves a half-written file behind."""
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
