@@ -44,9 +44,7 @@ class EncoderBlock(nnx.Module):
     def __init__(self, m, *, dtype, rngs: nnx.Rngs):
         # Pre-norm stacks scale residual projections by depth (GPT-2); BERT initializes all at 0.02.
         out_std = 0.02 / math.sqrt(2 * m.n_layers) if m.prenorm else 0.02
-        self.attn = SelfAttention(m.d_model, m.n_heads, m.n_kv_heads, use_bias=m.use_bias, dtype=dtype,
-                                  impl=m.attention_impl, out_init_std=out_std, rngs=rngs,
-                                  alibi=m.positions == "alibi")
+        self.attn = SelfAttention.from_config(m, dtype=dtype, out_init_std=out_std, rngs=rngs)
         self.norm1 = make_norm(m.norm, m.d_model, eps=m.norm_eps, use_bias=m.use_bias)
         self.mlp = make_mlp(m.mlp, m.d_model, m.d_ff, use_bias=m.use_bias, dtype=dtype,
                             out_init_std=out_std, rngs=rngs)

@@ -50,9 +50,7 @@ class EncoderBlock(nnx.Module):
     def __init__(self, m, *, dtype, rngs: nnx.Rngs):
         out_std = 0.02 / math.sqrt(2 * m.n_encoder_layers)
         self.norm1 = make_norm(m.norm, m.d_model, eps=m.norm_eps, use_bias=m.use_bias)
-        self.attn = SelfAttention(m.d_model, m.n_heads, m.n_kv_heads, use_bias=m.use_bias, dtype=dtype,
-                                  impl=m.attention_impl, out_init_std=out_std, rngs=rngs,
-                                  alibi=m.positions == "alibi")
+        self.attn = SelfAttention.from_config(m, dtype=dtype, out_init_std=out_std, rngs=rngs)
         self.norm2 = make_norm(m.norm, m.d_model, eps=m.norm_eps, use_bias=m.use_bias)
         self.mlp = make_mlp(m.mlp, m.d_model, m.d_ff, use_bias=m.use_bias, dtype=dtype,
                             out_init_std=out_std, rngs=rngs)
@@ -70,9 +68,7 @@ class DecoderBlock(nnx.Module):
         out_std = 0.02 / math.sqrt(3 * m.n_layers)  # three residual branches per block
         norm = lambda: make_norm(m.norm, m.d_model, eps=m.norm_eps, use_bias=m.use_bias)  # noqa: E731
         self.norm1, self.norm_cross, self.norm2 = norm(), norm(), norm()
-        self.self_attn = SelfAttention(m.d_model, m.n_heads, m.n_kv_heads, use_bias=m.use_bias, dtype=dtype,
-                                       impl=m.attention_impl, out_init_std=out_std, rngs=rngs,
-                                       alibi=m.positions == "alibi")
+        self.self_attn = SelfAttention.from_config(m, dtype=dtype, out_init_std=out_std, rngs=rngs)
         self.cross_attn = CrossAttention(m.d_model, m.n_heads, m.n_kv_heads, use_bias=m.use_bias, dtype=dtype,
                                          impl=m.attention_impl, out_init_std=out_std, rngs=rngs)
         self.mlp = make_mlp(m.mlp, m.d_model, m.d_ff, use_bias=m.use_bias, dtype=dtype,

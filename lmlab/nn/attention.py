@@ -30,6 +30,12 @@ class SelfAttention(nnx.Module):
         self.impl = impl
         self.alibi = alibi  # slopes are a fixed function of the head count, not parameters
 
+    @classmethod
+    def from_config(cls, m, *, dtype, out_init_std: float, rngs: nnx.Rngs) -> "SelfAttention":
+        """The self-attention of a block from the model config `m` (every family builds it so)."""
+        return cls(m.d_model, m.n_heads, m.n_kv_heads, use_bias=m.use_bias, dtype=dtype, impl=m.attention_impl,
+                   rngs=rngs, out_init_std=out_init_std, alibi=m.positions == "alibi")
+
     def __call__(self, x_BTD: jax.Array, *, rope=None, mask=None, causal: bool = True,
                  cache: dict | None = None, cache_index=None):
         B, T, _ = x_BTD.shape
