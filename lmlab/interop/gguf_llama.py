@@ -18,6 +18,7 @@ import logging
 import os
 import pathlib
 
+import jax
 import numpy as np
 
 from lmlab.files import atomic_write
@@ -171,13 +172,7 @@ def llama_params(tensors: dict[str, np.ndarray], cfg: dict, vocab_size: int) -> 
                                            "rope_factors_short.weight"})
     if unused:
         raise ValueError(f"GGUF file has tensors lmlab's Llama does not use: {', '.join(unused[:5])}")
-    return _float32_contiguous(params)
-
-
-def _float32_contiguous(tree):
-    if isinstance(tree, dict):
-        return {key: _float32_contiguous(value) for key, value in tree.items()}
-    return np.ascontiguousarray(tree, dtype=np.float32)
+    return jax.tree.map(lambda x: np.ascontiguousarray(x, np.float32), params)
 
 
 def load_gguf_llama(path: str | os.PathLike, cache_folder: pathlib.Path | None = None):

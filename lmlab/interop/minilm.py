@@ -115,13 +115,7 @@ def bert_params(tensors: dict[str, np.ndarray], n_layers: int) -> dict:
     unused = sorted(n for n in set(tensors) - used if not n.endswith("position_ids"))
     if unused:
         raise ValueError(f"safetensors file has tensors lmlab's BERT does not use: {', '.join(unused[:5])}")
-    return _float32_contiguous(params)
-
-
-def _float32_contiguous(tree):
-    if isinstance(tree, dict):
-        return {key: _float32_contiguous(value) for key, value in tree.items()}
-    return np.ascontiguousarray(tree, np.float32)
+    return jax.tree.map(lambda x: np.ascontiguousarray(x, np.float32), params)
 
 
 def complete_params(config, vocab_size: int, params: dict) -> dict:
