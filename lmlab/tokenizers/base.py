@@ -247,14 +247,19 @@ def write_metadata(directory: PathLike, metadata: Mapping[str, Any]) -> None:
     path.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
 
 
-def read_json_file(path: Path) -> Any:
-    """Parse a JSON file, turning every failure into a one-line ValueError naming it."""
+def read_text_file(path: PathLike) -> str:
+    """A tokenizer file's UTF-8 text; a missing or unreadable file is a one-line ValueError naming it."""
     try:
-        raw = path.read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ValueError(f"tokenizer file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as error:
         raise ValueError(f"cannot read tokenizer file {path}: {one_line(error)}") from None
+
+
+def read_json_file(path: Path) -> Any:
+    """Parse a JSON file, turning every failure into a one-line ValueError naming it."""
+    raw = read_text_file(path)
     try:
         return json.loads(raw)
     except json.JSONDecodeError as error:

@@ -33,7 +33,7 @@ from lmlab.tokenizers.base import (
     _checked_id_list,
     metadata_field,
     metadata_file_path,
-    one_line,
+    read_text_file,
 )
 
 VOCAB_FILE = "vocab.txt"
@@ -189,13 +189,7 @@ class WordPieceTokenizer(PretrainedTokenizer):
 
 def read_vocab_file(path: PathLike) -> list[str]:
     """vocab.txt: one token per line, the line number is the id."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ValueError(f"tokenizer file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"cannot read tokenizer file {path}: {one_line(error)}") from None
+    text = read_text_file(path)
     return text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
 
 
