@@ -371,15 +371,26 @@ def eval_batches(arrays: Sequence[np.ndarray], batch_size: int, mesh: Mesh | Non
     """Yields tuples of host row slices of `arrays` (same row count), eval_batch_size(batch_size,
     mesh) rows each: the last batch is filled with all-zero rows (one compiled shape), so a task
     whose padding must score nothing gives it weight 0 where the zeros land (a zero weight column,
-    pad-id targets)."""
+    pad-id targets). No rows give one all-zero batch, so sums over them are zeros, not nothing."""
     bs = eval_batch_size(batch_size, mesh)
     arrays = [np.asarray(a) for a in arrays]
     n = len(arrays[0])
-    pad = (-n) % bs
+    pad = (-n) % bs if n else bs
     if pad:
         arrays = [np.concatenate([a, np.zeros((pad,) + a.shape[1:], a.dtype)]) for a in arrays]
     for i in range(0, n + pad, bs):
         yield tuple(a[i:i + bs] for a in arrays)
+
+
+def eval_sums(step, params, arrays: Sequence[np.ndarray], batch_size: int) -> tuple[float, ...]:
+    """Runs step(params, *batch) -> tuple of sums over `eval_batches` of `arrays` on the mesh the
+    parameters live on, and returns each sum over all batches (as Python floats, added in batch
+    order). The results are fetched once at the end, so batches are dispatched back to back."""
+    outputs = [step(params, *batch) for batch in eval_batches(arrays, batch_size, mesh_of(params))]
+    totals = [0.0] * (len(outputs[0]) if outputs else 0)
+    for values in jax.device_get(outputs):
+        totals = [total + float(value) for total, value in zip(totals, values)]
+    return tuple(totals)
 
 
 def batch_sharding(shape: Sequence[int], mesh: Mesh) -> NamedSharding:

@@ -166,12 +166,9 @@ class ClassifyTask(Task):
         def evaluator(params, full: bool = False, batch_size: int = 0) -> dict:
             inputs, targets = (examples, labels) if full else periodic
             weights = np.ones(len(inputs), np.float32)
-            nll, correct = 0.0, 0.0
             # One compiled shape: weight-0 rows fill the last batch (and split it over the mesh).
-            for batch in parallel.eval_batches((inputs, targets, weights), batch_size or c.data.batch_size,
-                                               parallel.mesh_of(params)):
-                batch_nll, batch_correct = eval_step(params, *batch)
-                nll, correct = nll + float(batch_nll), correct + float(batch_correct)
+            nll, correct = parallel.eval_sums(eval_step, params, (inputs, targets, weights),
+                                              batch_size or c.data.batch_size)
             n = float(weights.sum())
             return {"val_loss": nll / n, "val_accuracy": correct / n, "val_examples": int(n)}
 

@@ -157,11 +157,8 @@ class MLMTask(Task):
 
         def evaluator(params, full: bool = False, batch_size: int = 0) -> dict:
             arrays = full_set if full else periodic_set
-            nll, correct = 0.0, 0.0
             # One compiled shape: weight-0 rows fill the last batch (and split it over the mesh).
-            for batch in parallel.eval_batches(arrays, batch_size or c.data.batch_size, parallel.mesh_of(params)):
-                batch_nll, batch_correct = eval_step(params, *batch)
-                nll, correct = nll + float(batch_nll), correct + float(batch_correct)
+            nll, correct = parallel.eval_sums(eval_step, params, arrays, batch_size or c.data.batch_size)
             n = float(arrays[2].sum())
             loss = nll / max(n, 1.0)
             return {"val_loss": loss, "val_ppl": math.exp(min(loss, 700.0)),

@@ -261,11 +261,8 @@ class TranslationTask(Task):
 
         def nll(params, split, batch_size):
             src, tgt = data.val[split]["src"], data.val[split]["tgt"]
-            total, count = 0.0, 0.0
             # One compiled shape: all-pad rows (pad id 0: no targets) fill the last batch.
-            for src_BS, tgt_BT in parallel.eval_batches((src, tgt), batch_size, parallel.mesh_of(params)):
-                a, b = eval_step(params, src_BS, tgt_BT)
-                total, count = total + float(a), count + float(b)
+            total, count = parallel.eval_sums(eval_step, params, (src, tgt), batch_size)
             return total / max(count, 1.0), int(count)
 
         def evaluator(params, full: bool = False, batch_size: int = 0) -> dict:
