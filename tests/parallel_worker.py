@@ -301,6 +301,10 @@ def eval_data(family: str, config, out_dir: pathlib.Path):
         return TaskData(tokenizer, {}, rng.integers(0, VOCAB, 16 * 13 + 6).astype(np.int32))  # 14 windows
     if family == "bert":
         return TaskData(None, {}, rng.integers(7, 64, 14 * 13).astype(np.int32))  # 13 [CLS] x [SEP] examples
+    if family == "classify":  # 13 labelled [CLS] x [SEP] passages of 16 tokens
+        examples = np.concatenate([np.full((13, 1), 4), rng.integers(7, 64, (13, 14)), np.full((13, 1), 5)], 1)
+        return TaskData(None, {}, {"examples": examples.astype(np.int32),
+                                   "labels": rng.integers(0, 4, 13).astype(np.int32)})
     lengths = rng.integers(3, 16, (2, 13))  # 13 (source, target) pairs, right-padded with 0
     src, tgt = (np.where(np.arange(16) < n[:, None], rng.integers(4, 64, (13, 16)), 0).astype(np.int32)
                 for n in lengths)
@@ -316,13 +320,13 @@ def evaluation(out_dir: pathlib.Path) -> dict:
     families.update({name: (path, extra + ["data.batch_size=8", "model.n_layers=1", "model.n_encoder_layers=1",
                                            "model.d_model=32", "model.n_heads=4", "model.n_kv_heads=2",
                                            "model.d_ff=64", "model.max_len=32"])
-                     for name, (path, extra) in FAMILIES.items()})
+                     for name, (path, extra) in {**FAMILIES, **EVAL_ONLY}.items()})
     report = {}
     for family, (path, overrides) in families.items():
         vocab = VOCAB if family == "gpt" else 64
         config = config_lib.load(path, overrides)
         task = get_task(config)
-        if family == "bert":
+        if family in ("bert", "classify"):
             task.synthetic_train_arrays(vocab, jax.random.key(0))  # sets the [CLS]/[SEP]/[MASK] stand-in ids
         model, graphdef, _, state = init_state(config, vocab)
         host_params = jax.device_get(state["params"])
@@ -346,6 +350,7 @@ FAMILIES = {
     "bert": ("configs/bert_shakespeare.py", ["data.seq_len=16"]),
     "encdec": ("configs/translate_en_fr.py", ["data.src_len=16", "data.tgt_len=16"]),
 }
+EVAL_ONLY = {"classify": ("configs/bert_classify_shakespeare.py", ["data.seq_len=16"])}
 
 
 def families() -> dict:

@@ -240,13 +240,14 @@ def test_bert_and_encoder_decoder_train_on_a_mesh_like_one_device(tmp_path):
 EVAL_SPECS = {"8,1,1": ["data"], "2,2,2": [["data", "fsdp"]]}  # the batch axes of each mesh, as JSON
 
 
-@pytest.mark.parametrize("family", ["gpt", "bert", "encdec"])
+@pytest.mark.parametrize("family", ["gpt", "bert", "encdec", "classify"])
 def test_evaluation_is_data_parallel_and_equals_one_device(report, family):
     """Each task's evaluator with the same parameters on one device and on meshes (8,1,1) and
-    (2,2,2): held-out sets of 14 LM windows / 13 MLM examples / 13 translation pairs, which no
-    batch of 8 divides, so the last batch carries zero-weight padding rows. The metrics (losses,
-    accuracy, token counts) equal one device's, and every batch reaches the jitted step split over
-    the batch axes: each device holds 8 / (data x fsdp) rows, inside the step as well."""
+    (2,2,2): held-out sets of 14 LM windows / 13 MLM examples / 13 translation pairs / 13
+    labelled passages, which no batch of 8 divides, so the last batch carries zero-weight padding
+    rows. The metrics (losses, accuracy, token and example counts) equal one device's, and every
+    batch reaches the jitted step split over the batch axes: each device holds 8 / (data x fsdp)
+    rows, inside the step as well."""
     runs = report["eval"][family]
     ref = runs["1,1,1"]
     assert ref["put"] == [] and ref["inside"] == []  # one device: batches go in as before
