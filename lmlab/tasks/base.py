@@ -44,7 +44,10 @@ class Task(abc.ABC):
     def sample_batch(self, train_arrays: dict[str, jax.Array], key: jax.Array) -> Any: ...
 
     @abc.abstractmethod
-    def loss(self, model, batch, dropout_key: jax.Array | None) -> tuple[jax.Array, jax.Array]: ...
+    def loss(self, model, batch, dropout_key: jax.Array | None) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(objective, nll, n_targets): the training objective and the plain NLL as means over the
+        batch's n_targets scored targets (tokens, masked positions, examples). Gradient
+        accumulation weights each micro-batch by its count (lmlab.train.step)."""
 
     @abc.abstractmethod
     def make_evaluator(self, graphdef, data: TaskData) -> Callable[..., dict]: ...

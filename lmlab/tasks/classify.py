@@ -142,7 +142,7 @@ class ClassifyTask(Task):
         logits_BC, _ = model(batch["inputs"], dropout_key=dropout_key)
         objective_B1, nll_B1 = token_cross_entropy(logits_BC[:, None], batch["labels"][:, None],
                                                    label_smoothing=t.label_smoothing, z_loss=t.z_loss)
-        return objective_B1.mean(), nll_B1.mean()
+        return objective_B1.mean(), nll_B1.mean(), jnp.asarray(nll_B1.size, jnp.float32)
 
     def make_evaluator(self, graphdef, data: TaskData):
         from flax import nnx

@@ -25,7 +25,7 @@ def lm_loss(model, windows_BT1, dropout_key, *, label_smoothing=0.0, z_loss=0.0)
     logits_BTV, _ = model(windows_BT1[:, :-1], dropout_key=dropout_key)
     objective_BT, nll_BT = token_cross_entropy(logits_BTV, windows_BT1[:, 1:], label_smoothing=label_smoothing,
                                                z_loss=z_loss)
-    return objective_BT.mean(), nll_BT.mean()
+    return objective_BT.mean(), nll_BT.mean(), jnp.asarray(nll_BT.size, jnp.float32)
 
 
 def make_lm_eval_step(graphdef):

@@ -91,11 +91,12 @@ def mlm_token_losses(model, batch: dict, dropout_key=None, *, max_positions: int
     return objective_BP, nll_BP, logits_BPV, targets_BT, weights_BT
 
 
-def mlm_loss(model, batch: dict, dropout_key=None, **kwargs) -> tuple[jax.Array, jax.Array]:
-    """(objective, nll): weighted means over the selected positions of the whole batch."""
+def mlm_loss(model, batch: dict, dropout_key=None, **kwargs) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(objective, nll, n_selected): weighted means over the selected positions of the whole batch."""
     objective_BP, nll_BP, _, _, weights_BP = mlm_token_losses(model, batch, dropout_key, **kwargs)
-    count = jnp.maximum(weights_BP.sum(), 1.0)
-    return (objective_BP * weights_BP).sum() / count, (nll_BP * weights_BP).sum() / count
+    n_selected = weights_BP.sum()
+    count = jnp.maximum(n_selected, 1.0)
+    return (objective_BP * weights_BP).sum() / count, (nll_BP * weights_BP).sum() / count, n_selected
 
 
 class MLMTask(Task):

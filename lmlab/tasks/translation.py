@@ -229,8 +229,8 @@ class TranslationTask(Task):
         t = self.config.train
         objective, nll, n_tokens = teacher_forced_losses(model, batch, dropout_key, label_smoothing=t.label_smoothing,
                                                          z_loss=t.z_loss)
-        n_tokens = jnp.maximum(n_tokens, 1.0)
-        return objective / n_tokens, nll / n_tokens
+        count = jnp.maximum(n_tokens, 1.0)
+        return objective / count, nll / count, n_tokens
 
     def synthetic_train_arrays(self, vocab_size: int, key: jax.Array) -> dict:
         d = self.config.data

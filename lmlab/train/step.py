@@ -27,9 +27,11 @@ DATA_STREAM, DROPOUT_STREAM = 0, 1
 
 
 def make_loss_fn(graphdef, task) -> Callable:
-    """loss_fn(params, batch, dropout_key) -> (objective, nll) for jax.value_and_grad(has_aux=True)."""
+    """loss_fn(params, batch, dropout_key) -> (objective, (nll, n_targets)) for
+    jax.value_and_grad(has_aux=True)."""
     def loss_fn(params, batch, dropout_key):
-        return task.loss(nnx.merge(graphdef, nnx.State(params)), batch, dropout_key)
+        objective, nll, n_targets = task.loss(nnx.merge(graphdef, nnx.State(params)), batch, dropout_key)
+        return objective, (nll, n_targets)
 
     return loss_fn
 
@@ -62,15 +64,19 @@ def make_train_chunk(graphdef, tx: optax.GradientTransformation, config, n_steps
             return grad_fn(params, batch, dkey)
 
         if accum == 1:
-            (loss, nll), grads = micro(0)
+            (loss, (nll, _)), grads = micro(0)
         else:
+            # Micro-batches can score different numbers of targets (padding, MLM selections): each
+            # mean is weighted by its count, so the step is the mean over all targets of the
+            # accumulated batch, as one big batch would give.
             def body(carry, i):
-                (loss, nll), grads = micro(i)
-                return jax.tree.map(jnp.add, carry, ((loss, nll), grads)), None
+                (loss, (nll, n)), grads = micro(i)
+                weighted = jax.tree.map(lambda x: n * x, (loss, nll, grads))
+                return (carry[0] + n, jax.tree.map(jnp.add, carry[1], weighted)), None
 
-            zeros = ((jnp.zeros(()), jnp.zeros(())), jax.tree.map(jnp.zeros_like, params))
-            total, _ = jax.lax.scan(body, zeros, jnp.arange(accum))
-            (loss, nll), grads = jax.tree.map(lambda x: x / accum, total)
+            zeros = (jnp.zeros(()), (jnp.zeros(()), jnp.zeros(()), jax.tree.map(jnp.zeros_like, params)))
+            (n_total, sums), _ = jax.lax.scan(body, zeros, jnp.arange(accum))
+            loss, nll, grads = jax.tree.map(lambda x: x / jnp.maximum(n_total, 1.0), sums)
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         params = optax.apply_updates(params, updates)

@@ -113,7 +113,8 @@ def test_loss_counts_only_the_selected_positions(task_and_data):
         every_position = mlm_loss(model, batch, None)           # T x V logits, weighted
         return gathered, every_position
 
-    (objective, nll), (objective_all, _) = losses(state["params"], batch)
+    (objective, nll, n_selected), (objective_all, _, n_all) = losses(state["params"], batch)
+    assert float(n_selected) == float(n_all) == float(weights.sum())
     assert objective == pytest.approx(float(objective_all), rel=1e-5) and objective == pytest.approx(float(nll))
     other = (np.asarray(batch["targets"]) + 1) % data.tokenizer.vocab_size
     changed_unselected = {**batch, "targets": batch["targets"].at[unselected].set(other[unselected])}

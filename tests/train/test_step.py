@@ -51,3 +51,41 @@ def test_gradient_accumulation_averages_micro_batch_gradients():
     for a, b in zip(jax.tree.leaves(new_state["params"]), jax.tree.leaves(expected)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     assert int(new_state["step"]) == 1
+
+
+def test_gradient_accumulation_equals_one_batch_when_micro_batches_score_different_counts():
+    """Micro-batches whose losses are means over different numbers of targets (padding, MLM
+    selections): the accumulated step is the mean over all targets of the two micro-batches,
+    as one batch of both would give, not the mean of the two means."""
+    from lmlab.tasks.lm import LMTask
+    from lmlab.train.losses import token_cross_entropy
+
+    class SparseTargets(LMTask):  # scores only targets below 8: a batch's count varies widely
+        def loss(self, model, batch, dropout_key):
+            logits_BTV, _ = model(batch[:, :-1])
+            _, nll_BT = token_cross_entropy(logits_BTV, batch[:, 1:])
+            weights_BT = (batch[:, 1:] < 8).astype(jnp.float32)
+            n = weights_BT.sum()
+            mean = (nll_BT * weights_BT).sum() / jnp.maximum(n, 1.0)
+            return mean, mean, n
+
+    config = config_lib.load("configs/gpt_shakespeare.py", [*TINY, "train.grad_accum=2"])
+    _, graphdef, _, state = init_state(config, 50)
+    tx = optax.sgd(1.0)
+    state["opt_state"] = tx.init(state["params"])
+    rng = np.random.default_rng(1)
+    # Low ids are common in the first half of the stream and rare in the second.
+    tokens = jnp.asarray(np.concatenate([rng.integers(0, 12, 250), rng.integers(6, 50, 250)]), jnp.int32)
+    task = SparseTargets(config)
+    params0 = jax.tree.map(jnp.copy, state["params"])
+    new_state, metrics = make_train_chunk(graphdef, tx, config, 1, make_schedule(config.train), task)(
+        state, {"tokens": tokens})
+
+    data_key = jax.random.fold_in(jax.random.wrap_key_data(new_state["rng"]), DATA_STREAM)
+    both = jnp.concatenate([sample_windows(tokens, jax.random.fold_in(data_key, p), 3, 16) for p in (0, 1)])
+    counts = [int((both[rows, 1:] < 8).sum()) for rows in (slice(0, 3), slice(3, 6))]
+    assert max(counts) > 1.5 * min(counts) > 0, counts  # the case the plain mean of means gets wrong
+    (loss, _), grads = jax.jit(jax.value_and_grad(make_loss_fn(graphdef, task), has_aux=True))(params0, both, None)
+    np.testing.assert_allclose(metrics["loss"][0], loss, rtol=1e-5)
+    for a, p, g in zip(jax.tree.leaves(new_state["params"]), jax.tree.leaves(params0), jax.tree.leaves(grads)):
+        np.testing.assert_allclose(a, p - g, rtol=1e-5, atol=1e-6)
