@@ -44,6 +44,8 @@ def _beam_search(graphdef, params, prompt_BT, source, *, beam_size, max_new_toke
     K, L = beam_size, T + max_new_tokens
     cache = model.init_cache(B, L) if source is None else model.init_cache(B, L, source=source)
     logits_BTV, cache = model(prompt_BT, cache=cache, cache_index=0)
+    if K >= logits_BTV.shape[-1]:  # fewer real continuations than beams: some would be junk
+        raise ValueError(f"beam size {K} must be smaller than the vocabulary ({logits_BTV.shape[-1]} tokens)")
     # Every beam starts from the same prefilled cache; only beam 0 is alive at first so the K
     # initial candidates are K different tokens, not K copies of one.
     cache = jax.tree.map(lambda x: jnp.repeat(x, K, axis=0), cache)
@@ -61,7 +63,8 @@ def _beam_search(graphdef, params, prompt_BT, source, *, beam_size, max_new_toke
         i, sequences, log_probs_BK, lengths_BK, finished_BK, last_logits, cache = state
         V = last_logits.shape[-1]
         token_lp_BKV = jax.nn.log_softmax(last_logits.astype(jnp.float32), axis=-1).reshape(B, K, V)
-        # A finished beam may only continue with pad, at no cost.
+        # A finished beam may only continue with pad, at no cost. A live beam may pick any token,
+        # pad included, exactly as greedy decoding does (a trained model never predicts pad).
         pad_only_V = jnp.full((V,), NEG_INF).at[pad_id].set(0.0)
         token_lp_BKV = jnp.where(finished_BK[..., None], pad_only_V, token_lp_BKV)
         candidates_BKV = log_probs_BK[..., None] + token_lp_BKV

@@ -22,24 +22,42 @@ from lmlab import parallel
 
 
 def filter_logits(logits_BV: jax.Array, *, top_k: int = 0, top_p: float = 1.0) -> jax.Array:
-    """Sets logits outside the top-k / nucleus (smallest set with probability >= top_p) to -inf."""
+    """Sets the logits of tokens outside the top-k, then outside the nucleus, to the dtype's minimum.
+
+    Both cuts are by rank, not by value, so ties at the cut (common in bf16) cannot widen them:
+    top-k keeps exactly k tokens, and the nucleus is the shortest prefix of the ranking (after the
+    top-k cut, renormalized) whose probability reaches top_p. The most likely token always stays,
+    whatever top_p is. Equal logits rank by token id. top_k=0 or >= V and top_p=1 switch a cut off.
+    """
+    V = logits_BV.shape[-1]
+    use_k, use_p = 0 < top_k < V, top_p < 1.0
+    if not (use_k or use_p):
+        return logits_BV
     neg_inf = jnp.finfo(logits_BV.dtype).min
-    if top_k > 0 and top_k < logits_BV.shape[-1]:
-        kth_B1 = jax.lax.top_k(logits_BV, top_k)[0][..., -1:]
-        logits_BV = jnp.where(logits_BV < kth_B1, neg_inf, logits_BV)
-    if top_p < 1.0:
-        sorted_BV = jnp.sort(logits_BV, axis=-1)[..., ::-1]
-        cumulative_BV = jnp.cumsum(jax.nn.softmax(sorted_BV, axis=-1), axis=-1)
-        # Keep token i if the mass strictly before it is < top_p: the first token always survives.
-        keep_BV = (cumulative_BV - jax.nn.softmax(sorted_BV, axis=-1)) < top_p
-        cutoff_B1 = jnp.min(jnp.where(keep_BV, sorted_BV, jnp.inf), axis=-1, keepdims=True)
-        logits_BV = jnp.where(logits_BV < cutoff_B1, neg_inf, logits_BV)
-    return logits_BV
+    rows_BV = logits_BV.reshape(-1, V)
+    if not use_p:  # top-k alone: lax.top_k's indices, no full sort
+        _, index_BK = jax.lax.top_k(rows_BV, top_k)
+        keep_BV = jnp.zeros(rows_BV.shape, bool).at[jnp.arange(rows_BV.shape[0])[:, None], index_BK].set(True)
+    else:
+        order_BV = jnp.argsort(rows_BV, axis=-1, descending=True, stable=True)  # rank -> token
+        sorted_BV = jnp.take_along_axis(rows_BV, order_BV, axis=-1)
+        rank_V = jnp.arange(V)
+        keep_sorted_BV = jnp.broadcast_to(rank_V < (top_k if use_k else V), sorted_BV.shape)
+        probs_BV = jax.nn.softmax(jnp.where(keep_sorted_BV, sorted_BV, neg_inf), axis=-1)
+        # Keep rank i if the mass of the ranks before it is still short of top_p.
+        keep_sorted_BV &= (jnp.cumsum(probs_BV, axis=-1) - probs_BV) < top_p
+        keep_sorted_BV |= rank_V == 0
+        keep_BV = jnp.take_along_axis(keep_sorted_BV, jnp.argsort(order_BV, axis=-1), axis=-1)
+    return jnp.where(keep_BV, rows_BV, neg_inf).reshape(logits_BV.shape)
 
 
 def next_token(logits_BV: jax.Array, key: jax.Array, *, temperature: float, top_k: int = 0,
                top_p: float = 1.0) -> jax.Array:
-    """Temperature 0 is greedy (argmax); otherwise sample from the filtered, tempered distribution."""
+    """Temperature 0 is greedy (argmax); otherwise sample from the filtered, tempered distribution.
+
+    The temperature divides the logits first, so the nucleus is the tempered distribution's (as in
+    HF transformers).
+    """
     if temperature == 0.0:
         return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
     logits_BV = filter_logits(logits_BV.astype(jnp.float32) / temperature, top_k=top_k, top_p=top_p)

@@ -80,3 +80,8 @@ def test_finished_beams_keep_their_score_and_pad():
     np.testing.assert_array_equal(result.lengths[0], [1, 2])
     lp = np.asarray(jax.nn.log_softmax(AlwaysEos().bias[...]))
     np.testing.assert_allclose(result.log_probs[0], [lp[EOS], lp[7] + lp[EOS]], rtol=1e-6)
+
+
+def test_more_beams_than_tokens_is_refused():
+    with pytest.raises(ValueError, match="vocabulary"):
+        beam_search(AlwaysEos(), jnp.array([[3, 4]]), beam_size=V, max_new_tokens=3, eos_id=EOS, pad_id=PAD)

@@ -62,3 +62,37 @@ def test_too_long_generation_for_learned_positions_is_refused():
     model = build_model(tiny_model_config(positions="learned"), 50)
     with pytest.raises(ValueError, match="max_len"):
         generate(model, [[1, 2]], max_new_tokens=100, key=jax.random.key(0))
+
+
+def kept_tokens(logits, **kwargs):
+    return (np.asarray(filter_logits(jnp.asarray(logits), **kwargs)) > -1e30).tolist()
+
+
+def test_ties_at_the_cut_do_not_widen_top_k_or_the_nucleus():
+    logits = np.log([[0.4, 0.2, 0.2, 0.2]])
+    assert kept_tokens(logits, top_k=2) == [[True, True, False, False]]   # equal logits rank by id
+    assert kept_tokens(logits, top_p=0.5) == [[True, True, False, False]]  # 0.4 + 0.2 >= 0.5
+    assert kept_tokens(logits, top_k=3, top_p=0.55) == [[True, True, False, False]]
+
+
+def test_top_p_after_top_k_renormalizes_and_always_keeps_the_best_token():
+    logits = np.log([[0.1, 0.5, 0.3, 0.1]])
+    # Top-2 renormalized: 0.625, 0.375, so a nucleus of 0.6 is the best token alone.
+    assert kept_tokens(logits, top_k=2, top_p=0.6) == [[False, True, False, False]]
+    assert kept_tokens(logits, top_k=2, top_p=0.7) == [[False, True, True, False]]
+    for p in (0.0, -1.0):  # a degenerate nucleus still leaves the most likely token, not token 0
+        assert kept_tokens(logits, top_p=p) == [[False, True, False, False]]
+
+
+def test_filtering_matches_a_sorted_reference_row_by_row():
+    logits = jax.random.normal(jax.random.key(0), (2, 3, 50))  # any leading shape
+    out = np.asarray(filter_logits(logits, top_k=20, top_p=0.7))
+    for row, filtered in zip(np.asarray(logits).reshape(-1, 50), out.reshape(-1, 50)):
+        order = np.argsort(-row, kind="stable")[:20]
+        probs = np.exp(row[order] - row[order].max())
+        probs /= probs.sum()
+        n = int(np.searchsorted(np.cumsum(probs), 0.7) + 1)
+        expected = np.zeros(50, bool)
+        expected[order[:n]] = True
+        np.testing.assert_array_equal(filtered > -1e30, expected)
+        np.testing.assert_array_equal(filtered[expected], row[expected])
