@@ -38,9 +38,15 @@ def tokenizer_special_ids(tokenizer) -> list[int]:
     return sorted(set(int(i) for i in empty) | set(tokenizer.special_ids.values()))
 
 
+def selected_count(n_eligible: int, rate: float) -> int:
+    """Positions `mask_tokens` selects in a row with n_eligible eligible ones: max(1, round(rate * n)),
+    halves rounded up, in Python (float64) arithmetic; 0 for an empty row."""
+    return min(n_eligible, max(1, math.floor(rate * n_eligible + 0.5))) if n_eligible > 0 else 0
+
+
 def max_selected(seq_len: int, rate: float) -> int:
     """An upper bound on the positions `mask_tokens` selects in a row of seq_len tokens."""
-    return min(seq_len, max(1, math.floor(rate * seq_len + 0.5)))
+    return selected_count(seq_len, rate)
 
 
 def mask_tokens(tokens_BT: jax.Array, key: jax.Array, *, vocab_size: int, mask_id: int,
@@ -62,11 +68,13 @@ def mask_tokens(tokens_BT: jax.Array, key: jax.Array, *, vocab_size: int, mask_i
 
     eligible_BT = ~jnp.asarray(protected_V)[tokens_BT]
     n_B = eligible_BT.sum(-1)
-    count_B = jnp.where(n_B > 0, jnp.maximum(1, jnp.floor(rate * n_B + 0.5).astype(jnp.int32)), 0)
+    B, T = tokens_BT.shape
+    # A table over n = 0..T, so the count is the host's arithmetic (float32 on device rounds some
+    # halves the other way, e.g. rate 0.35, n 90) and never exceeds max_selected(T, rate).
+    count_B = jnp.asarray([selected_count(n, rate) for n in range(T + 1)], jnp.int32)[n_B]
     # A uniformly random subset of exactly count_B eligible positions: the count_B highest of
     # random scores, with ineligible positions scored below every eligible one. count_B never
     # exceeds max_selected, so top_k over that many is enough (and compiles far faster than a sort).
-    B, T = tokens_BT.shape
     scores_BT = jnp.where(eligible_BT, jax.random.uniform(k_select, tokens_BT.shape), -1.0)
     _, top_BP = jax.lax.top_k(scores_BT, max_selected(T, rate))
     take_BP = jnp.arange(top_BP.shape[1]) < count_B[:, None]

@@ -78,3 +78,12 @@ def test_examples_are_cls_text_sep():
     held = heldout_examples(np.arange(100, 117), seq_len=8, cls_id=1, sep_id=2)  # 17 tokens, 6 per example
     np.testing.assert_array_equal(held[-1], [1, 112, 113, 114, 115, 116, 2, 0])
     np.testing.assert_array_equal(np.sort(held[(held >= 100)]), np.arange(100, 117))
+
+
+def test_counts_round_like_the_bound_where_float32_would_not():
+    # 0.35 * 90 is just under 31.5 in float64 but rounds up to 32 in float32: the row must select
+    # 31, the max_selected bound the loss gathers, not one more.
+    tokens = jnp.asarray(np.random.default_rng(0).integers(10, 50, (4, 90)), jnp.int32)
+    _, _, weights = mask_tokens(tokens, jax.random.key(0), vocab_size=50, mask_id=3, special_ids=(0, 1, 2), rate=0.35)
+    assert max_selected(90, 0.35) == 31
+    np.testing.assert_array_equal(np.asarray(weights).sum(1), 31)
