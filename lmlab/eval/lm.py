@@ -1,7 +1,9 @@
 """Held-out language-model metrics: loss, perplexity and bits per UTF-8 byte.
 
 Bits per byte divides the summed negative log-likelihood (in bits) by the number of UTF-8 bytes the
-scored tokens decode to, so runs with different tokenizers compare on the same scale.
+scored tokens decode to, so runs with different tokenizers compare on the same scale. Special
+tokens (the end-of-document separator between plays) decode to no bytes, but their NLL still
+counts: predicting where a document ends is part of modelling the text.
 """
 
 from __future__ import annotations
