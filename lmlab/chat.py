@@ -77,10 +77,11 @@ def chat_reply(model, tokenizer, messages: Sequence[dict], *, max_new_tokens: in
 
     prompt = chat_format(tokenizer).render(messages, add_generation_prompt=True)
     ids = tokenizer.encode(prompt)
+    end_id = tokenizer.special_ids.get(END, tokenizer.eos_id)
     out = generate(model, [ids], max_new_tokens=max_new_tokens, key=jax.random.key(seed),
-                   temperature=temperature, top_k=top_k, top_p=top_p)
+                   temperature=temperature, top_k=top_k, top_p=top_p, eos_id=end_id)  # stops at the turn's end
     new_ids = [int(x) for x in out[0, len(ids):]]
-    stops = {tokenizer.eos_id, tokenizer.special_ids.get(END, tokenizer.eos_id)}
+    stops = {tokenizer.eos_id, end_id}
     for i, token in enumerate(new_ids):
         if token in stops:
             new_ids = new_ids[:i]

@@ -64,45 +64,61 @@ def next_token(logits_BV: jax.Array, key: jax.Array, *, temperature: float, top_
     return jax.random.categorical(key, logits_BV, axis=-1).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "temperature", "top_k", "top_p", "use_cache"))
-def _generate(graphdef, params, prompt_BT, key, source, *, max_new_tokens, temperature, top_k, top_p, use_cache):
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "temperature", "top_k", "top_p", "use_cache",
+                                             "eos_id"))
+def _generate(graphdef, params, prompt_BT, key, source, *, max_new_tokens, temperature, top_k, top_p, use_cache,
+              eos_id):
     model = nnx.merge(graphdef, nnx.State(params))
     with_source = {} if source is None else {"source": source}  # encoder-decoder models only
     B, T = prompt_BT.shape
     total = T + max_new_tokens
     pick = functools.partial(next_token, temperature=temperature, top_k=top_k, top_p=top_p)
     buffer_BL = jnp.zeros((B, total), jnp.int32).at[:, :T].set(prompt_BT)
+    end = -1 if eos_id is None else eos_id  # -1: no token ends a row
 
+    def emit(buffer_BL, done_B, token_B, i):
+        """Writes step i's tokens; a row that has ended repeats the end token."""
+        token_B = jnp.where(done_B, end, token_B)
+        return jax.lax.dynamic_update_slice(buffer_BL, token_B[:, None], (0, T + i)), done_B | (token_B == end), token_B
+
+    def running(state):  # stop after max_new_tokens, or once every row has emitted eos_id
+        return (state[0] < max_new_tokens) & ~jnp.all(state[-1])
+
+    done_B = jnp.zeros((B,), bool)
     if use_cache:
         cache = model.init_cache(B, total, **with_source)
         logits_BTV, cache = model(prompt_BT, cache=cache, cache_index=0)
         first = pick(logits_BTV[:, -1], jax.random.fold_in(key, 0))
 
-        def step(carry, i):
-            token_B, cache, buffer_BL = carry
-            buffer_BL = jax.lax.dynamic_update_slice(buffer_BL, token_B[:, None], (0, T + i))
+        def step(state):
+            i, token_B, cache, buffer_BL, done_B = state
+            buffer_BL, done_B, token_B = emit(buffer_BL, done_B, token_B, i)
             logits_B1V, cache = model(token_B[:, None], cache=cache, cache_index=T + i)
-            return (pick(logits_B1V[:, 0], jax.random.fold_in(key, i + 1)), cache, buffer_BL), None
+            return i + 1, pick(logits_B1V[:, 0], jax.random.fold_in(key, i + 1)), cache, buffer_BL, done_B
 
-        (_, _, buffer_BL), _ = jax.lax.scan(step, (first, cache, buffer_BL), jnp.arange(max_new_tokens))
-        return buffer_BL
+        i, _, _, buffer_BL, _ = jax.lax.while_loop(running, step, (0, first, cache, buffer_BL, done_B))
+    else:
+        def step(state):
+            # Recompute everything; positions after T + i hold zeros, which causality keeps invisible.
+            i, buffer_BL, done_B = state
+            logits_BLV, _ = model(buffer_BL, **with_source)
+            logits_BV = jax.lax.dynamic_index_in_dim(logits_BLV, T + i - 1, axis=1, keepdims=False)
+            buffer_BL, done_B, _ = emit(buffer_BL, done_B, pick(logits_BV, jax.random.fold_in(key, i)), i)
+            return i + 1, buffer_BL, done_B
 
-    def step(buffer_BL, i):
-        # Recompute everything; positions after T + i hold zeros, which causality keeps invisible.
-        logits_BLV, _ = model(buffer_BL, **with_source)
-        logits_BV = jax.lax.dynamic_index_in_dim(logits_BLV, T + i - 1, axis=1, keepdims=False)
-        token_B = pick(logits_BV, jax.random.fold_in(key, i))
-        return jax.lax.dynamic_update_slice(buffer_BL, token_B[:, None], (0, T + i)), None
-
-    buffer_BL, _ = jax.lax.scan(step, buffer_BL, jnp.arange(max_new_tokens))
-    return buffer_BL
+        i, buffer_BL, _ = jax.lax.while_loop(running, step, (0, buffer_BL, done_B))
+    # Stopped early: every row has ended, and the steps not taken repeat the end token too.
+    return jnp.where(jnp.arange(total) >= T + i, end, buffer_BL)
 
 
 def generate(model: nnx.Module, prompt_BT, *, max_new_tokens: int, key: jax.Array, temperature: float = 1.0,
-             top_k: int = 0, top_p: float = 1.0, use_cache: bool = True, source=None) -> jax.Array:
+             top_k: int = 0, top_p: float = 1.0, use_cache: bool = True, source=None,
+             eos_id: int | None = None) -> jax.Array:
     """Returns [B, T + max_new_tokens] token ids: the prompt followed by the continuation.
 
     `source`: [B, S] source ids for an encoder-decoder model (None for a decoder-only one).
+    `eos_id`: a row that emits it repeats it from then on, and decoding stops as soon as every
+    row has (the tokens before are the same as without it).
     """
     prompt_BT = jnp.asarray(prompt_BT, jnp.int32)
     if prompt_BT.ndim != 2 or prompt_BT.shape[1] < 1:
@@ -120,4 +136,5 @@ def generate(model: nnx.Module, prompt_BT, *, max_new_tokens: int, key: jax.Arra
     # Parameters sharded over a mesh (lmlab.parallel): the inputs go there too, replicated.
     prompt_BT, key, source = parallel.replicate_like((prompt_BT, key, source), params)
     return _generate(graphdef, params, prompt_BT, key, source, max_new_tokens=max_new_tokens,
-                     temperature=float(temperature), top_k=int(top_k), top_p=float(top_p), use_cache=use_cache)
+                     temperature=float(temperature), top_k=int(top_k), top_p=float(top_p), use_cache=use_cache,
+                     eos_id=None if eos_id is None else int(eos_id))

@@ -312,7 +312,7 @@ def translate(model, tokenizer, src_NS, *, max_len: int, beam_size: int = 1, len
         source = src_NS[i:i + batch_size]
         if beam_size == 1:
             ids = generate(model, prompt_B1, max_new_tokens=max_len - 1, key=jax.random.key(0), temperature=0.0,
-                           source=source)
+                           source=source, eos_id=tokenizer.eos_id)  # stops once every row has ended
         else:
             ids = beam_search(model, prompt_B1, beam_size=beam_size, max_new_tokens=max_len - 1,
                               eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id,

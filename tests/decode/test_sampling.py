@@ -2,6 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from lmlab.decode.sampling import filter_logits, generate, next_token
 from lmlab.models import build_model
@@ -96,3 +97,40 @@ def test_filtering_matches_a_sorted_reference_row_by_row():
         expected[order[:n]] = True
         np.testing.assert_array_equal(filtered > -1e30, expected)
         np.testing.assert_array_equal(filtered[expected], row[expected])
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_eos_ends_rows_without_changing_the_tokens_before_it(model, use_cache):
+    prompt = jax.random.randint(jax.random.key(2), (3, 4), 0, 50)
+    kwargs = dict(max_new_tokens=20, key=jax.random.key(1), temperature=1.0, top_k=8, use_cache=use_cache)
+    free = np.asarray(generate(model, prompt, **kwargs))
+    continuations = free[:, 4:]
+    for eos in (np.bincount(continuations.ravel()).argmax(), continuations[0, 2]):  # a frequent token; an early one
+        ended = np.asarray(generate(model, prompt, eos_id=int(eos), **kwargs))
+        expected = free.copy()
+        for row in expected[:, 4:]:
+            hits = np.flatnonzero(row == eos)
+            if len(hits):
+                row[hits[0]:] = eos  # after its first eos a row repeats it
+        np.testing.assert_array_equal(ended, expected)
+    assert (continuations[0, 2:] == continuations[0, 2]).sum() < 18  # the eos fill really changed row 0
+
+
+def test_decoding_stops_once_every_row_has_ended():
+    calls = []
+
+    class CountingModel(nnx.Module):  # emits token 5 (the end) from its third step on
+        def init_cache(self, batch, max_len):
+            return {"i": jnp.zeros((), jnp.int32)}
+
+        def __call__(self, tokens_BT, *, cache=None, cache_index=0):
+            jax.debug.callback(lambda: calls.append(1))
+            favourite = jnp.where(cache["i"] >= 2, 5, 7)
+            logits = jax.nn.one_hot(jnp.full(tokens_BT.shape, favourite), 10) * 10.0
+            return logits, {"i": cache["i"] + 1}
+
+    out = np.asarray(generate(CountingModel(), [[1, 2]], max_new_tokens=50, key=jax.random.key(0),
+                              temperature=0.0, eos_id=5))
+    np.testing.assert_array_equal(out[0, :6], [1, 2, 7, 7, 5, 5])
+    assert (out[0, 4:] == 5).all()
+    assert len(calls) == 4  # the prefill and one call per emitted token (7, 7, 5), not 50
