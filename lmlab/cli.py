@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import pathlib
 import sys
@@ -135,6 +136,8 @@ def cmd_eval(args, overrides) -> int:
 
     if overrides:
         raise UsageError("lmlab eval takes no --config overrides")
+    if args.batch_size < 0:
+        raise UsageError(f"need --batch-size >= 0 (0: the run's data.batch_size), got {args.batch_size}")
     run = load_run(args.run_dir)
     graphdef, _ = nnx.split(run.model)
     task = get_task(run.config)
@@ -151,13 +154,19 @@ def cmd_sample(args, overrides) -> int:
         raise UsageError("lmlab sample takes no --config overrides")
     if args.beam < 0 or args.num_samples < 1:
         raise UsageError("need --beam >= 0 and --num-samples >= 1")
-    if args.temperature < 0 or not 0 < args.top_p <= 1 or args.top_k < 0 or args.max_new_tokens < 1:
-        raise UsageError("need --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0, --max-new-tokens >= 1")
+    if (not 0 <= args.temperature < math.inf or not 0 < args.top_p <= 1 or args.top_k < 0
+            or args.max_new_tokens < 1):
+        raise UsageError("need a finite --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0, --max-new-tokens >= 1")
+    if not 0 <= args.length_penalty < math.inf:
+        raise UsageError(f"need a finite --length-penalty >= 0, got {args.length_penalty}")
     if args.system is not None and args.chat is None:
         raise UsageError("--system needs --chat")
     if args.chat is not None and args.beam:
         raise UsageError("--chat samples a reply; it does not combine with --beam")
     run = load_run(args.run_dir)
+    if run.config.model.family not in ("gpt", "encdec"):
+        raise UsageError(f"lmlab sample needs a model with a decoder; {run.run_dir} is a "
+                         f"'{run.config.model.family}' run, which only encodes (try lmlab eval or lmlab embed)")
     if run.config.model.family == "encdec":  # a translation run translates the prompt
         texts = _translate_texts(run, [args.prompt], beam=args.beam, length_penalty=args.length_penalty,
                                  temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
@@ -200,6 +209,8 @@ def cmd_embed(args, overrides) -> int:
 
     if overrides:
         raise UsageError("lmlab embed takes no --config overrides")
+    if args.word is not None and not args.word.strip():
+        raise UsageError("--word needs a word, got an empty string")
     run = load_run(args.run_dir)
     max_len = run.config.data.seq_len
     vectors = embed.sentence_embeddings(run.model, run.tokenizer, args.text, max_len)
@@ -248,6 +259,9 @@ def cmd_bench(args, overrides) -> int:
 
     if overrides and args.bench_kind != "train":
         raise UsageError("--config overrides only apply to 'lmlab bench train'")
+    profile = getattr(args, "profile", None)
+    if profile and pathlib.Path(profile).exists() and not pathlib.Path(profile).is_dir():
+        raise UsageError(f"--profile {profile}: exists and is not a directory")
     try:
         if args.bench_kind == "train":
             from lmlab import config as config_lib

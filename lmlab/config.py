@@ -26,6 +26,8 @@ def load_config_file(path: str | pathlib.Path) -> ml_collections.ConfigDict:
     path = pathlib.Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    if path.suffix != ".py":
+        raise ConfigError(f"config file {path} is not a Python file (.py) with a get_config() function")
     # Config files import shared defaults as `configs.base`: make their parent package importable.
     root = str(path.resolve().parent.parent)
     added = root not in sys.path
@@ -42,7 +44,10 @@ def load_config_file(path: str | pathlib.Path) -> ml_collections.ConfigDict:
             sys.path.remove(root)
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config file {path} has no get_config() function")
-    config = module.get_config()
+    try:
+        config = module.get_config()
+    except Exception as e:
+        raise ConfigError(f"get_config() in {path} failed: {type(e).__name__}: {e}") from e
     if not isinstance(config, ml_collections.ConfigDict):
         raise ConfigError(f"get_config() in {path} must return an ml_collections.ConfigDict")
     return config
@@ -136,13 +141,24 @@ _NON_NEGATIVE = (
     "train.z_loss", "train.eval_batches", "train.profile_chunks", "model.dropout", "sample.temperature", "sample.top_k",
     "sample.length_penalty",
 )
+_POSITIVE_FLOATS = ("model.rope_theta", "model.norm_eps", "train.eps")
+# Checked for range below; first they must be numbers.
+_NUMBERS = ("train.min_lr_ratio", "train.b1", "train.b2", "sample.top_p")
 
 
 def _get(config, key):
-    node = config
-    for part in key.split("."):
+    node, parts = config, key.split(".")
+    for i, part in enumerate(parts):
+        if not isinstance(node, ml_collections.ConfigDict):
+            raise ConfigError(f"config key '{'.'.join(parts[:i])}' must be a section; got {node!r}")
+        if part not in node:
+            raise ConfigError(f"config has no key '{key}'; build it from configs/base.py, which has every key")
         node = node[part]
     return node
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -157,10 +173,17 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             raise ConfigError(f"config key '{key}' must be a positive integer; got {value!r}")
     for key in _NON_NEGATIVE:
         value = _get(config, key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise ConfigError(f"config key '{key}' must be >= 0; got {value!r}")
-    lr = config.train.learning_rate
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        if not _is_number(value) or value < 0:
+            raise ConfigError(f"config key '{key}' must be a finite number >= 0; got {value!r}")
+    for key in _POSITIVE_FLOATS:
+        value = _get(config, key)
+        if not _is_number(value) or value <= 0:
+            raise ConfigError(f"config key '{key}' must be a finite number > 0; got {value!r}")
+    for key in _NUMBERS:
+        if not _is_number(_get(config, key)):
+            raise ConfigError(f"config key '{key}' must be a finite number; got {_get(config, key)!r}")
+    lr = _get(config, "train.learning_rate")
+    if not _is_number(lr) or lr <= 0:
         raise ConfigError(f"config key 'train.learning_rate' must be a positive number; got {lr!r}")
     m = config.model
     if m.d_model % m.n_heads:
@@ -187,6 +210,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         if not 0.0 <= _get(config, key) < 1.0:
             raise ConfigError(f"config key '{key}' must be in [0, 1); got {_get(config, key)}")
     if "mesh" in config:  # run directories from before the mesh section have none: defaults apply
+        if not isinstance(config.mesh, ml_collections.ConfigDict):
+            raise ConfigError(f"config key 'mesh' must be a section; got {config.mesh!r}")
         _mesh_sizes(config.mesh)
     return config
 
@@ -229,6 +254,9 @@ def _validate_bert(config) -> None:
         value = _get(config, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConfigError(f"config key '{key}' must be an integer >= 0; got {value!r}")
+    for key in ("data.mlm_rate", "data.classify_val_fraction"):
+        if not _is_number(_get(config, key)):
+            raise ConfigError(f"config key '{key}' must be a finite number; got {_get(config, key)!r}")
     if not 0.0 < d.mlm_rate < 1.0:
         raise ConfigError(f"config key 'data.mlm_rate' must be in (0, 1); got {d.mlm_rate}")
     if d.seq_len < 3:
@@ -244,9 +272,29 @@ def _validate_bert(config) -> None:
 
 def load(path: str | pathlib.Path, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
     """The whole user path: file, then overrides, then validation."""
-    config = apply_overrides(load_config_file(path), overrides)
+    config = load_config_file(path)
+    _check_complete(config, path)
+    config = apply_overrides(config, overrides)
     config = validate(config)
     return config
+
+
+def _leaf_keys(d: dict, prefix: str = "") -> set[str]:
+    keys = set()
+    for key, value in d.items():
+        keys |= _leaf_keys(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key}
+    return keys
+
+
+def _check_complete(config: ml_collections.ConfigDict, path) -> None:
+    """A config file must set every key of configs/base.py (the code reads them all)."""
+    if not BASE_CONFIG.is_file() or pathlib.Path(path).resolve() == BASE_CONFIG:
+        return
+    missing = sorted(_leaf_keys(load_config_file(BASE_CONFIG).to_dict()) - _leaf_keys(config.to_dict()))
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ConfigError(f"config {path} has no key '{missing[0]}'{more}; start from configs/base.py's "
+                          "get_config(), which has every key")
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:
@@ -254,6 +302,10 @@ def to_json(config: ml_collections.ConfigDict) -> str:
 
 
 def from_json(text: str) -> ml_collections.ConfigDict:
+    return _from_data(json.loads(text))
+
+
+def _from_data(data: dict) -> ml_collections.ConfigDict:
     def tuples(value):
         if isinstance(value, list):
             return tuple(tuples(v) for v in value)
@@ -261,7 +313,7 @@ def from_json(text: str) -> ml_collections.ConfigDict:
             return {k: tuples(v) for k, v in value.items()}
         return value
 
-    return ml_collections.ConfigDict(tuples(json.loads(text)))
+    return ml_collections.ConfigDict(tuples(data))
 
 
 def save(config: ml_collections.ConfigDict, run_dir: pathlib.Path) -> None:
@@ -289,9 +341,12 @@ def load_run_config(run_dir: str | pathlib.Path) -> ml_collections.ConfigDict:
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not an lmlab run directory (no config.json)")
     try:
-        config = from_json(path.read_text())
-    except json.JSONDecodeError as e:
+        saved = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{path} is not an lmlab config: expected a JSON object, got {type(saved).__name__}")
+    config = _from_data(saved)
     if BASE_CONFIG.is_file():
         config = ml_collections.ConfigDict(_with_defaults(config.to_dict(), load_config_file(BASE_CONFIG).to_dict()))
     return validate(config)

@@ -38,6 +38,9 @@ def load_run(run_dir: str | pathlib.Path, mesh=None) -> LoadedRun:
         restored = checkpointer.restore_latest(state)
     finally:
         checkpointer.close()
+    if restored is None and checkpointer.moved_aside:
+        raise FileNotFoundError(f"{run_dir} has no readable checkpoint: {len(checkpointer.moved_aside)} damaged "
+                                f"one(s) moved to {checkpointer.directory}/corrupt-*")
     if restored is None:
         raise FileNotFoundError(f"{run_dir} has no readable checkpoint yet; train it first")
     step, state, _ = restored

@@ -36,6 +36,16 @@ def encode_docs(tokenizer: Tokenizer, docs) -> np.ndarray:
     return np.concatenate(pieces) if pieces else np.zeros((0,), np.int32)
 
 
+def _read_ids(path: pathlib.Path, tokenizer: Tokenizer) -> np.ndarray:
+    """A prepared token file, checked against the run's tokenizer: a file overwritten with other
+    data of the same length would otherwise index past the embedding table without an error."""
+    tokens = read_token_file(path)
+    if len(tokens) and int(tokens.max()) >= tokenizer.vocab_size:
+        raise ValueError(f"{path}: token id {int(tokens.max())} is outside the tokenizer's vocabulary "
+                         f"({tokenizer.vocab_size} ids); the file is corrupt (delete {path.parent} to rebuild it)")
+    return tokens
+
+
 def prepare(config, run_dir: pathlib.Path) -> PreparedData:
     run_dir = pathlib.Path(run_dir)
     tok_dir, data_dir = run_dir / "tokenizer", run_dir / "data"
@@ -43,7 +53,7 @@ def prepare(config, run_dir: pathlib.Path) -> PreparedData:
     done = [tok_dir / "tokenizer.json", train_path, val_path, metadata_path(train_path), metadata_path(val_path)]
     if all(path.exists() for path in done):
         tokenizer = load_tokenizer(tok_dir)
-        return PreparedData(tokenizer, read_token_file(train_path), read_token_file(val_path))
+        return PreparedData(tokenizer, _read_ids(train_path, tokenizer), _read_ids(val_path, tokenizer))
 
     t0 = time.time()
     corpus = get_corpus(config.data.corpus)

@@ -116,14 +116,22 @@ def read_token_metadata(path: PathLike) -> dict[str, Any]:
     meta_path = metadata_path(path)
     if not meta_path.is_file():
         raise FileNotFoundError(f"{meta_path}: metadata for token file {path} is missing")
-    with open(meta_path, encoding="utf-8") as f:
-        metadata = json.load(f)
+    try:
+        with open(meta_path, encoding="utf-8") as f:
+            metadata = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{meta_path}: corrupt token-file metadata ({e})") from None
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{meta_path}: corrupt token-file metadata (expected a JSON object)")
     missing = {"dtype", "n_tokens", "vocab_size", "sha256"} - set(metadata)
     if missing or metadata["dtype"] not in _DTYPES:
         raise ValueError(
             f"{meta_path}: not token-file metadata (missing {sorted(missing)} or "
             f"dtype {metadata.get('dtype')!r} not in {sorted(_DTYPES)})"
         )
+    for key in ("n_tokens", "vocab_size"):
+        if isinstance(metadata[key], bool) or not isinstance(metadata[key], int) or metadata[key] < 0:
+            raise ValueError(f"{meta_path}: corrupt token-file metadata ({key} {metadata[key]!r})")
     return metadata
 
 

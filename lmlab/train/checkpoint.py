@@ -33,8 +33,32 @@ except ImportError:  # pragma: no cover - other orbax versions
 log = logging.getLogger("lmlab")
 
 
-class CheckpointError(RuntimeError):
-    pass
+class CheckpointError(ValueError):
+    """Checkpoints that exist but do not fit the run's state (the CLI reports it in one line)."""
+
+
+def _path_shapes(tree) -> dict[str, tuple]:
+    """{"params/embed/embedding": shape, ...} of a state, abstract state or checkpoint metadata tree."""
+    def name(entry):
+        for attr in ("key", "idx", "name"):  # DictKey, SequenceKey, GetAttrKey
+            if hasattr(entry, attr):
+                return str(getattr(entry, attr))
+        return str(entry)
+
+    return {"/".join(name(e) for e in path): tuple(getattr(x, "shape", ()))
+            for path, x in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+    """orbax logs a damaged checkpoint's parse errors through absl; restore_latest reports them itself."""
+    absl_log = logging.getLogger("absl")
+    level = absl_log.level
+    absl_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        absl_log.setLevel(level)
 
 
 def _abstract(tree):
@@ -102,6 +126,7 @@ class Checkpointer:
     def __init__(self, directory: str | pathlib.Path, *, keep: int = 3):
         self.directory = pathlib.Path(directory).absolute()
         self.keep = keep
+        self.moved_aside: list[pathlib.Path] = []  # damaged checkpoints restore_latest moved to corrupt-*
         self._manager = self._open()
 
     def _open(self) -> ocp.CheckpointManager:
@@ -110,10 +135,12 @@ class Checkpointer:
             pp.BestN(get_metric_fn=lambda m: -m["val_loss"], n=1, keep_checkpoints_without_metrics=False),
         ])
         options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True)
-        return ocp.CheckpointManager(self.directory, options=options)
+        with _quiet_absl():  # it reads every step's metadata; restore_latest reports damaged ones
+            return ocp.CheckpointManager(self.directory, options=options)
 
     def steps(self) -> list[int]:
-        return sorted(self._manager.all_steps())
+        with _quiet_absl():
+            return sorted(self._manager.all_steps())
 
     def save(self, step: int, state, record: dict, *, val_loss: float | None = None) -> None:
         metrics = {"val_loss": float(val_loss)} if val_loss is not None else None
@@ -123,22 +150,53 @@ class Checkpointer:
     def wait(self) -> None:
         self._manager.wait_until_finished()
 
+    def _layout_mismatch(self, step: int, like_state) -> str | None:
+        """How checkpoint `step`'s arrays differ from `like_state`'s (paths, shapes), or None when they
+        agree or its metadata cannot be read (then the checkpoint itself is damaged)."""
+        try:
+            with _orbax_drains_tasks_on_error(), _quiet_absl():
+                metadata = ocp.StandardCheckpointHandler().metadata(self.directory / str(step) / "state")
+            saved = _path_shapes(metadata.tree)
+        except Exception:
+            return None
+        if not saved:
+            return None
+        want = _path_shapes(like_state)
+        for path in sorted(set(saved) | set(want)):
+            if saved.get(path) != want.get(path):
+                if path not in want:
+                    return f"it holds '{path}', which this run's state has not"
+                if path not in saved:
+                    return f"it lacks '{path}', which this run's state has"
+                return f"'{path}' has shape {saved[path]} there, {want[path]} here"
+        return None
+
     def restore_latest(self, like_state) -> tuple[int, object, dict] | None:
-        """Restores the newest readable checkpoint into the structure of `like_state`, or None."""
+        """Restores the newest readable checkpoint into the structure of `like_state`, or None.
+
+        A checkpoint whose arrays are intact but shaped for another model or optimizer (an edited
+        config.json, a swapped tokenizer) raises CheckpointError and stays where it is."""
         for step in reversed(self.steps()):
             try:
                 args = ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(like_state)),
                                           record=ocp.args.JsonRestore())
-                with _orbax_drains_tasks_on_error():
+                with _orbax_drains_tasks_on_error(), _quiet_absl():
                     restored = self._manager.restore(step, args=args)
                 return step, restored["state"], dict(restored["record"])
             except Exception as e:  # orbax/tensorstore raise many types for damaged files
+                mismatch = self._layout_mismatch(step, like_state)
+                if mismatch is not None:
+                    raise CheckpointError(
+                        f"checkpoint at step {step} in {self.directory} does not fit the state this config "
+                        f"builds: {mismatch} (was config.json or the tokenizer changed, or train.grad_clip "
+                        "switched to or from 0?); nothing was moved") from e
                 reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
                 aside = self.directory / f"corrupt-{step}-{time.strftime('%Y%m%d-%H%M%S')}"
                 log.warning("checkpoint at step %d cannot be restored (%s); moved to %s, trying the previous one",
                             step, reason, aside.name)
                 if parallel.is_primary():  # one process moves it; the others wait for that
                     (self.directory / str(step)).rename(aside)
+                self.moved_aside.append(aside)
                 parallel.sync(f"lmlab_corrupt_{step}")
                 self._manager.close()
                 self._manager = self._open()

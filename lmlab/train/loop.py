@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import pathlib
+import shutil
 import signal
 import time
 
@@ -73,6 +74,12 @@ def _check_resume_compatible(saved, config, run_dir) -> None:
             raise config_lib.ConfigError(
                 f"run directory {run_dir} was created with {key}={was.get(key)!r}, this command asks for "
                 f"{now.get(key)!r}; use another --workdir to start a new run")
+    clip_was, clip_now = was.get("train.grad_clip", 0), now.get("train.grad_clip", 0)
+    if (clip_was > 0) != (clip_now > 0):  # clipping on/off changes the optimizer state's layout
+        raise config_lib.ConfigError(
+            f"run directory {run_dir} was trained with train.grad_clip={clip_was!r}, this command asks for "
+            f"{clip_now!r}; gradient clipping cannot be switched on or off when resuming (another positive "
+            "value can be set); use another --workdir to start a new run")
 
 
 def _chunk_size(config, start_step: int) -> int:
@@ -83,9 +90,31 @@ def _chunk_size(config, start_step: int) -> int:
 
 
 def train(config, run_dir: str | pathlib.Path, *, progress: bool = True) -> dict:
+    """Trains (or resumes) the run in `run_dir`; returns the final evaluation summary.
+
+    A run directory this call starts afresh is removed again when the run fails before its first
+    checkpoint with a bad-input error (ValueError, OSError: an unknown corpus, a tokenizer that
+    cannot be trained, a missing init_from run, a kernel the backend lacks), so that the corrected
+    command starts a new run instead of being refused as a resume with different settings.
+    """
+    run_dir = pathlib.Path(run_dir)
+    existed = run_dir.exists()
+    fresh = not existed or (run_dir.is_dir() and not any(run_dir.iterdir()))
+    try:
+        return _train(config, run_dir, progress=progress)
+    except (ValueError, OSError):  # ConfigError is a ValueError
+        checkpoints = run_dir / "checkpoints"
+        if fresh and parallel.is_primary() and not (checkpoints.is_dir() and any(checkpoints.iterdir())):
+            shutil.rmtree(run_dir, ignore_errors=True)
+            if existed:
+                run_dir.mkdir(exist_ok=True)  # it was there, empty, before this call
+            log.info("removed what this failed run wrote to %s", run_dir)
+        raise
+
+
+def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
     parallel.initialize_distributed()  # a no-op unless the environment names several processes
     primary = parallel.is_primary()
-    run_dir = pathlib.Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     saved_config_path = run_dir / "config.json"
     if saved_config_path.exists():

@@ -3,8 +3,23 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import pathlib
+
+from lmlab.files import atomic_write
+
+log = logging.getLogger("lmlab")
+
+
+def _record(line: str) -> dict | None:
+    """One metrics.jsonl line, or None for a torn or garbled one (a killed run's last write)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    ok = isinstance(record, dict) and isinstance(record.get("step", 0), int)
+    return record if ok else None
 
 
 class MetricsWriter:
@@ -13,9 +28,14 @@ class MetricsWriter:
         # A resumed run replays the steps after its checkpoint: drop the lines the dead run wrote
         # past it, so the file reads as one uninterrupted run.
         if self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            lines = [line for line in self.path.read_text(errors="replace").splitlines() if line.strip()]
+            records = [_record(line) for line in lines]
+            if None in records:
+                log.warning("%s: dropped %d unreadable line(s)", self.path, records.count(None))
+            kept = [line for line, record in zip(lines, records)
+                    if record is not None and record.get("step", 0) <= resume_step]
+            with atomic_write(self.path, "w", encoding="utf-8") as f:
+                f.write("".join(line + "\n" for line in kept))
         self._file = self.path.open("a")
         self._tb = None
         if tensorboard:
