@@ -33,6 +33,17 @@ except ImportError:  # pragma: no cover - other orbax versions
 log = logging.getLogger("lmlab")
 
 
+class _SavesWithoutMetrics(logging.Filter):
+    """Checkpoints between evaluations carry no val_loss by design; with best_fn set (see
+    Checkpointer._open) orbax warns about each one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "did not provide metrics" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_SavesWithoutMetrics())
+
+
 class CheckpointError(ValueError):
     """Checkpoints that exist but do not fit the run's state (the CLI reports it in one line)."""
 
@@ -134,7 +145,10 @@ class Checkpointer:
             pp.LatestN(n=self.keep),
             pp.BestN(get_metric_fn=lambda m: -m["val_loss"], n=1, keep_checkpoints_without_metrics=False),
         ])
-        options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True)
+        # best_fn only makes orbax write each step's metrics to disk: without it a reopened
+        # manager sees no metrics, BestN protects nothing and the best checkpoint is pruned.
+        options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True,
+                                               best_fn=lambda m: m["val_loss"], best_mode="min")
         with _quiet_absl():  # it reads every step's metadata; restore_latest reports damaged ones
             return ocp.CheckpointManager(self.directory, options=options)
 

@@ -25,6 +25,22 @@ def test_keeps_latest_n_and_the_best_by_val_loss(tmp_path):
     ckpt.close()
 
 
+def test_the_best_checkpoint_survives_a_resume(tmp_path):
+    """A resumed run reopens the directory: the best step must still be known as the best."""
+    state = {"w": jnp.ones(3)}
+    ckpt = Checkpointer(tmp_path, keep=1)
+    for step, loss in ((1, 1.0), (2, 2.0), (3, None), (4, None)):
+        ckpt.save(step, state, {"step": step}, val_loss=loss)
+    ckpt.close()
+    assert Checkpointer(tmp_path, keep=1).steps() == [1, 4]
+    resumed = Checkpointer(tmp_path, keep=1)
+    for step in (5, 6):
+        resumed.save(step, state, {"step": step})
+    resumed.wait()
+    assert resumed.steps() == [1, 6]
+    resumed.close()
+
+
 def test_empty_directory_restores_nothing(tmp_path):
     ckpt = Checkpointer(tmp_path / "none")
     assert ckpt.restore_latest({"w": jnp.zeros(3)}) is None
