@@ -184,7 +184,9 @@ def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
             elapsed = time.perf_counter() - t0
             losses = chunk_metrics["loss"]
             tokens_per_sec = n_chunk * tokens_per_step / elapsed
-            finite = np.isfinite(losses)
+            # A finite loss with a non-finite gradient still ruins that step's update.
+            grad_norms = chunk_metrics["grad_norm"]
+            finite = np.isfinite(losses) & np.isfinite(grad_norms)
             n_good = n_chunk if finite.all() else int(np.argmin(finite))
             for i in range(n_good):
                 s = step + i + 1
@@ -194,7 +196,9 @@ def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
             if n_good < n_chunk:
                 where = (f"step {last_good_step} in {checkpointer.directory}" if last_good_step is not None
                          else "none saved yet")
-                raise NonFiniteLossError(f"loss became {losses[n_good]} at step {step + n_good + 1}; training stopped "
+                what = (f"loss became {losses[n_good]}" if not np.isfinite(losses[n_good])
+                        else f"gradient norm became {grad_norms[n_good]}")
+                raise NonFiniteLossError(f"{what} at step {step + n_good + 1}; training stopped "
                                          f"and nothing after it was saved (last good checkpoint: {where})")
             step += n_chunk
             val = None

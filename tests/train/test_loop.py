@@ -141,7 +141,9 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, caplog):
     assert losses(run_dir) == original  # steps 17..24 retrained from step 16, bit for bit
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+@pytest.mark.parametrize("metric", ["loss", "grad_norm"])
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, metric):
+    """A non-finite loss, or a finite loss whose gradient is not (its update ruins the parameters)."""
     real = loop.make_train_chunk
 
     class Poisoned:  # stands in for the jitted chunk: .lower(...).compile() -> callable
@@ -156,7 +158,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
             def run(state, tokens):
                 state, metrics = self.compiled(state, tokens)
                 if int(state["step"]) > 8:  # the chunk that ends at step 12 goes bad at step 10
-                    metrics = dict(metrics, loss=metrics["loss"].at[1].set(np.nan))
+                    metrics = dict(metrics, **{metric: metrics[metric].at[1].set(np.nan)})
                 return state, metrics
 
             return run
@@ -170,6 +172,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
         loop.train(tiny_config(40), run_dir, progress=False)
     message = str(info.value)
     assert "step 10" in message and "step 8" in message and "\n" not in message
+    assert message.startswith("loss became nan" if metric == "loss" else "gradient norm became nan")
     assert Checkpointer(run_dir / "checkpoints").steps() == [8]
     assert max(losses(run_dir)) == 9
 
