@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import pathlib
+import shutil
 import time
 from dataclasses import dataclass
 
@@ -19,6 +20,26 @@ from lmlab.data.token_file import metadata_path, read_token_file, write_token_fi
 from lmlab.tokenizers import Tokenizer, load_tokenizer, train_tokenizer
 
 log = logging.getLogger("lmlab")
+
+
+def copy_init_tokenizers(config, run_dir: pathlib.Path, names=("tokenizer",)) -> None:
+    """Fine-tuning (train.init_from): a new run takes the source run's tokenizer directories, so
+    token ids mean what they meant when its parameters were trained. A tokenizer the run already
+    has is kept (a resume, or a prepared run)."""
+    source = config.train.get("init_from")
+    if not source:
+        return
+    run_dir, source = pathlib.Path(run_dir), pathlib.Path(source)
+    for name in names:
+        if (run_dir / name / "tokenizer.json").exists():
+            continue
+        if not (source / name / "tokenizer.json").exists():
+            from lmlab.config import ConfigError
+
+            raise ConfigError(f"train.init_from={source} is not a trained run (no {name}/tokenizer.json); "
+                              "train or import it first")
+        shutil.copytree(source / name, run_dir / name, dirs_exist_ok=True)
+        log.info("%s copied from %s", name, source)
 
 
 @dataclass
@@ -55,13 +76,14 @@ def prepare(config, run_dir: pathlib.Path) -> PreparedData:
         tokenizer = load_tokenizer(tok_dir)
         return PreparedData(tokenizer, _read_ids(train_path, tokenizer), _read_ids(val_path, tokenizer))
 
+    copy_init_tokenizers(config, run_dir)
     t0 = time.time()
     corpus = get_corpus(config.data.corpus)
     log.info("corpus %s: %d train docs (%.1f MB), %d held-out docs (%.1f MB) [%.1fs]", corpus.name,
              len(corpus.train_docs), len(corpus.train_text) / 1e6, len(corpus.val_docs),
              len(corpus.val_text) / 1e6, time.time() - t0)
     t0 = time.time()
-    if (tok_dir / "tokenizer.json").exists():  # e.g. an imported pretrained model's tokenizer
+    if (tok_dir / "tokenizer.json").exists():  # an imported model's, or the init_from run's
         tokenizer = load_tokenizer(tok_dir)
     else:
         tokenizer = train_tokenizer(config.tokenizer.kind, corpus.train_text, vocab_size=config.tokenizer.vocab_size,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import pathlib
-import shutil
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +27,7 @@ import numpy as np
 from lmlab import parallel
 from lmlab.data.corpora import get_corpus
 from lmlab.data.mlm import heldout_examples, wrap_cls_sep
+from lmlab.data.prepare import copy_init_tokenizers
 from lmlab.files import atomic_write
 from lmlab.tasks.base import Task, TaskData
 from lmlab.tasks.mlm import bert_ids
@@ -74,20 +74,11 @@ class ClassifyTask(Task):
 
     def _tokenizer(self, run_dir: pathlib.Path, corpus):
         tok_dir = run_dir / "tokenizer"
-        source = self.config.train.init_from
+        copy_init_tokenizers(self.config, run_dir)  # fine-tuning: the pretraining run's ids
         if not (tok_dir / "tokenizer.json").exists():
-            if source:  # fine-tuning: token ids must mean what they meant in pretraining
-                if not (pathlib.Path(source) / "tokenizer" / "tokenizer.json").exists():
-                    from lmlab.config import ConfigError
-
-                    raise ConfigError(f"train.init_from={source} is not a trained run (no tokenizer); "
-                                      "run its pretraining first, e.g. lmlab train configs/bert_shakespeare.py")
-                shutil.copytree(pathlib.Path(source) / "tokenizer", tok_dir, dirs_exist_ok=True)
-                log.info("tokenizer copied from %s", source)
-            else:
-                t = self.config.tokenizer
-                return train_tokenizer(t.kind, corpus.train_text, vocab_size=t.vocab_size,
-                                       special_tokens=tuple(t.special_tokens), out_dir=tok_dir)
+            t = self.config.tokenizer
+            return train_tokenizer(t.kind, corpus.train_text, vocab_size=t.vocab_size,
+                                   special_tokens=tuple(t.special_tokens), out_dir=tok_dir)
         return load_tokenizer(tok_dir)
 
     def prepare(self, run_dir: pathlib.Path) -> TaskData:

@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmlab import parallel
+from lmlab.data.prepare import copy_init_tokenizers
 from lmlab.tasks.base import Task, TaskData
 from lmlab.tokenizers import load_tokenizer, train_tokenizer
 from lmlab.train.losses import token_cross_entropy
@@ -175,7 +176,11 @@ class TranslationTask(Task):
         sources = "\n".join(s for s, _ in corpus.train)
         targets = "\n".join(t for _, t in corpus.train)
         kwargs = dict(vocab_size=c.tokenizer.vocab_size, special_tokens=tuple(c.tokenizer.special_tokens))
-        if separate:
+        copy_init_tokenizers(c, run_dir, ("tokenizer", "tokenizer_src") if separate else ("tokenizer",))
+        if (tok_dir / "tokenizer.json").exists() and (not separate or (src_tok_dir / "tokenizer.json").exists()):
+            tgt_tok = load_tokenizer(tok_dir)  # the init_from run's (or an interrupted preparation's)
+            src_tok = load_tokenizer(src_tok_dir) if separate else tgt_tok
+        elif separate:
             tgt_tok = train_tokenizer(c.tokenizer.kind, targets, out_dir=tok_dir, **kwargs)
             src_tok = train_tokenizer(c.tokenizer.kind, sources, out_dir=src_tok_dir, **kwargs)
         else:

@@ -49,6 +49,26 @@ def test_fine_tuning_run_starts_from_the_source_parameters(source_run, tmp_path)
         np.testing.assert_allclose(got, want, atol=1e-6)  # lr ~ 0: still the source's weights
 
 
+def test_fine_tuning_on_another_corpus_keeps_the_source_tokenizer(source_run, tmp_path):
+    """The ids the source parameters were trained on must keep their meaning: the new run takes
+    the source's tokenizer instead of training one on its own corpus (which would give the same
+    vocabulary size and different ids, with no error)."""
+    run_dir = tmp_path / "other_corpus"
+    loop.train(tiny(f"--config.train.init_from={source_run}", "--config.data.corpus=shakespeare",
+                    "--config.train.steps=2", "--config.train.eval_every=2", "--config.train.checkpoint_every=2"),
+               run_dir, progress=False)
+    assert (run_dir / "tokenizer" / "tokenizer.json").read_bytes() == \
+        (source_run / "tokenizer" / "tokenizer.json").read_bytes()
+    text = "ROMEO: what light"
+    assert load_run(run_dir).tokenizer.encode(text) == load_run(source_run).tokenizer.encode(text)
+
+
+def test_init_from_a_directory_without_a_tokenizer_is_a_config_error(tmp_path):
+    with pytest.raises(config_lib.ConfigError, match="not a trained run"):
+        loop.train(tiny(f"--config.train.init_from={tmp_path}"), tmp_path / "new", progress=False)
+    assert not (tmp_path / "new").exists()  # the failed start left nothing behind
+
+
 def test_init_from_with_a_different_shape_is_a_config_error(source_run):
     source = load_run(source_run)
     _, _, _, state = init_state(tiny("--config.model.d_model=32"), source.tokenizer.vocab_size)
