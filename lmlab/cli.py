@@ -411,6 +411,22 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"lmlab: error: {e}", file=sys.stderr)
         return 1
+    except Exception as e:
+        if debug or not _out_of_memory(e):
+            raise
+        first = str(e).strip().splitlines()[0][:300]
+        print(f"lmlab: error: out of device memory ({first}); lower data.batch_size (raise train.grad_accum "
+              "to keep the tokens per step), set model.remat=dots_saveable or full, or shard over more "
+              "devices (mesh.fsdp)", file=sys.stderr)
+        return 1
+
+
+def _out_of_memory(e: Exception) -> bool:
+    """XLA's allocation failure (jax.errors.JaxRuntimeError, RESOURCE_EXHAUSTED): a config too big
+    for the device, i.e. bad input rather than a bug, so it gets one line, not a traceback."""
+    import jax
+
+    return isinstance(e, jax.errors.JaxRuntimeError) and "RESOURCE_EXHAUSTED" in str(e)
 
 
 if __name__ == "__main__":

@@ -233,3 +233,28 @@ def test_bench_profile_into_a_file(tmp_path, capsys):
     path.write_text("")
     assert cli.main(["bench", "train", CONFIG, "--profile", str(path)]) == 2
     assert "not a directory" in one_error_line(capsys)
+
+
+def test_out_of_device_memory_is_one_line_with_what_to_change(monkeypatch, capsys):
+    import jax
+
+    def too_big(args, overrides):
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate "
+                                         "25769803776 bytes.\nBufferAssignment OOM Debugging.\n...")
+
+    monkeypatch.setattr(cli, "cmd_bench", too_big)  # build_parser looks the handler up when main runs
+    assert cli.main(["bench", "train", CONFIG]) == 1
+    line = one_error_line(capsys)
+    assert "out of device memory (RESOURCE_EXHAUSTED: Out of memory while trying to allocate 25769803776" in line
+    assert "data.batch_size" in line and "remat" in line
+
+
+def test_other_runtime_errors_keep_their_traceback(monkeypatch):
+    import jax
+
+    def broken(args, overrides):
+        raise jax.errors.JaxRuntimeError("INTERNAL: something XLA did not expect")
+
+    monkeypatch.setattr(cli, "cmd_bench", broken)
+    with pytest.raises(jax.errors.JaxRuntimeError, match="INTERNAL"):
+        cli.main(["bench", "train", CONFIG])
