@@ -147,6 +147,11 @@ def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
     t = config.train
     schedule = make_schedule(t)
     n_chunk = _chunk_size(config, start_step)
+    if n_chunk < t.steps_per_call:
+        log.warning("running %d step(s) per call, not train.steps_per_call=%d, to land on every eval, checkpoint "
+                    "and final step (eval_every=%d, checkpoint_every=%d, steps=%d%s); use multiples of it "
+                    "for full speed", n_chunk, t.steps_per_call, t.eval_every, t.checkpoint_every, t.steps,
+                    f", resumed at {start_step}" if start_step else "")
     tokens_per_step = task.tokens_per_batch() * t.grad_accum
     train_arrays = parallel.put_replicated(jax.tree.map(np.asarray, data.train), mesh)
     t0 = time.perf_counter()

@@ -206,3 +206,17 @@ def test_profile_trace_is_written(tmp_path):
     loop.train(tiny_config(8, "--config.train.profile_chunks=1"), run_dir, progress=False)
     traces = list((run_dir / "profile").rglob("*.xplane.pb"))
     assert len(traces) == 1 and traces[0].stat().st_size > 0
+
+
+def test_chunk_size_lands_on_every_boundary_and_says_when_it_shrinks(tmp_path, caplog):
+    def size(steps, start=0, per_call=8, every=16):
+        config = tiny_config(steps, f"--config.train.steps_per_call={per_call}", f"--config.train.eval_every={every}",
+                             f"--config.train.checkpoint_every={every}")
+        return loop._chunk_size(config, start)
+
+    assert size(64) == 8 and size(64, start=16) == 8
+    assert size(63) == 1 and size(64, start=20) == 4 and size(64, every=12) == 4
+    with caplog.at_level("WARNING", logger="lmlab"):
+        loop.train(tiny_config(3, "--config.train.steps_per_call=2", "--config.train.eval_every=3",
+                               "--config.train.checkpoint_every=3"), tmp_path / "odd", progress=False)
+    assert any("running 1 step(s) per call, not train.steps_per_call=2" in r.message for r in caplog.records)
