@@ -49,6 +49,12 @@ class SelfAttention(nnx.Module):
             q_BTNH, k_BTKH = apply_rope(q_BTNH, cos, sin), apply_rope(k_BTKH, cos, sin)
         q_offset = 0
         if cache is not None:
+            # dynamic_update_slice would clamp an overflowing write onto earlier slots: refuse what
+            # can be checked while tracing (a Python int index, e.g. the prefill). Decoding loops
+            # size the cache to prompt + new tokens, so their traced indices stay inside it.
+            if isinstance(cache_index, int) and cache_index + T > cache["k"].shape[1]:
+                raise ValueError(f"{T} tokens at cache_index {cache_index} overflow a KV cache of "
+                                 f"{cache['k'].shape[1]} positions")
             # Write this step's keys/values at cache_index; slots beyond it are excluded by causality.
             k_BSKH = jax.lax.dynamic_update_slice(cache["k"], k_BTKH.astype(cache["k"].dtype), (0, cache_index, 0, 0))
             v_BSKH = jax.lax.dynamic_update_slice(cache["v"], v_BTKH.astype(cache["v"].dtype), (0, cache_index, 0, 0))

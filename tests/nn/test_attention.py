@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from lmlab.nn.attention import CrossAttention, SelfAttention
@@ -38,3 +39,12 @@ def test_cross_attention_matches_formula_and_respects_encoder_padding():
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
     garbage = enc.at[0, 3:].set(50.0)
     np.testing.assert_allclose(attn(dec, attn.encode_kv(garbage), mask=mask), out, rtol=1e-5, atol=1e-6)
+
+
+def test_a_prefill_longer_than_the_kv_cache_is_refused():
+    attn = SelfAttention(16, 2, 1, use_bias=False, dtype=jnp.float32, impl="naive", rngs=nnx.Rngs(0))
+    x = jnp.ones((1, 5, 16))
+    out, cache = attn(x, cache=attn.init_cache(1, 5), cache_index=0)  # exactly fits
+    assert cache["k"].shape == (1, 5, 1, 8)
+    with pytest.raises(ValueError, match="overflow a KV cache of 4 positions"):
+        attn(x, cache=attn.init_cache(1, 4), cache_index=0)
