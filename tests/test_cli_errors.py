@@ -258,3 +258,21 @@ def test_other_runtime_errors_keep_their_traceback(monkeypatch):
     monkeypatch.setattr(cli, "cmd_bench", broken)
     with pytest.raises(jax.errors.JaxRuntimeError, match="INTERNAL"):
         cli.main(["bench", "train", CONFIG])
+
+
+# --- command-line syntax -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, prog, expected", [
+    (["bench", "attention", "--lengths", "abc"], "lmlab bench attention", "expected comma-separated integers"),
+    (["nosuch"], "lmlab", "invalid choice: 'nosuch'"),
+    (["import", "gpt5", "--out", "x"], "lmlab import", "invalid choice: 'gpt5'"),
+    (["sample"], "lmlab sample", "required: run_dir"),
+    (["eval", "runs/x", "--config.seed=1"], "lmlab", "--config overrides only apply to 'train'"),
+])
+def test_argument_errors_are_one_line(capsys, argv, prog, expected):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "usage:" not in err, err
+    assert err.startswith(f"{prog}: error: ") and expected in err and f"(see '{prog} -h')" in err
