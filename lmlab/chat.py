@@ -35,13 +35,14 @@ class ChatML:
     def render(self, messages: Sequence[dict], *, add_generation_prompt: bool = True) -> str:
         """The prompt text; with `add_generation_prompt` it ends with an open assistant turn."""
         parts = []
-        if self.default_system is not None and (not messages or messages[0]["role"] != "system"):
-            parts.append(f"{START}system\n{self.default_system}{END}\n")
         for message in messages:
-            role, content = message.get("role"), message.get("content")
+            role, content = (message.get("role"), message.get("content")) if isinstance(message, dict) else (None, None)
             if role not in ROLES or not isinstance(content, str):
                 raise ChatTemplateError(f"a chat message needs a role in {ROLES} and a string content; got {message!r}")
             parts.append(f"{START}{role}\n{content}{END}\n")
+        # As SmolLM2's template: inserted before the first message (none for an empty conversation).
+        if self.default_system is not None and messages and messages[0]["role"] != "system":
+            parts.insert(0, f"{START}system\n{self.default_system}{END}\n")
         if add_generation_prompt:
             parts.append(f"{START}assistant\n")
         return "".join(parts)

@@ -98,10 +98,12 @@ def word_embeddings(model, tokenizer, texts: Sequence[str], word: str,
     pieces = tokenizer.encode(word)
     if not pieces:
         raise ValueError(f"--word {word!r} has no word pieces")
+    if getattr(tokenizer, "unk_id", None) in pieces:  # [UNK] would match every other unknown word
+        raise ValueError(f"--word {word!r} is not in the vocabulary (it encodes to [UNK])")
     encoded = encode_texts(model, tokenizer, texts, max_len)
     occurrences = [o for o in find_word(encoded, pieces) if _is_whole_word(tokenizer, encoded.ids[o.text], o)]
     vectors = [encoded.hidden_BTD[o.text, o.start:o.end].mean(0) for o in occurrences]
-    return occurrences, l2_normalize(np.asarray(vectors, np.float32).reshape(len(vectors), -1))
+    return occurrences, l2_normalize(np.asarray(vectors, np.float32).reshape(len(vectors), encoded.hidden_BTD.shape[-1]))
 
 
 def _is_whole_word(tokenizer, ids: Sequence[int], occurrence: Occurrence) -> bool:

@@ -45,8 +45,9 @@ MAX_INPUT_CHARS_PER_WORD = 100
 # control filter drops first (U+000B, U+000C, U+0085).
 _WHITESPACE = frozenset("\t\n\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009"
                         "\u200a\u2028\u2029\u202f\u205f\u3000")
+# HF `tokenizers` starts the sixth range at 0x2B920 (Google's BERT: 0x2B820); ids follow HF.
 _CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
-               (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
+               (0x2B740, 0x2B81F), (0x2B920, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
 # Words: runs of anything but whitespace and punctuation; each punctuation character alone.
 # ASCII symbols such as $ + < = > ^ ` | ~ count as punctuation for BERT, though Unicode says Symbol.
 _WORD_OR_PUNCT = regex.compile(r"""[\p{P}!-/:-@\[-`{-~]|[^\s\p{P}!-/:-@\[-`{-~]+""")
@@ -66,7 +67,8 @@ def normalize(text: str, *, lowercase: bool = True, strip_accents: bool = True,
         if ch in _WHITESPACE:
             out.append(" ")
             continue
-        if unicodedata.category(ch)[0] == "C":
+        category = unicodedata.category(ch)
+        if category[0] == "C" and category != "Cn":  # HF keeps unassigned code points (-> [UNK])
             continue
         if split_cjk and _is_cjk(ord(ch)):
             out.append(f" {ch} ")
@@ -75,8 +77,8 @@ def normalize(text: str, *, lowercase: bool = True, strip_accents: bool = True,
     text = "".join(out)
     if strip_accents:
         text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
-    if lowercase:
-        text = text.lower()
+    if lowercase:  # per character, as HF does: no context-dependent final sigma (str.lower gives "ς")
+        text = "".join(c.lower() for c in text)
     return text
 
 

@@ -133,3 +133,39 @@ def test_bad_merges_and_specials_are_refused():
 def test_training_is_refused(tmp_path):
     with pytest.raises(ValueError, match="pretrained only"):
         train_tokenizer("bytelevel_bpe", "some text", vocab_size=300, out_dir=tmp_path)
+
+
+def _naive_encode(tok, merges, text):
+    """GPT-2's reference algorithm on strings: regex pieces, then merge the best-ranked pair everywhere."""
+    import regex
+
+    ranks = {tuple(m.split(" ")): r for r, m in enumerate(merges)}
+    ids = []
+    for chunk in regex.split(r"(\p{N})", text):
+        for piece in regex.findall(GPT2_PATTERN, chunk):
+            word = [BYTE_CHARS[b] for b in piece.encode("utf-8")]
+            while len(word) > 1:
+                best = min(zip(word, word[1:]), key=lambda p: ranks.get(p, float("inf")))
+                if best not in ranks:
+                    break
+                out, i = [], 0
+                while i < len(word):
+                    if i + 1 < len(word) and (word[i], word[i + 1]) == best:
+                        out.append(word[i] + word[i + 1])
+                        i += 2
+                    else:
+                        out.append(word[i])
+                        i += 1
+                word = out
+            ids.extend(tok.token_to_id(w) for w in word)
+    return ids
+
+
+_REF_MERGES = ("Ġ t", "h e", "Ġt he", "e e", "ee e", "t h", "th e", "e h", "Ġ Ġ", "ĠĠ Ġ", "' s", "Ġ 1")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="eht 1\n's", max_size=24))
+def test_encode_matches_naive_reference_bpe(text):
+    tok = make_tokenizer(merges=_REF_MERGES, pretokenizer="smollm")
+    assert tok.encode(text) == _naive_encode(tok, _REF_MERGES, text)

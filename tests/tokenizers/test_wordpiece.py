@@ -88,3 +88,27 @@ def test_vocabulary_without_special_tokens_is_refused():
 def test_training_is_refused(tmp_path):
     with pytest.raises(ValueError, match="pretrained only"):
         train_tokenizer("wordpiece", "some text", vocab_size=300, out_dir=tmp_path)
+
+
+# Expected values below were checked against HF `tokenizers` 0.23.3 (BertNormalizer, lowercase=True),
+# the tokenizer sentence-transformers runs for MiniLM.
+
+def test_lowercasing_is_per_character_without_final_sigma():
+    # str.lower() turns a word-final capital sigma into "ς"; HF lower-cases each character alone ("σ").
+    assert normalize("ΟΔΟΣ ΣΑΣ") == "οδοσ σασ"
+    tok = WordPieceTokenizer([*VOCAB, "σ", "ς", "##σ", "##ς", "ο", "##δ", "##ο"])
+    assert pieces(tok, "ΟΔΟΣ") == ["ο", "##δ", "##ο", "##σ"]
+
+
+def test_unassigned_code_points_are_kept_like_hf():
+    # HF's control filter keeps unassigned (Cn) code points, so the word becomes [UNK], not "xx".
+    assert normalize("x\u0378x") == "x\u0378x"
+    assert pieces(make(), "x\u0378x") == ["[UNK]"]
+
+
+def test_cjk_ranges_match_hf():
+    # HF's sixth ideograph range starts at U+2B920 (not U+2B820 as in Google's BERT).
+    assert normalize("a\U0002B820b") == "a\U0002B820b"
+    assert normalize("a\U0002B91Fb") == "a\U0002B91Fb"
+    assert normalize("a\U0002B920b") == "a \U0002B920 b"
+    assert normalize("a\U0002B81Fb") == "a \U0002B81F b"
