@@ -57,8 +57,16 @@ def chatml_from_template(template: str | None) -> ChatML:
         raise ChatTemplateError("this run's chat template is not ChatML (<|im_start|> ... <|im_end|>); "
                                 "lmlab only formats ChatML chats")
     match = _DEFAULT_SYSTEM.search(template)
-    default = match.group(1).replace("\\n", "\n") if match else None
+    default = _jinja_string(match.group(1)) if match else None
     return ChatML(default_system=default)
+
+
+def _jinja_string(literal: str) -> str:
+    """The value of a Jinja string literal's body: backslash escapes (\\n, \\', \\\\, ...) decoded as Jinja does."""
+    try:
+        return literal.encode("ascii", "backslashreplace").decode("unicode-escape")
+    except UnicodeDecodeError as error:
+        raise ChatTemplateError(f"bad escape in the chat template's default system message: {error.reason}") from None
 
 
 def chat_format(tokenizer) -> ChatML:

@@ -33,3 +33,20 @@ def test_malformed_first_message_is_a_chat_template_error(messages):
     # Old code: KeyError 'role' / TypeError from messages[0]["role"] before the message was checked.
     with pytest.raises(ChatTemplateError, match="a chat message needs a role"):
         chatml_from_template(SMOLLM2_TEMPLATE).render(messages)
+
+
+def test_default_system_message_is_unescaped_like_a_jinja_string_literal():
+    # Jinja renders '...You\'re tiny, \\o/...' as "You're tiny, \o/"; old code kept the backslashes.
+    template = SMOLLM2_TEMPLATE.replace(
+        "You are a helpful AI assistant named SmolLM, trained by Hugging Face", "You\\'re tiny, \\\\o/ \\\"ok\\\"\\tgo")
+    chat = chatml_from_template(template)
+    assert chat.default_system == "You're tiny, \\o/ \"ok\"\tgo"
+    assert chat.render([{"role": "user", "content": "Hi"}], add_generation_prompt=False) == (
+        "<|im_start|>system\nYou're tiny, \\o/ \"ok\"\tgo<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n")
+
+
+def test_default_system_message_keeps_non_ascii_text_and_refuses_a_bad_escape():
+    name = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    assert chatml_from_template(SMOLLM2_TEMPLATE.replace(name, "Tu es Café — 😀")).default_system == "Tu es Café — 😀"
+    with pytest.raises(ChatTemplateError, match="bad escape"):
+        chatml_from_template(SMOLLM2_TEMPLATE.replace(name, "bad \\x1 escape"))

@@ -125,7 +125,7 @@ class ByteLevelBpeTokenizer(PretrainedTokenizer):
         # Merge rank by pair of the *ids* of its halves: the BPE loop then works on ints.
         self._merge_ranks: dict[tuple[int, int], tuple[int, int]] = {}
         for rank, merge in enumerate(self.merges):
-            left, sep, right = merge.partition(" ")
+            left, sep, right = merge.partition(" ") if isinstance(merge, str) else ("", "", "")
             if not sep or not left or not right:
                 raise ValueError(f"merge {rank} ({merge!r}) is not 'left right'")
             try:

@@ -169,3 +169,14 @@ _REF_MERGES = ("Ġ t", "h e", "Ġt he", "e e", "ee e", "t h", "th e", "e h", "Ġ
 def test_encode_matches_naive_reference_bpe(text):
     tok = make_tokenizer(merges=_REF_MERGES, pretokenizer="smollm")
     assert tok.encode(text) == _naive_encode(tok, _REF_MERGES, text)
+
+
+@pytest.mark.parametrize("merge", [1, None, ["Ġ", "t"]])
+def test_non_string_merge_in_model_file_is_a_corrupt_file_error(tmp_path, merge):
+    # Old code: AttributeError ('int' object has no attribute 'partition') escaped load_tokenizer.
+    make_tokenizer().save(tmp_path)
+    model = json.loads((tmp_path / "bytelevel_bpe.json").read_text(encoding="utf-8"))
+    model["merges"][1] = merge
+    (tmp_path / "bytelevel_bpe.json").write_text(json.dumps(model), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"corrupt tokenizer file .*bytelevel_bpe.json: merge 1 .* is not 'left right'"):
+        load_tokenizer(tmp_path)
