@@ -61,6 +61,7 @@ _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "a": "\a", "b": "\b", "f": "\f", "v
             "\\": "\\", '"': '"', "'": "'", "?": "?"}
 _ESCAPE = re.compile(r"\\(x[0-9A-Fa-f]{1,2}|[0-7]{1,3}|.)")
 _KEYWORD = re.compile(r"^(msgctxt|msgid_plural|msgid|msgstr(?:\[(\d+)\])?)\s+(\".*\")\s*$")
+_LITERAL = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
 
 
 def unescape_c(body: str) -> str:
@@ -80,10 +81,12 @@ def unescape_c(body: str) -> str:
 
 def _string_literal(text: str, line_no: int) -> str:
     text = text.strip()
-    if len(text) < 2 or text[0] != '"' or text[-1] != '"':
+    # One literal: no bare quote inside and the closing quote not escaped (`"a\"`, `"a" "b"`).
+    literal = _LITERAL.fullmatch(text)
+    if not literal:
         raise ValueError(f"line {line_no}: expected a quoted string, got {text!r}")
     try:
-        return unescape_c(text[1:-1])
+        return unescape_c(literal.group(1))
     except ValueError as e:
         raise ValueError(f"line {line_no}: {e}") from None
 
@@ -107,7 +110,9 @@ def parse_po(text: str) -> list[CatalogEntry]:
             raise ValueError(f"entry without msgid: {fields}")
         fields, flags, obsolete, current = {}, set(), False, None
 
-    for line_no, raw in enumerate(text.splitlines(), 1):
+    # Lines end at \n only (\r\n is stripped below): str.splitlines would also break a quoted
+    # string at a form feed, U+0085 or U+2028 inside it.
+    for line_no, raw in enumerate(text.split("\n"), 1):
         line = raw.strip()
         if not line:
             flush()
@@ -167,11 +172,23 @@ def parse_mo(data: bytes) -> list[CatalogEntry]:
         raise ValueError("not a .mo file (bad magic number)")
     _, n, originals_at, translations_at = struct.unpack(order + "4I", data[4:20])
     entries = []
+    for table_at in (originals_at, translations_at):
+        if table_at + 8 * n > len(data):
+            raise ValueError(f"corrupt .mo file: its {n} strings' table at byte {table_at} runs past the "
+                             f"end ({len(data)} bytes; truncated?)")
+
+    def string(length: int, offset: int) -> str:
+        # A slice past the end would silently give a shortened (or empty) string.
+        if offset + length > len(data):
+            raise ValueError(f"corrupt .mo file: a string at bytes {offset}..{offset + length} runs past "
+                             f"the end ({len(data)} bytes; truncated?)")
+        return data[offset: offset + length].decode("utf-8")
+
     for i in range(n):
         o_len, o_off = struct.unpack_from(order + "2I", data, originals_at + 8 * i)
         t_len, t_off = struct.unpack_from(order + "2I", data, translations_at + 8 * i)
-        original = data[o_off: o_off + o_len].decode("utf-8")
-        translation = data[t_off: t_off + t_len].decode("utf-8")
+        original = string(o_len, o_off)
+        translation = string(t_len, t_off)
         context = None
         if "\x04" in original:
             context, original = original.split("\x04", 1)

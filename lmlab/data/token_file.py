@@ -124,7 +124,8 @@ def read_token_metadata(path: PathLike) -> dict[str, Any]:
     if not isinstance(metadata, dict):
         raise ValueError(f"{meta_path}: corrupt token-file metadata (expected a JSON object)")
     missing = {"dtype", "n_tokens", "vocab_size", "sha256"} - set(metadata)
-    if missing or metadata["dtype"] not in _DTYPES:
+    # isinstance first: an unhashable dtype (a list, an object) would raise TypeError in the lookup.
+    if missing or not isinstance(metadata["dtype"], str) or metadata["dtype"] not in _DTYPES:
         raise ValueError(
             f"{meta_path}: not token-file metadata (missing {sorted(missing)} or "
             f"dtype {metadata.get('dtype')!r} not in {sorted(_DTYPES)})"

@@ -31,6 +31,8 @@ def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str], *, tokeniz
 
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
+    if len(hypotheses) == 0:  # sacrebleu fails with an IndexError deep inside
+        raise ValueError("no hypotheses to score: corpus BLEU of an empty corpus is undefined")
     metric = BLEU(tokenize=tokenize)
     result = metric.corpus_score(list(hypotheses), [list(references)])
     return BleuResult(float(result.score), tuple(float(p) for p in result.precisions), float(result.bp),

@@ -165,3 +165,33 @@ def test_the_jupyterlab_corpus(jupyterlab):
     pairs = dict(c.train + c.dev + c.test)
     assert pairs["Save All"] == "Tout enregistrer"
     assert all("\n" not in s and "\n" not in t and s and t for s, t in pairs.items())
+
+
+@pytest.mark.parametrize("keep", [24, 60, -30, -2])
+def test_truncated_mo_is_an_error_not_shortened_strings(keep):
+    """A cut in the string tables or in the strings: one ValueError, never a silently clipped translation."""
+    entries = [CatalogEntry("", ("Content-Type: text/plain; charset=UTF-8\n",)),
+               CatalogEntry("Save the notebook", ("Enregistrer le notebook",)),
+               CatalogEntry("Reload it?", ("Le recharger ?",))]
+    data = write_mo(entries)
+    assert len(parse_mo(data)) == 3
+    with pytest.raises(ValueError, match="truncated"):
+        parse_mo(data[:keep])
+
+
+def test_po_lines_end_at_newlines_only():
+    # A form feed, NEL or LINE SEPARATOR inside a quoted string is text (str.splitlines would cut there).
+    text = 'msgid "a\fb\x85c\u2028d"\r\nmsgstr "e\u2028f"\r\n\r\nmsgid "g"\nmsgstr "h"\n'
+    entries = parse_po(text)
+    assert [(e.msgid, e.msgstr) for e in entries] == [("a\fb\x85c\u2028d", ("e\u2028f",)), ("g", ("h",))]
+
+
+@pytest.mark.parametrize("line", ['msgstr "b\\"', 'msgstr "b" "c"', 'msgstr "b"c"'])
+def test_a_string_with_an_escaped_or_stray_quote_is_refused(line):
+    with pytest.raises(ValueError, match="line 2: expected a quoted string"):
+        parse_po(f'msgid "a"\n{line}\n')
+
+
+def test_escaped_quotes_and_a_final_backslash_parse():
+    entries = parse_po('msgid "say \\"hi\\""\nmsgstr "C:\\\\"\n')
+    assert (entries[0].msgid, entries[0].msgstr) == ('say "hi"', ("C:\\",))

@@ -191,3 +191,13 @@ def test_process_killed_midway_leaves_no_final_file(tmp_path):
     leftovers = files_in(tmp_path)
     assert "t.bin" not in leftovers and "t.bin.json" not in leftovers
     assert all(name.startswith(".t.bin.") and name.endswith(".tmp") for name in leftovers)
+
+
+@pytest.mark.parametrize("dtype", [["uint16"], {"name": "uint16"}, 16])
+def test_metadata_with_a_non_string_dtype_is_a_clear_error(tmp_path, dtype):
+    path = tmp_path / "t.bin"
+    write_token_file(path, np.arange(10), vocab_size=10)
+    meta = tmp_path / "t.bin.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "dtype": dtype}))
+    with pytest.raises(ValueError, match="not token-file metadata"):
+        read_token_file(path)

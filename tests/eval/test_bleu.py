@@ -31,3 +31,26 @@ def test_perfect_and_empty_translations():
     assert corpus_bleu([""], ["Enregistrer le notebook"]).score == 0.0
     with pytest.raises(ValueError, match="hypotheses"):
         corpus_bleu(["a"], ["a", "b"])
+
+
+def test_an_empty_corpus_is_a_clear_error():
+    with pytest.raises(ValueError, match="no hypotheses"):
+        corpus_bleu([], [])
+
+
+def test_tricky_cases_by_hand():
+    # Longer than the reference: BP 1; the zero 4-gram count is smoothed (sacrebleu's default "exp":
+    # the k-th zero precision becomes 1 / (2^k * total)): 3/8, 2/7, 1/6, 1/(2*5).
+    result = corpus_bleu(["a b c d e f g h"], ["a b c"])
+    expected = 100 * math.exp((math.log(3 / 8) + math.log(2 / 7) + math.log(1 / 6) + math.log(1 / 10)) / 4)
+    assert result.brevity_penalty == 1.0 and (result.hyp_len, result.ref_len) == (8, 3)
+    assert result.score == pytest.approx(expected, rel=1e-9)
+    # No unigram in common: 0, whatever the smoothing.
+    assert corpus_bleu(["x y z"], ["a b c"]).score == 0.0
+    # 13a splits punctuation off words, so "va ?" and "va?" are the same 6 tokens; accents are letters.
+    result = corpus_bleu(["Héllo wörld, ça va ?"], ["Héllo wörld, ça va?"])
+    assert result.score == pytest.approx(100.0) and (result.hyp_len, result.ref_len) == (6, 6)
+    # An empty hypothesis in a corpus counts as 0 words: BP from the corpus totals 3 / 5.
+    result = corpus_bleu(["a b c", ""], ["a b c", "d e"])
+    assert (result.hyp_len, result.ref_len) == (3, 5)
+    assert result.brevity_penalty == pytest.approx(math.exp(1 - 5 / 3))

@@ -31,3 +31,25 @@ def test_metrics_from_known_nll():
     assert result["val_loss"] == pytest.approx(2.0)
     assert result["val_ppl"] == pytest.approx(math.exp(2.0))
     assert result["val_bpb"] == pytest.approx(20 / math.log(2) / byte_lengths[targets].sum())
+
+
+@pytest.mark.parametrize("seq_len", [1, 4, 36, 50])
+@pytest.mark.parametrize("batch_size", [1, 3, 8])
+def test_metrics_equal_a_naive_pass_over_the_stream(seq_len, batch_size):
+    # NLL depends on the (context, target) pair, so a window misaligned by one, a target scored twice
+    # or a padded slot scored would change the sums; bytes are those of the 36 targets only.
+    rng = np.random.default_rng(seq_len)
+    tokens = rng.integers(0, 7, 37)
+    table = rng.uniform(0.1, 3.0, (7, 7))
+    byte_lengths = np.array([0, 1, 1, 2, 3, 4, 1])
+
+    def eval_step(params, windows, weights):
+        return float(np.sum(table[windows[:, :-1], windows[:, 1:]] * weights))
+
+    windows, weights = eval_windows(tokens, seq_len)
+    result = evaluate(eval_step, None, windows, weights, byte_lengths, batch_size)
+    nll = table[tokens[:-1], tokens[1:]].sum()
+    assert result["val_tokens"] == 36
+    assert result["val_loss"] == pytest.approx(nll / 36, rel=1e-12)
+    assert result["val_ppl"] == pytest.approx(math.exp(nll / 36), rel=1e-12)
+    assert result["val_bpb"] == pytest.approx(nll / math.log(2) / byte_lengths[tokens[1:]].sum(), rel=1e-12)
