@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from lmlab.nn.linear import Linear
@@ -52,7 +53,7 @@ class SelfAttention(nnx.Module):
             # dynamic_update_slice would clamp an overflowing write onto earlier slots: refuse what
             # can be checked while tracing (a Python int index, e.g. the prefill). Decoding loops
             # size the cache to prompt + new tokens, so their traced indices stay inside it.
-            if isinstance(cache_index, int) and cache_index + T > cache["k"].shape[1]:
+            if isinstance(cache_index, (int, np.integer)) and cache_index + T > cache["k"].shape[1]:
                 raise ValueError(f"{T} tokens at cache_index {cache_index} overflow a KV cache of "
                                  f"{cache['k'].shape[1]} positions")
             # Write this step's keys/values at cache_index; slots beyond it are excluded by causality.

@@ -72,6 +72,12 @@ def add_positions(m, x_BTD: jax.Array, table_LD: nnx.Param | None, *, offset=0,
     returns the tables; alibi does neither: attention biases its scores by distance.
     """
     B, T, _ = x_BTD.shape
+    # A table lookup past max_len reads out of bounds (jnp.take fills NaN): refuse what can be
+    # checked while tracing (a Python int offset); traced decoding indices are the caller's to bound.
+    if (m.positions in ("learned", "sinusoidal") and positions_BT is None
+            and isinstance(offset, (int, np.integer)) and offset + T > m.max_len):
+        raise ValueError(f"positions {offset} .. {offset + T - 1} exceed model.max_len = {m.max_len} "
+                         f"({m.positions} positions)")
     if positions_BT is None:
         positions_BT = jnp.broadcast_to(offset + jnp.arange(T), (B, T))
     if m.positions == "learned":

@@ -106,3 +106,79 @@ def test_remat_keeps_gradients_and_is_in_the_program():
         np.testing.assert_allclose(loss, loss_ref, rtol=1e-6)
         for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal"])
+def test_a_sequence_past_max_len_is_refused_instead_of_nan_logits(positions):
+    model = build_model(tiny_model_config(positions=positions, max_len=8, n_layers=1), VOCAB)
+    with pytest.raises(ValueError, match="exceed model.max_len = 8"):
+        model(jnp.zeros((1, 9), jnp.int32))  # was: logits all NaN
+    with pytest.raises(ValueError, match="positions 6 .. 9 exceed model.max_len = 8"):
+        model(jnp.zeros((1, 4), jnp.int32), cache=model.init_cache(1, 12), cache_index=6)
+
+
+def _reference_logits(p, c, tokens):
+    """The decoder written out in float64 numpy, HF-style: RoPE as q * cos + rotate_half(q) * sin,
+    kv heads shared as transformers' repeat_kv (kv head k serves query heads k * N/K .. ),
+    SwiGLU down(silu(gate x) * up x), ALiBi's -slope * (i - j) with Press et al.'s slopes."""
+    from lmlab.nn.positions import alibi_slopes
+
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), p)
+    B, T = tokens.shape
+    N, K, H = c.n_heads, c.n_kv_heads, c.d_model // c.n_heads
+    lin = lambda h, q: h @ q["kernel"] + (q["bias"] if c.use_bias else 0)  # noqa: E731
+
+    def norm(h, q):
+        if c.norm == "rmsnorm":
+            return h / np.sqrt((h ** 2).mean(-1, keepdims=True) + c.norm_eps) * q["scale"]
+        mu, var = h.mean(-1, keepdims=True), h.var(-1, keepdims=True)
+        return (h - mu) / np.sqrt(var + c.norm_eps) * q["scale"] + (q["bias"] if c.use_bias else 0)
+
+    x = p["embed"]["embedding"][tokens]
+    ang = np.arange(T)[:, None] / c.rope_theta ** (np.arange(0, H, 2) / H)
+    cos, sin = (np.concatenate([f(ang)] * 2, -1)[None, :, None] for f in (np.cos, np.sin))
+    rotate_half = lambda t: np.concatenate([-t[..., H // 2:], t[..., :H // 2]], -1)  # noqa: E731
+    for b in (p["blocks"][i] for i in range(c.n_layers)):
+        qkv = lin(norm(x, b["norm1"]), b["attn"]["qkv"])
+        q = qkv[..., :N * H].reshape(B, T, N, H)
+        k, v = (qkv[..., (N + i) * H:(N + K + i) * H].reshape(B, T, K, H) for i in (0, K))
+        if c.positions == "rope":
+            q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+        k, v = np.repeat(k, N // K, axis=2), np.repeat(v, N // K, axis=2)
+        s = np.einsum("btnh,bsnh->bnts", q, k) / np.sqrt(H)
+        if c.positions == "alibi":
+            s = s - alibi_slopes(N)[:, None, None] * (np.arange(T)[:, None] - np.arange(T)[None, :])
+        s = np.where(np.tril(np.ones((T, T), bool)), s, -np.inf)
+        w = np.exp(s - s.max(-1, keepdims=True))
+        w /= w.sum(-1, keepdims=True)
+        x = x + lin(np.einsum("bnts,bsnh->btnh", w, v).reshape(B, T, N * H), b["attn"]["out"])
+        h, mlp = norm(x, b["norm2"]), b["mlp"]
+        if c.mlp == "swiglu":
+            g = lin(h, mlp["gate"])
+            x = x + lin(g / (1 + np.exp(-g)) * lin(h, mlp["up"]), mlp["down"])
+        else:
+            u = lin(h, mlp["up"])
+            x = x + lin(0.5 * u * (1 + np.tanh(np.sqrt(2 / np.pi) * (u + 0.044715 * u ** 3))), mlp["down"])
+    x = norm(x, p["final_norm"])
+    return x @ (p["embed"]["embedding"].T if c.tie_embeddings else p["lm_head"]["kernel"])
+
+
+@pytest.mark.parametrize("overrides", [
+    {"positions": "rope", "norm": "rmsnorm", "mlp": "swiglu", "n_kv_heads": 2, "tie_embeddings": False},  # main job
+    {"positions": "alibi", "n_heads": 6, "n_kv_heads": 3, "d_model": 48, "use_bias": False},  # 6 heads: not 2^k
+])
+def test_forward_matches_a_numpy_reference(overrides):
+    from flax import nnx
+
+    c = tiny_model_config(n_layers=1, **overrides)
+    model = build_model(c, VOCAB, seed=0)
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(4), len(leaves))  # O(1) weights: every term matters
+    params = jax.tree.unflatten(treedef, [a * 5 + 0.1 * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys)])
+    nnx.update(model, nnx.State(params))
+    tokens = np.asarray(jax.random.randint(jax.random.key(1), (2, 11), 0, VOCAB))
+    with jax.default_matmul_precision("highest"):
+        got = nnx.jit(lambda model, tokens: model(tokens)[0])(model, jnp.asarray(tokens))
+    want = _reference_logits(params, c, tokens)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())

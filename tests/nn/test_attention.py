@@ -48,3 +48,14 @@ def test_a_prefill_longer_than_the_kv_cache_is_refused():
     assert cache["k"].shape == (1, 5, 1, 8)
     with pytest.raises(ValueError, match="overflow a KV cache of 4 positions"):
         attn(x, cache=attn.init_cache(1, 4), cache_index=0)
+
+
+def test_a_numpy_integer_cache_index_past_the_end_is_refused_not_clamped():
+    # A np.int64 index (e.g. from np.arange) is as static as a Python int: an overflowing write was
+    # clamped by dynamic_update_slice onto slots 1..3 instead of 2..4, silently.
+    attn = SelfAttention(16, 2, 1, use_bias=False, dtype=jnp.float32, impl="naive", rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(3), (1, 3, 16))
+    _, cache = attn(x[:, :2], cache=attn.init_cache(1, 4), cache_index=np.int64(2))  # fits: slots 2, 3
+    np.testing.assert_array_equal(np.abs(np.asarray(cache["k"][0, :, 0])).sum(-1) > 0, [False, False, True, True])
+    with pytest.raises(ValueError, match="3 tokens at cache_index 2 overflow a KV cache of 4 positions"):
+        attn(x, cache=attn.init_cache(1, 4), cache_index=np.int64(2))

@@ -52,3 +52,28 @@ def test_alibi_slopes_follow_the_geometric_sequence():
     np.testing.assert_allclose(alibi_slopes(6), [1 / 4, 1 / 16, 1 / 64, 1 / 256, 1 / 2, 1 / 8], rtol=1e-6)
     ratios = alibi_slopes(16)[1:] / alibi_slopes(16)[:-1]
     np.testing.assert_allclose(ratios, ratios[0], rtol=1e-5)
+
+
+def test_absolute_positions_past_max_len_are_refused_not_nan():
+    # A lookup past the table used to read out of bounds: jnp.take filled NaN, silently.
+    import ml_collections
+    import pytest
+    from flax import nnx
+
+    from lmlab.nn.positions import add_positions, learned_table
+
+    for kind in ("learned", "sinusoidal"):
+        m = ml_collections.ConfigDict(dict(positions=kind, max_len=8, d_model=4, n_heads=1))
+        table = learned_table(m, init_std=0.02, rngs=nnx.Rngs(params=0))
+        x = jnp.zeros((1, 5, 4))
+        out, _ = add_positions(m, x, table, offset=3)  # positions 3..7: the last rows of the table
+        want = table[...][3:8] if kind == "learned" else sinusoidal_table(8, 4)[3:8]
+        np.testing.assert_allclose(out[0], want, atol=1e-6)
+        with pytest.raises(ValueError, match="positions 4 .. 8 exceed model.max_len = 8"):
+            add_positions(m, x, table, offset=4)
+        with pytest.raises(ValueError, match="exceed model.max_len"):
+            add_positions(m, jnp.zeros((1, 9, 4)), table)
+    # rope and alibi have no table: any length goes.
+    m = ml_collections.ConfigDict(dict(positions="rope", max_len=8, d_model=4, n_heads=1, rope_theta=1e4))
+    _, (cos, _) = add_positions(m, jnp.zeros((1, 9, 4)), None, offset=4)
+    np.testing.assert_allclose(cos[0, -1], np.cos(12.0 / 1e4 ** (np.arange(0, 4, 2) / 4)), rtol=1e-5)
