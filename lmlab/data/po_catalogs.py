@@ -64,19 +64,31 @@ _KEYWORD = re.compile(r"^(msgctxt|msgid_plural|msgid|msgstr(?:\[(\d+)\])?)\s+(\"
 _LITERAL = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
 
 
+def _byte(value: int) -> str:
+    # A byte above 0x7F as surrogateescape holds it, so a UTF-8 sequence of escapes decodes later.
+    return chr(0xDC00 + value) if 0x80 <= value <= 0xFF else chr(value)
+
+
+def _utf8(text: str, errors: str = "strict") -> str:
+    """Decode the escaped bytes `_byte` left in `text` (as GNU gettext does: \\303\\251 is é)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", errors)
+
+
 def unescape_c(body: str) -> str:
-    """The value of a C string literal's body (without the quotes)."""
+    """The value of a C string literal's body (without the quotes). Numeric escapes are bytes, as
+    for msgfmt; bytes not yet forming a UTF-8 character (the rest on the next line) stay
+    surrogate-escaped until `parse_po` joins the entry's lines."""
     def one(match: re.Match) -> str:
         code = match.group(1)
         if code[0] == "x" and len(code) > 1:
-            return chr(int(code[1:], 16))
+            return _byte(int(code[1:], 16))
         if code[0] in "01234567":
-            return chr(int(code, 8))
+            return _byte(int(code, 8))
         if code not in _ESCAPES:
             raise ValueError(f"unknown escape \\{code}")
         return _ESCAPES[code]
 
-    return _ESCAPE.sub(one, body)
+    return _utf8(_ESCAPE.sub(one, body), "surrogateescape")
 
 
 def _string_literal(text: str, line_no: int) -> str:
@@ -102,6 +114,11 @@ def parse_po(text: str) -> list[CatalogEntry]:
     def flush() -> None:
         nonlocal fields, flags, obsolete, current
         if "msgid" in fields:
+            try:
+                fields = {key: _utf8(value) for key, value in fields.items()}
+            except UnicodeDecodeError as e:
+                raise ValueError(f"entry {fields['msgid']!r} (before line {line_no}): its escaped bytes are "
+                                 f"not UTF-8 ({e.reason})") from None
             forms = sorted((int(k[7:-1]), v) for k, v in fields.items() if k.startswith("msgstr["))
             msgstr = tuple(v for _, v in forms) if forms else (fields.get("msgstr", ""),)
             entries.append(CatalogEntry(fields["msgid"], msgstr, fields.get("msgid_plural"),
@@ -110,9 +127,9 @@ def parse_po(text: str) -> list[CatalogEntry]:
             raise ValueError(f"entry without msgid: {fields}")
         fields, flags, obsolete, current = {}, set(), False, None
 
-    # Lines end at \n only (\r\n is stripped below): str.splitlines would also break a quoted
-    # string at a form feed, U+0085 or U+2028 inside it.
-    for line_no, raw in enumerate(text.split("\n"), 1):
+    # Lines end at \n, \r\n or \r only: str.splitlines would also break a quoted string at a
+    # form feed, U+0085 or U+2028 inside it.
+    for line_no, raw in enumerate(re.split(r"\r\n?|\n", text), 1):
         line = raw.strip()
         if not line:
             flush()

@@ -29,6 +29,10 @@ def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str], *, tokeniz
     """Corpus BLEU of detokenized hypotheses against one reference each."""
     from sacrebleu.metrics import BLEU
 
+    # A bare string would pass as a sequence of one-character "sentences" and score silently.
+    for name, sentences in (("hypotheses", hypotheses), ("references", references)):
+        if isinstance(sentences, str) or not all(isinstance(s, str) for s in sentences):
+            raise ValueError(f"{name} must be a sequence of strings, one per sentence")
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
     if len(hypotheses) == 0:  # sacrebleu fails with an IndexError deep inside

@@ -195,3 +195,19 @@ def test_a_string_with_an_escaped_or_stray_quote_is_refused(line):
 def test_escaped_quotes_and_a_final_backslash_parse():
     entries = parse_po('msgid "say \\"hi\\""\nmsgstr "C:\\\\"\n')
     assert (entries[0].msgid, entries[0].msgstr) == ('say "hi"', ("C:\\",))
+
+
+def test_numeric_escapes_are_utf8_bytes_like_msgfmt():
+    # GNU msgfmt reads \ooo and \xhh as bytes of the file's (UTF-8) text: "caf\303\251" is "café",
+    # not the two code points U+00C3 U+00A9, even when a character's bytes span two lines.
+    entries = parse_po('msgid "cafe"\nmsgstr "caf\\303\\251 caf\\xc3\\xa9"\n\n'
+                       'msgid "split"\nmsgstr ""\n"caf\\303"\n"\\251 \\101"\n')
+    assert [e.msgstr for e in entries] == [("café café",), ("café A",)]
+    assert unescape_c(r"\342\202\254") == "€"
+    with pytest.raises(ValueError, match="UTF-8"):
+        parse_po('msgid "a"\nmsgstr "\\351t\\351"\n')  # Latin-1 bytes: refused, not mojibake
+
+
+def test_po_with_old_mac_line_endings():
+    entries = parse_po('msgid "a"\rmsgstr "b"\r\rmsgid "c"\rmsgstr "d"\r')
+    assert [(e.msgid, e.msgstr) for e in entries] == [("a", ("b",)), ("c", ("d",))]

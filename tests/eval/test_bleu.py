@@ -54,3 +54,11 @@ def test_tricky_cases_by_hand():
     result = corpus_bleu(["a b c", ""], ["a b c", "d e"])
     assert (result.hyp_len, result.ref_len) == (3, 5)
     assert result.brevity_penalty == pytest.approx(math.exp(1 - 5 / 3))
+
+
+@pytest.mark.parametrize(("hypotheses", "references"), [("a b c", "a b d"), (["a b c"], "a"),
+                                                         (["a", None], ["a", "b"]), (["a"], [None])])
+def test_a_string_or_non_string_sentences_are_a_clear_error(hypotheses, references):
+    # A bare string would be scored one character per "sentence"; None fails deep in sacrebleu.
+    with pytest.raises(ValueError, match="strings"):
+        corpus_bleu(hypotheses, references)
