@@ -121,7 +121,7 @@ def bench_train(config, *, steps: int = 5, name: str | None = None, profile_dir:
 
     step_time_s = call_s / t.steps_per_call
     tokens_per_sec = task.tokens_per_batch() * t.grad_accum / step_time_s
-    per_token = flops_lib.flops_per_token(config.model, vocab_size, data.seq_len)
+    per_token = flops_lib.training_flops_per_token(config, vocab_size)  # per token as the task counts them
     kind = device_kind()
     n_devices = len(jax.tree.leaves(state)[0].sharding.device_set)  # devices the chunk ran on
     peak = flops_lib.peak_bf16_flops(kind)

@@ -16,6 +16,16 @@
   are needed, so it is halved to 6 L T d (what an implementation that skips masked tiles does;
   MFU counts this useful work, not what a given kernel spends on masked entries).
 
+Other families (`training_flops_per_token`, what `lmlab bench train` reports), per token as the
+task counts them (`Task.tokens_per_batch`), with the same conventions:
+- bert: the encoder's 6 N_layers + 12 L T d (bidirectional: no halving); the MLM head (dense
+  d x d + decoder d x V) runs only on the max_selected(T, rate) gathered positions of a row, the
+  classifier's pooler (d x d) and classifier (d x n_classes) once per row.
+- encdec: per row, S = src_len encoder positions (bidirectional) and T' = tgt_len - 1 decoder
+  positions (causal self-attention, cross-attention over S, cross q and out projections, output
+  projection), plus the cross k/v projections of the S encoder outputs in every decoder layer;
+  divided by S + T' tokens. Packed rows are counted as dense rows.
+
 MFU = tokens/s * flops_per_token / (peak FLOP/s per device * devices). Peaks are dense bf16
 tensor-core figures from the vendors' datasheets (no 2:4 sparsity); a float32 run is measured
 against the same bf16 peak.
@@ -50,15 +60,19 @@ def peak_bf16_flops(device_kind: str) -> float | None:
     return PEAK_BF16_FLOPS[max(matches, key=len)] if matches else None
 
 
-def matmul_params(model_config, vocab_size: int) -> int:
-    """N: the weights of the matrix multiplies run per token (see the module docstring)."""
+def block_params(model_config) -> int:
+    """Weights of one block's matrix multiplies: fused q/k/v, attention output, MLP."""
     m = model_config
     head_dim = m.d_model // m.n_heads
     qkv = m.d_model * (m.n_heads + 2 * m.n_kv_heads) * head_dim
     out = m.n_heads * head_dim * m.d_model
-    mlp_matrices = {"gelu": 2, "swiglu": 3}[m.mlp]
-    mlp = mlp_matrices * m.d_model * m.d_ff
-    return m.n_layers * (qkv + out + mlp) + m.d_model * vocab_size
+    mlp_matrices = {"gelu": 2, "gelu_exact": 2, "swiglu": 3}[m.mlp]
+    return qkv + out + mlp_matrices * m.d_model * m.d_ff
+
+
+def matmul_params(model_config, vocab_size: int) -> int:
+    """N: the weights of the matrix multiplies run per token (see the module docstring)."""
+    return model_config.n_layers * block_params(model_config) + model_config.d_model * vocab_size
 
 
 def attention_flops_per_token(model_config, seq_len: int, *, causal: bool = True) -> int:
@@ -71,6 +85,30 @@ def flops_per_token(model_config, vocab_size: int, seq_len: int, *, causal: bool
     """Training (forward + backward) FLOPs per token: 6 N + 6 L T d (causal) or 6 N + 12 L T d."""
     return 6 * matmul_params(model_config, vocab_size) + attention_flops_per_token(
         model_config, seq_len, causal=causal)
+
+
+def training_flops_per_token(config, vocab_size: int) -> float:
+    """Training FLOPs per token of `config`'s family and task (module docstring)."""
+    m, data = config.model, config.data
+    d = m.d_model
+    head_dim = d // m.n_heads
+    block = block_params(m)
+    if m.family == "bert":
+        T = data.seq_len
+        per_token = 6 * m.n_layers * block + attention_flops_per_token(m, T, causal=False)
+        if m.get("n_classes", 0):
+            return per_token + 6 * (d * d + d * m.n_classes) / T
+        from lmlab.data.mlm import max_selected
+
+        return per_token + 6 * (d * d + d * vocab_size) * max_selected(T, data.mlm_rate) / T
+    if m.family == "encdec":
+        S, T = data.src_len, data.tgt_len - 1
+        cross_q_out, cross_kv = 2 * d * m.n_heads * head_dim, d * 2 * m.n_kv_heads * head_dim
+        encoder = S * (6 * m.n_encoder_layers * block + 12 * m.n_encoder_layers * S * d)
+        decoder = T * (6 * m.n_layers * (block + cross_q_out) + 6 * m.n_layers * T * d + 12 * m.n_layers * S * d
+                       + 6 * d * vocab_size)
+        return (encoder + S * 6 * m.n_layers * cross_kv + decoder) / (S + T)
+    return flops_per_token(m, vocab_size, data.seq_len)
 
 
 def mfu(tokens_per_sec: float, flops_per_token_: float, device_kind: str, n_devices: int = 1) -> float | None:

@@ -183,3 +183,13 @@ def test_bench_train_keeps_its_timings_when_the_trace_has_no_ops(tmp_path, monke
     result = bench.bench_train(config, steps=1, profile_dir=str(tmp_path / "trace"))
     assert result["tokens_per_sec"] > 0
     assert result["profile"] == {"error": "the trace holds no timed XLA ops", "trace_dir": str(tmp_path / "trace")}
+
+
+def test_bench_train_counts_the_flops_of_a_bert_run_not_a_causal_gpt():
+    # A bidirectional encoder whose MLM head sees round(0.15 * 32) = 5 of 32 positions per row.
+    config = config_lib.load("configs/bert_shakespeare.py", TINY_MODEL)
+    result = bench.bench_train(config, steps=1)
+    layers = 32 * 3 * 32 + 32 * 32 + 2 * 32 * 64                        # 8192: q/k/v, out, GELU MLP
+    expected = 6 * layers + 12 * 32 * 32 + 6 * (32 * 32 + 32 * 64) * 5 / 32  # 49152 + 12288 + 2880
+    assert result["flops_per_token"] == pytest.approx(expected) == 64320
+    assert result["flops_per_token"] != flops.flops_per_token(config.model, 64, 32)  # the decoder-only formula
