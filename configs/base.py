@@ -6,6 +6,7 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
+    c.task = "lm"                   # the objective (lmlab/tasks): lm | mlm | classify | translate
 
     c.data = ml_collections.ConfigDict()
     c.data.corpus = "shakespeare"   # a name from lmlab.data.available_corpora()
@@ -47,7 +48,7 @@ def get_config() -> ml_collections.ConfigDict:
     # BERT family only (lmlab/models/bert.py):
     c.model.prenorm = True          # True: pre-norm blocks + final norm (like GPT); False: post-norm, original BERT
     c.model.type_vocab_size = 2     # segment (token type) embeddings; 0: none
-    c.model.n_classes = 0           # >0: sequence classifier (pooled [CLS] -> n_classes), task "classify"
+    c.model.n_classes = 0           # task=classify: classes of the head on the pooled [CLS] (0 otherwise)
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 1000
@@ -70,6 +71,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.keep_checkpoints = 3    # the latest N, plus the best by val loss
     c.train.profile_chunks = 0      # >0: jax.profiler trace of that many train calls into <run>/profile
     c.train.init_from = ""          # a run directory whose latest parameters start this run (fine-tuning)
+
+    c.distill = ml_collections.ConfigDict()  # knowledge distillation (lmlab/compress/distill.py), task lm
+    c.distill.teacher = ""          # a run directory: its frozen model teaches this one (same tokenizer)
+    c.distill.alpha = 0.5           # weight of the teacher's soft targets; 1 - alpha on the labels
+    c.distill.temperature = 1.0     # softens both distributions; the soft term is scaled by its square
 
     c.mesh = ml_collections.ConfigDict()  # device mesh (lmlab/parallel.py); product = device count
     c.mesh.data = -1                # data parallel; -1: the devices the other axes leave

@@ -26,6 +26,7 @@ def get_config():
     c.data.classify_val_fraction = 0.2
     c.data.seq_len = 64
     c.data.batch_size = 32
+    c.task = "classify"
     c.model.n_classes = 4
     c.model.dropout = 0.1
     c.train.init_from = "runs/bert_shakespeare"

@@ -22,6 +22,7 @@ def get_config():
     c.tokenizer.special_tokens = ("<|endoftext|>", "[CLS]", "[SEP]", "[MASK]")
     c.data.batch_size = 8
     c.data.mlm_rate = 0.15
+    c.task = "mlm"
     c.model.family = "bert"
     c.model.prenorm = False         # post-norm, as in the original BERT
     c.model.positions = "rope"

@@ -23,6 +23,7 @@ def get_config():
     c.data.tgt_len = 64
     c.data.pack_pairs = True
     c.tokenizer.vocab_size = 2000
+    c.task = "translate"
     c.model.family = "encdec"
     c.model.n_encoder_layers = 3
     c.model.n_layers = 3

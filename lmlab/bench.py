@@ -66,6 +66,7 @@ def bench_train(config, *, steps: int = 5, name: str | None = None, profile_dir:
     from lmlab.tasks import get_task
     from lmlab.train.optimizer import make_schedule
     from lmlab.train.state import init_state
+    from lmlab.train import frozen as frozen_lib
     from lmlab.train.step import make_train_chunk
 
     if steps < 1 or profile_calls < 1:
@@ -88,18 +89,21 @@ def bench_train(config, *, steps: int = 5, name: str | None = None, profile_dir:
     train_arrays = parallel.put_replicated(task.synthetic_train_arrays(vocab_size, jax.random.key(config.seed)), mesh)
 
     t0 = time.perf_counter()
+    frozen = frozen_lib.load_frozen(task.frozen_sources(), mesh)  # a teacher or reference the loss reads
+    frozen_params = frozen_lib.params_of(frozen)
     chunk = make_train_chunk(graphdef, tx, config, t.steps_per_call, make_schedule(t), task, mesh=mesh,
-                             state_shardings=parallel.shardings_of(state))
-    compiled = chunk.lower(state, train_arrays).compile()
+                             state_shardings=parallel.shardings_of(state), frozen_graphdefs=frozen_lib.graphdefs_of(frozen),
+                             frozen_shardings=parallel.shardings_of(frozen_params))
+    compiled = chunk.lower(state, train_arrays, frozen_params).compile()
     compile_s = time.perf_counter() - t0
     log.info("bench train: compiled in %.1fs", compile_s)
 
-    state, metrics = compiled(state, train_arrays)  # warm-up
+    state, metrics = compiled(state, train_arrays, frozen_params)  # warm-up
     jax.block_until_ready((state, metrics))
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
-        state, metrics = compiled(state, train_arrays)  # the state is donated: keep the new one
+        state, metrics = compiled(state, train_arrays, frozen_params)  # the state is donated: keep the new one
         jax.block_until_ready((state, metrics))
         times.append(time.perf_counter() - t0)
     call_s = statistics.median(times)
@@ -109,7 +113,7 @@ def bench_train(config, *, steps: int = 5, name: str | None = None, profile_dir:
     if profile_dir is not None:
         with jax.profiler.trace(str(profile_dir), create_perfetto_trace=True):
             for _ in range(profile_calls):
-                state, metrics = compiled(state, train_arrays)
+                state, metrics = compiled(state, train_arrays, frozen_params)
                 jax.block_until_ready((state, metrics))
         module = re.match(r"HloModule ([^\s,]+)", compiled.as_text())
         try:
@@ -121,7 +125,7 @@ def bench_train(config, *, steps: int = 5, name: str | None = None, profile_dir:
 
     step_time_s = call_s / t.steps_per_call
     tokens_per_sec = task.tokens_per_batch() * t.grad_accum / step_time_s
-    per_token = flops_lib.training_flops_per_token(config, vocab_size)  # per token as the task counts them
+    per_token = task.flops_per_token(vocab_size)  # per token as the task counts them
     kind = device_kind()
     n_devices = len(jax.tree.leaves(state)[0].sharding.device_set)  # devices the chunk ran on
     peak = flops_lib.peak_bf16_flops(kind)

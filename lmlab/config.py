@@ -141,9 +141,9 @@ _NON_NEGATIVE = (
     "train.z_loss", "train.eval_batches", "train.profile_chunks", "model.dropout", "sample.temperature", "sample.top_k",
     "sample.length_penalty",
 )
-_POSITIVE_FLOATS = ("model.rope_theta", "model.norm_eps", "train.eps")
+_POSITIVE_FLOATS = ("model.rope_theta", "model.norm_eps", "train.eps", "distill.temperature")
 # Checked for range below; first they must be numbers.
-_NUMBERS = ("train.min_lr_ratio", "train.b1", "train.b2", "sample.top_p")
+_NUMBERS = ("train.min_lr_ratio", "train.b1", "train.b2", "sample.top_p", "distill.alpha")
 
 
 def _get(config, key):
@@ -163,6 +163,8 @@ def _is_number(value) -> bool:
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Checks types, ranges and cross-key constraints; returns the config unchanged."""
+    if not isinstance(_get(config, "task"), str):  # which tasks exist, and for which family: lmlab.tasks
+        raise ConfigError(f"config key 'task' must be a task name such as 'lm'; got {config.task!r}")
     for key, choices in _CHOICES.items():
         value = _get(config, key)
         if value not in choices:
@@ -202,6 +204,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ConfigError(f"config key 'train.label_smoothing' must be in [0, 1); got {config.train.label_smoothing}")
     if not 0.0 <= config.train.min_lr_ratio <= 1.0:
         raise ConfigError(f"config key 'train.min_lr_ratio' must be in [0, 1]; got {config.train.min_lr_ratio}")
+    if not 0.0 <= config.distill.alpha <= 1.0:
+        raise ConfigError(f"config key 'distill.alpha' must be in [0, 1]; got {config.distill.alpha}")
+    if not isinstance(config.distill.teacher, str):
+        raise ConfigError(f"config key 'distill.teacher' must be a run directory (a string); got {config.distill.teacher!r}")
     if not 0.0 < config.sample.top_p <= 1.0:
         raise ConfigError(f"config key 'sample.top_p' must be in (0, 1]; got {config.sample.top_p}")
     if m.family == "bert":
@@ -248,6 +254,18 @@ def resolve_mesh(mesh, n_devices: int) -> tuple[int, int, int]:
     return tuple(sizes[key] for key in MESH_KEYS)
 
 
+# The task each family trained before the `task` key existed (old run directories).
+_FAMILY_TASKS = {"gpt": "lm", "bert": "mlm", "encdec": "translate"}
+
+
+def infer_task(config) -> str:
+    """The task a config without a `task` key meant: its family's, a BERT with a class head classifying."""
+    model = config["model"]
+    if model.get("family") == "bert" and model.get("n_classes", 0):
+        return "classify"
+    return _FAMILY_TASKS.get(model.get("family"), "lm")
+
+
 def _validate_bert(config) -> None:
     m, d = config.model, config.data
     for key in ("model.type_vocab_size", "model.n_classes"):
@@ -261,6 +279,9 @@ def _validate_bert(config) -> None:
         raise ConfigError(f"config key 'data.mlm_rate' must be in (0, 1); got {d.mlm_rate}")
     if d.seq_len < 3:
         raise ConfigError(f"config key 'data.seq_len' must be >= 3 for bert ([CLS] text [SEP]); got {d.seq_len}")
+    if (config.task == "classify") != (m.n_classes > 0):
+        raise ConfigError(f"config key 'model.n_classes' ({m.n_classes}) builds a classification head: it must be "
+                          f"> 0 for task=classify and 0 otherwise (task={config.task})")
     if m.n_classes:
         if len(d.classify_docs) != m.n_classes:
             raise ConfigError(f"config key 'data.classify_docs' names {len(d.classify_docs)} documents, "
@@ -346,6 +367,8 @@ def load_run_config(run_dir: str | pathlib.Path) -> ml_collections.ConfigDict:
         raise ConfigError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(saved, dict):
         raise ConfigError(f"{path} is not an lmlab config: expected a JSON object, got {type(saved).__name__}")
+    if isinstance(saved.get("model"), dict) and "task" not in saved:
+        saved["task"] = infer_task(saved)
     config = _from_data(saved)
     if BASE_CONFIG.is_file():
         config = ml_collections.ConfigDict(_with_defaults(config.to_dict(), load_config_file(BASE_CONFIG).to_dict()))

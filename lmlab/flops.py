@@ -16,8 +16,8 @@
   are needed, so it is halved to 6 L T d (what an implementation that skips masked tiles does;
   MFU counts this useful work, not what a given kernel spends on masked entries).
 
-Other families (`training_flops_per_token`, what `lmlab bench train` reports), per token as the
-task counts them (`Task.tokens_per_batch`), with the same conventions:
+Other families (each task's `flops_per_token`, what `lmlab bench train` reports), per token as
+the task counts them (`Task.tokens_per_batch`), with the same conventions:
 - bert: the encoder's 6 N_layers + 12 L T d (bidirectional: no halving); the MLM head (dense
   d x d + decoder d x V) runs only on the max_selected(T, rate) gathered positions of a row, the
   classifier's pooler (d x d) and classifier (d x n_classes) once per row.
@@ -87,28 +87,26 @@ def flops_per_token(model_config, vocab_size: int, seq_len: int, *, causal: bool
         model_config, seq_len, causal=causal)
 
 
-def training_flops_per_token(config, vocab_size: int) -> float:
-    """Training FLOPs per token of `config`'s family and task (module docstring)."""
-    m, data = config.model, config.data
-    d = m.d_model
-    head_dim = d // m.n_heads
-    block = block_params(m)
-    if m.family == "bert":
-        T = data.seq_len
-        per_token = 6 * m.n_layers * block + attention_flops_per_token(m, T, causal=False)
-        if m.get("n_classes", 0):
-            return per_token + 6 * (d * d + d * m.n_classes) / T
-        from lmlab.data.mlm import max_selected
+def encoder_flops_per_token(model_config, seq_len: int, head_flops_per_row: float) -> float:
+    """A bidirectional encoder's blocks (6 N_layers + 12 L T d) plus a head costing
+    `head_flops_per_row` (forward + backward) once per row of seq_len tokens."""
+    m = model_config
+    return (6 * m.n_layers * block_params(m) + attention_flops_per_token(m, seq_len, causal=False)
+            + head_flops_per_row / seq_len)
 
-        return per_token + 6 * (d * d + d * vocab_size) * max_selected(T, data.mlm_rate) / T
-    if m.family == "encdec":
-        S, T = data.src_len, data.tgt_len - 1
-        cross_q_out, cross_kv = 2 * d * m.n_heads * head_dim, d * 2 * m.n_kv_heads * head_dim
-        encoder = S * (6 * m.n_encoder_layers * block + 12 * m.n_encoder_layers * S * d)
-        decoder = T * (6 * m.n_layers * (block + cross_q_out) + 6 * m.n_layers * T * d + 12 * m.n_layers * S * d
-                       + 6 * d * vocab_size)
-        return (encoder + S * 6 * m.n_layers * cross_kv + decoder) / (S + T)
-    return flops_per_token(m, vocab_size, data.seq_len)
+
+def encoder_decoder_flops_per_token(model_config, vocab_size: int, src_len: int, tgt_len: int) -> float:
+    """Per row: src_len encoder positions, tgt_len decoder positions with cross-attention over the
+    source, and the cross k/v projections of the encoder outputs; divided by src_len + tgt_len."""
+    m = model_config
+    d, head_dim = m.d_model, m.d_model // m.n_heads
+    S, T = src_len, tgt_len
+    block = block_params(m)
+    cross_q_out, cross_kv = 2 * d * m.n_heads * head_dim, d * 2 * m.n_kv_heads * head_dim
+    encoder = S * (6 * m.n_encoder_layers * block + 12 * m.n_encoder_layers * S * d)
+    decoder = T * (6 * m.n_layers * (block + cross_q_out) + 6 * m.n_layers * T * d + 12 * m.n_layers * S * d
+                   + 6 * d * vocab_size)
+    return (encoder + S * 6 * m.n_layers * cross_kv + decoder) / (S + T)
 
 
 def mfu(tokens_per_sec: float, flops_per_token_: float, device_kind: str, n_devices: int = 1) -> float | None:

@@ -8,7 +8,10 @@ before jax starts) and prints one JSON report that the test checks:
   * lmlab.runs.load_run + greedy generation with parameters sharded over 8 devices vs 1;
   * each task family's evaluator (LM, MLM, translation) with the same parameters on one device
     and on meshes (8,1,1) and (2,2,2): metrics, and the shardings of the batches it runs;
-  * Pallas attention under a (2,2,2) mesh against naive attention on one device.
+  * Pallas attention under a (2,2,2) mesh against naive attention on one device;
+  * a frozen model (a distillation teacher, from the run directory above) loaded onto (2,2,2):
+    its parameters' shardings, its fingerprint against one device's, and distilled training
+    losses on (2,2,2) against one device.
 
 Usage: python tests/parallel_worker.py OUT_DIR
        python tests/parallel_worker.py OUT_DIR --families   (BERT and encoder-decoder on (2,2,2) vs 1 device)
@@ -91,7 +94,7 @@ def lower(shape, devices, arrays_host):
     arrays = jax.tree.map(jax.numpy.asarray, arrays_host) if mesh is None else parallel.put_replicated(arrays_host, mesh)
     shardings = None if mesh is None else parallel.shardings_of(state)
     lowered = make_train_chunk(graphdef, tx, config, STEPS, make_schedule(config.train), task, mesh=mesh,
-                               state_shardings=shardings).lower(state, arrays)
+                               state_shardings=shardings).lower(state, arrays, {})
     return config, state, arrays, lowered
 
 
@@ -106,7 +109,7 @@ def train_all(shapes, arrays_host) -> dict:
         compiled = dict(zip(lowered, pool.map(lambda item: item[3].compile(), lowered.values())))
     results = {}
     for shape, (config, state, arrays, _) in lowered.items():
-        state, metrics = compiled[shape](state, arrays)
+        state, metrics = compiled[shape](state, arrays, {})
         results[shape] = (config, state, np.asarray(metrics["loss"]), compiled[shape].as_text())
     return results
 
@@ -208,7 +211,40 @@ def main(out_dir: pathlib.Path) -> dict:
     report["decode"] = outputs
     report["eval"] = evaluation(out_dir)
     report["pallas"] = pallas_on_mesh()
+    report["frozen"] = frozen_on_mesh(run_dir, devices)
     return report
+
+
+def frozen_on_mesh(teacher_dir: pathlib.Path, devices) -> dict:
+    """A distillation chunk whose teacher enters as a frozen argument, on (2,2,2) and on 1 device."""
+    from lmlab.train import frozen as frozen_lib
+
+    arrays_host = jax.tree.map(np.asarray, get_task(config_for((1, 1, 1))).synthetic_train_arrays(VOCAB, jax.random.key(9)))
+    out = {"specs_match_params": True}
+    for shape, devs in (((1, 1, 1), devices[:1]), ((2, 2, 2), devices)):
+        config = config_lib.apply_overrides(config_for(shape), [f"distill.teacher={teacher_dir}", "distill.alpha=0.7",
+                                                                 "distill.temperature=2.0"])
+        mesh = parallel.make_mesh(config.mesh, devices=devs)
+        _, graphdef, tx, state = init_state(config, VOCAB, mesh)
+        task = get_task(config)
+        frozen = frozen_lib.load_frozen(task.frozen_sources(), mesh)
+        frozen_params = frozen_lib.params_of(frozen)
+        chunk = make_train_chunk(graphdef, tx, config, STEPS, make_schedule(config.train), task, mesh=mesh,
+                                 state_shardings=parallel.shardings_of(state),
+                                 frozen_graphdefs=frozen_lib.graphdefs_of(frozen),
+                                 frozen_shardings=parallel.shardings_of(frozen_params))
+        before = jax.device_get(frozen_params)
+        state, metrics = chunk(state, parallel.put_replicated(arrays_host, mesh), frozen_params)
+        name = ",".join(map(str, shape))
+        out[name] = {"losses": np.asarray(metrics["loss"]).tolist(), "kl": np.asarray(metrics["distill/kl"]).tolist(),
+                     "fingerprint": frozen["teacher"].source["fingerprint"],
+                     "unchanged": all(np.array_equal(a, b) for a, b in zip(
+                         jax.tree.leaves(before), jax.tree.leaves(jax.device_get(frozen_params)))),
+                     "sharded_leaves": sum(len(x.sharding.device_set) > 1 and not x.sharding.is_fully_replicated
+                                           for x in jax.tree.leaves(frozen_params))}
+        specs = jax.tree.map(lambda a, b: a.sharding.spec == b.sharding.spec, frozen_params["teacher"], state["params"])
+        out["specs_match_params"] &= all(jax.tree.leaves(specs))
+    return out
 
 
 def pallas_on_mesh() -> dict:
@@ -369,7 +405,7 @@ def families() -> dict:
             arrays = parallel.put_replicated(task.synthetic_train_arrays(64, jax.random.key(3)), mesh)
             chunk = make_train_chunk(graphdef, tx, config, 3, make_schedule(config.train), task, mesh=mesh,
                                      state_shardings=parallel.shardings_of(state))
-            state, metrics = chunk(state, arrays)
+            state, metrics = chunk(state, arrays, {})
             losses[",".join(map(str, shape))] = np.asarray(metrics["loss"]).tolist()
             sharded = [len(x.sharding.device_set) > 1 and not x.sharding.is_fully_replicated
                        for x in jax.tree.leaves(state["params"])]

@@ -7,6 +7,7 @@ from flax import nnx
 from lmlab import config as config_lib
 from lmlab import flops
 from lmlab.models import build_model
+from lmlab.tasks import get_task
 
 
 def model_config(**overrides):
@@ -87,7 +88,7 @@ def run_config(path, *overrides):
 
 def test_training_flops_of_a_gpt_run_are_the_decoder_formula():
     c = run_config("configs/gpt_shakespeare.py", "--config.data.seq_len=16")
-    assert flops.training_flops_per_token(c, 50) == flops.flops_per_token(c.model, 50, 16) == 126336
+    assert get_task(c).flops_per_token(50) == flops.flops_per_token(c.model, 50, 16) == 126336
 
 
 def test_training_flops_of_a_bert_mlm_run_hand_count():
@@ -97,10 +98,10 @@ def test_training_flops_of_a_bert_mlm_run_hand_count():
     layers = 2 * (2048 + 1024 + 3 * 32 * 64)            # 18432: encoder q/k/v, out, SwiGLU
     attention = 12 * 2 * 16 * 32                         # 12288
     head = 6 * (32 * 32 + 32 * 50) * 4 / 16              # 3936 per token
-    assert flops.training_flops_per_token(c, 50) == pytest.approx(6 * layers + attention + head) == 126816
+    assert get_task(c).flops_per_token(50) == pytest.approx(6 * layers + attention + head) == 126816
     # Classifier: pooler (d x d) and classifier (d x n_classes) once per row of T tokens, no MLM head.
     c = run_config("configs/bert_classify_shakespeare.py", "--config.data.seq_len=16", "--config.model.n_classes=4")
-    assert flops.training_flops_per_token(c, 50) == pytest.approx(6 * layers + attention + 6 * (32 * 32 + 32 * 4) / 16)
+    assert get_task(c).flops_per_token(50) == pytest.approx(6 * layers + attention + 6 * (32 * 32 + 32 * 4) / 16)
 
 
 def test_training_flops_of_an_encdec_run_hand_count():
@@ -116,7 +117,7 @@ def test_training_flops_of_an_encdec_run_hand_count():
                     + 12 * 1 * 12 * 32                   # cross-attention over S
                     + 6 * 32 * 50)                       # output projection
     assert encoder + cross_kv + decoder == 2781504
-    assert flops.training_flops_per_token(c, 50) == pytest.approx(2781504 / 27)
+    assert get_task(c).flops_per_token(50) == pytest.approx(2781504 / 27)
 
 
 @pytest.mark.parametrize("path, overrides, per_layer", [

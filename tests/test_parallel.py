@@ -283,3 +283,17 @@ def test_pallas_attention_runs_per_shard_on_a_mesh(report):
     # shards: no all-gather of q, k, v or the mask anywhere in the program.
     assert pallas["manual_regions"] >= 1 and pallas["all_gathers"] == 0
     assert pallas["out_spec"] == [["data", "fsdp"], None, "tensor"]
+
+
+def test_frozen_teacher_is_sharded_like_parameters_and_distills_like_one_device(report):
+    """A frozen model (lmlab.train.frozen) on the (2,2,2) mesh: placed by the parameters' logical
+    rules (not replicated wholesale), never changed by the step, with the same fingerprint and the
+    same distilled losses as on one device."""
+    frozen = report["frozen"]
+    assert frozen["specs_match_params"] is True
+    assert frozen["2,2,2"]["sharded_leaves"] > 0 and frozen["1,1,1"]["sharded_leaves"] == 0
+    assert frozen["2,2,2"]["fingerprint"] == frozen["1,1,1"]["fingerprint"]
+    assert frozen["2,2,2"]["unchanged"] and frozen["1,1,1"]["unchanged"]
+    np.testing.assert_allclose(frozen["2,2,2"]["losses"], frozen["1,1,1"]["losses"], rtol=1e-5)
+    np.testing.assert_allclose(frozen["2,2,2"]["kl"], frozen["1,1,1"]["kl"], rtol=1e-4, atol=1e-6)
+    assert min(frozen["1,1,1"]["kl"]) > 0  # a different, randomly initialised student

@@ -75,16 +75,10 @@ def register_parallel_corpus(name: str) -> Callable[[ParallelCorpusBuilder], Par
 
 
 def available_parallel_corpora() -> list[str]:
-    _register_builtins()
     return sorted(_BUILDERS)
 
 
 def get_parallel_corpus(name: str) -> ParallelCorpus:
-    _register_builtins()
     if name not in _BUILDERS:
         raise ValueError(f"unknown parallel corpus {name!r}; available: {', '.join(sorted(_BUILDERS))}")
     return _BUILDERS[name]()
-
-
-def _register_builtins() -> None:
-    from lmlab.data import po_catalogs  # noqa: F401  (registers the gettext corpora)

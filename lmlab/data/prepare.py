@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lmlab.config import ConfigError
 from lmlab.data.corpora import get_corpus
 from lmlab.data.token_file import metadata_path, read_token_file, write_token_file
 from lmlab.tokenizers import Tokenizer, load_tokenizer, train_tokenizer
@@ -22,24 +23,44 @@ from lmlab.tokenizers import Tokenizer, load_tokenizer, train_tokenizer
 log = logging.getLogger("lmlab")
 
 
-def copy_init_tokenizers(config, run_dir: pathlib.Path, names=("tokenizer",)) -> None:
-    """Fine-tuning (train.init_from): a new run takes the source run's tokenizer directories, so
-    token ids mean what they meant when its parameters were trained. A tokenizer the run already
-    has is kept (a resume, or a prepared run)."""
-    source = config.train.get("init_from")
-    if not source:
-        return
-    run_dir, source = pathlib.Path(run_dir), pathlib.Path(source)
-    for name in names:
-        if (run_dir / name / "tokenizer.json").exists():
-            continue
-        if not (source / name / "tokenizer.json").exists():
-            from lmlab.config import ConfigError
+def tokenizer_sources(config) -> dict[str, pathlib.Path]:
+    """{config key: run directory} of the runs whose token ids this run must share: the run it
+    starts from (train.init_from) and a distillation teacher (distill.teacher)."""
+    keys = {"train.init_from": config.train.get("init_from")}
+    if "distill" in config:
+        keys["distill.teacher"] = config.distill.get("teacher")
+    return {key: pathlib.Path(value) for key, value in keys.items() if value}
 
-            raise ConfigError(f"train.init_from={source} is not a trained run (no {name}/tokenizer.json); "
-                              "train or import it first")
+
+def same_files(dir_a: pathlib.Path, dir_b: pathlib.Path) -> bool:
+    """Whether two tokenizer directories hold the same files, byte for byte."""
+    names_a = sorted(p.relative_to(dir_a) for p in dir_a.rglob("*") if p.is_file())
+    names_b = sorted(p.relative_to(dir_b) for p in dir_b.rglob("*") if p.is_file())
+    return names_a == names_b and all((dir_a / n).read_bytes() == (dir_b / n).read_bytes() for n in names_a)
+
+
+def copy_init_tokenizers(config, run_dir: pathlib.Path, names=("tokenizer",)) -> None:
+    """Fine-tuning (train.init_from) and distillation (distill.teacher): a new run takes the source
+    run's tokenizer directories, so token ids mean what they meant when its parameters were
+    trained. Two sources must agree. A tokenizer the run already has is kept (a resume, or a
+    prepared run)."""
+    sources = tokenizer_sources(config)
+    run_dir = pathlib.Path(run_dir)
+    for name in names:
+        present = [(key, source) for key, source in sources.items() if (source / name / "tokenizer.json").exists()]
+        for key, source in sources.items():
+            if (source, name) not in {(s, name) for _, s in present}:
+                raise ConfigError(f"{key}={source} is not a trained run (no {name}/tokenizer.json); "
+                                  "train or import it first")
+        for (key_a, a), (key_b, b) in zip(present, present[1:]):
+            if not same_files(a / name, b / name):
+                raise ConfigError(f"{key_a}={a} and {key_b}={b} have different tokenizers; their token ids "
+                                  "mean different things, so one run cannot use both")
+        if (run_dir / name / "tokenizer.json").exists() or not present:
+            continue
+        key, source = present[0]
         shutil.copytree(source / name, run_dir / name, dirs_exist_ok=True)
-        log.info("%s copied from %s", name, source)
+        log.info("%s copied from %s (%s)", name, source, key)
 
 
 @dataclass

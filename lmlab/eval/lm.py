@@ -37,20 +37,26 @@ def eval_windows(tokens_N: np.ndarray, seq_len: int, max_windows: int = 0) -> tu
 
 def evaluate(eval_step, params, windows: np.ndarray, weights: np.ndarray, byte_lengths: np.ndarray,
              batch_size: int) -> dict:
-    """Runs `eval_step(params, windows_BT1, weights_BT) -> nll_sum` over fixed-size batches."""
-    total_nll = 0.0
+    """Runs `eval_step(params, windows_BT1, weights_BT) -> {"nll": sum, ...}` over fixed-size batches.
+
+    Besides the val_* figures of the summed NLL, every summed quantity is reported per scored
+    token as "eval/<name>" (eval/nll included), the names the task logs in training."""
+    totals: dict[str, float] = {}
     n = len(windows)
     pad = (-n) % batch_size  # one compiled shape: pad the last batch with weight-0 rows
     windows = np.concatenate([windows, np.zeros((pad, windows.shape[1]), windows.dtype)])
     weights = np.concatenate([weights, np.zeros((pad, weights.shape[1]), weights.dtype)])
     for i in range(0, len(windows), batch_size):
-        total_nll += float(eval_step(params, windows[i:i + batch_size], weights[i:i + batch_size]))
+        for key, value in eval_step(params, windows[i:i + batch_size], weights[i:i + batch_size]).items():
+            totals[key] = totals.get(key, 0.0) + float(value)
     n_tokens = float(weights.sum())
     n_bytes = float((byte_lengths[windows[:, 1:]] * weights).sum())
+    total_nll = totals["nll"]
     loss = total_nll / n_tokens
     return {
         "val_loss": loss,
         "val_ppl": math.exp(min(loss, 700.0)),
         "val_bpb": total_nll / math.log(2) / max(n_bytes, 1.0),
         "val_tokens": int(n_tokens),
+        **{f"eval/{key}": total / n_tokens for key, total in totals.items()},
     }

@@ -31,6 +31,7 @@ def make_config(model: dict, tokenizer: Tokenizer, *, prompts: tuple[str, ...] =
             raise config_lib.ConfigError(f"imported model setting 'model.{key}' is not a config key of "
                                          f"this lmlab version ({BASE_CONFIG})")
         config.model[key] = value
+    config.task = config_lib.infer_task(config)
     config.tokenizer.kind = tokenizer.kind
     config.tokenizer.vocab_size = tokenizer.vocab_size
     config.tokenizer.special_tokens = tuple(tokenizer.special_ids)

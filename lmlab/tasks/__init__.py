@@ -1,25 +1,45 @@
-"""Training objectives, one per model family: `get_task(config)` picks it from `model.family`."""
+"""Training objectives, one per `task` config key: `get_task(config)` builds the one named there.
+
+The task is separate from the model family: a GPT decoder can be pretrained (`lm`), and later
+fine-tuned or aligned by other tasks; each task class says which families it trains
+(`Task.families`) and a wrong pair is a config error. Run directories written before the `task`
+key existed get it inferred from their family (lmlab.config.infer_task).
+"""
 
 from __future__ import annotations
 
 import importlib
 
-from lmlab.tasks.base import Task, TaskData
+from lmlab.config import ConfigError
+from lmlab.tasks.base import LossOutput, Task, TaskData
 
-# family -> "module:class"; imported lazily so a family's extra dependencies load only when used.
+# task -> "module:class"; imported lazily so a task's extra dependencies load only when used.
 TASKS = {
-    "gpt": "lmlab.tasks.lm:LMTask",
-    "bert": "lmlab.tasks.mlm:bert_task",  # masked LM; sequence classification when model.n_classes > 0
-    "encdec": "lmlab.tasks.translation:TranslationTask",  # teacher-forced translation, BLEU
+    "lm": "lmlab.tasks.lm:LMTask",                      # next-token prediction (GPT family)
+    "mlm": "lmlab.tasks.mlm:MLMTask",                   # masked LM (BERT family)
+    "classify": "lmlab.tasks.classify:ClassifyTask",    # sequence classification (BERT + head)
+    "translate": "lmlab.tasks.translation:TranslationTask",  # teacher-forced translation, BLEU
 }
 
 
+def task_class(name: str) -> type[Task]:
+    if name not in TASKS:
+        raise ConfigError(f"config key 'task' must be one of {', '.join(TASKS)}; got {name!r}")
+    module, attr = TASKS[name].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
 def get_task(config) -> Task:
+    cls = task_class(config.task)
     family = config.model.family
-    if family not in TASKS:
-        raise ValueError(f"no training task for model family '{family}'; available: {', '.join(TASKS)}")
-    module, name = TASKS[family].split(":")
-    return getattr(importlib.import_module(module), name)(config)
+    if family not in cls.families:
+        raise ConfigError(f"task '{config.task}' trains model.family {' or '.join(cls.families)}, not '{family}'; "
+                          f"set model.family or task")
+    task = cls(config)
+    teacher = config.distill.teacher if "distill" in config else ""
+    if teacher and "teacher" not in task.frozen_sources():
+        raise ConfigError(f"distill.teacher is set, but task '{config.task}' does not distil (tasks that do: lm)")
+    return task
 
 
-__all__ = ["TASKS", "Task", "TaskData", "get_task"]
+__all__ = ["TASKS", "LossOutput", "Task", "TaskData", "get_task", "task_class"]

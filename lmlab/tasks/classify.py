@@ -1,4 +1,4 @@
-"""Sequence classification with a BERT encoder (family "bert", model.n_classes > 0).
+"""Sequence classification with a BERT encoder (task "classify": family "bert", model.n_classes > 0).
 
 The labelled data comes from the run's corpus: class k is document `data.classify_docs[k]` (e.g. a
 play), and an example is a `[CLS] passage [SEP]` window of `data.seq_len - 2` tokens from it. Each
@@ -24,13 +24,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmlab import parallel
+from lmlab import flops, parallel
 from lmlab.data.corpora import get_corpus
 from lmlab.data.mlm import heldout_examples, wrap_cls_sep
 from lmlab.data.prepare import copy_init_tokenizers
 from lmlab.files import atomic_write
-from lmlab.tasks.base import Task, TaskData
-from lmlab.tasks.mlm import bert_ids
+from lmlab.tasks.base import LossOutput, Task, TaskData
+from lmlab.tasks.mlm import BertIds, bert_ids
 from lmlab.tokenizers import load_tokenizer, train_tokenizer
 from lmlab.train.losses import token_cross_entropy
 
@@ -68,6 +68,8 @@ def balanced_heldout(val_docs, seq_len: int, cls_id: int, sep_id: int):
 
 
 class ClassifyTask(Task):
+    families = ("bert",)
+
     def __init__(self, config):
         super().__init__(config)
         self.ids = None  # set by prepare()
@@ -108,8 +110,6 @@ class ClassifyTask(Task):
         return TaskData(tokenizer, train, {"examples": examples, "labels": labels})
 
     def synthetic_train_arrays(self, vocab_size, key):
-        from lmlab.tasks.mlm import BertIds
-
         if self.ids is None:  # `lmlab bench train`: stand-in ids
             self.ids = BertIds(4, 5, 6, (0, 1, 2, 3, 4, 5, 6), vocab_size)
         arrays = super().synthetic_train_arrays(vocab_size, key)
@@ -128,14 +128,21 @@ class ClassifyTask(Task):
         windows_BL = train_arrays["tokens"][starts_B[:, None] + jnp.arange(L)]
         return {"inputs": wrap_cls_sep(windows_BL, self.ids.cls, self.ids.sep), "labels": labels_B}
 
-    def loss(self, model, batch, dropout_key):
+    def loss(self, model, batch, dropout_key, frozen):
         t = self.config.train
         logits_BC, _ = model(batch["inputs"], dropout_key=dropout_key)
         objective_B1, nll_B1 = token_cross_entropy(logits_BC[:, None], batch["labels"][:, None],
                                                    label_smoothing=t.label_smoothing, z_loss=t.z_loss)
-        return objective_B1.mean(), nll_B1.mean(), jnp.asarray(nll_B1.size, jnp.float32)
+        correct_B = (jnp.argmax(logits_BC, -1) == batch["labels"]).astype(jnp.float32)
+        return LossOutput(objective_B1.mean(), jnp.asarray(nll_B1.size, jnp.float32),
+                          {"nll": nll_B1.mean(), "accuracy": correct_B.mean()})
 
-    def make_evaluator(self, graphdef, data: TaskData):
+    def flops_per_token(self, vocab_size: int) -> float:
+        """The pooler (d x d) and classifier (d x n_classes) run once per row."""
+        m = self.config.model
+        return flops.encoder_flops_per_token(m, self.config.data.seq_len, 6 * (m.d_model ** 2 + m.d_model * m.n_classes))
+
+    def make_evaluator(self, graphdef, data: TaskData, frozen=None):
         from flax import nnx
 
         c = self.config
@@ -161,7 +168,8 @@ class ClassifyTask(Task):
             nll, correct = parallel.eval_sums(eval_step, params, (inputs, targets, weights),
                                               batch_size or c.data.batch_size)
             n = float(weights.sum())
-            return {"val_loss": nll / n, "val_accuracy": correct / n, "val_examples": int(n)}
+            return {"val_loss": nll / n, "val_accuracy": correct / n, "val_examples": int(n),
+                    "eval/nll": nll / n, "eval/accuracy": correct / n}
 
         return evaluator
 

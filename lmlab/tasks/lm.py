@@ -7,11 +7,13 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
-from lmlab import parallel
+from lmlab import flops, parallel
+from lmlab.compress.distill import distill_objective
 from lmlab.data.prepare import prepare
 from lmlab.eval.lm import eval_windows, evaluate
-from lmlab.tasks.base import Task, TaskData
+from lmlab.tasks.base import LossOutput, Task, TaskData
 from lmlab.train.losses import token_cross_entropy
 
 
@@ -21,44 +23,75 @@ def sample_windows(tokens_N: jax.Array, key: jax.Array, batch: int, seq_len: int
     return tokens_N[starts_B[:, None] + jnp.arange(seq_len + 1)].astype(jnp.int32)
 
 
-def lm_loss(model, windows_BT1, dropout_key, *, label_smoothing=0.0, z_loss=0.0):
-    logits_BTV, _ = model(windows_BT1[:, :-1], dropout_key=dropout_key)
-    objective_BT, nll_BT = token_cross_entropy(logits_BTV, windows_BT1[:, 1:], label_smoothing=label_smoothing,
-                                               z_loss=z_loss)
-    return objective_BT.mean(), nll_BT.mean(), jnp.asarray(nll_BT.size, jnp.float32)
+def lm_loss(model, windows_BT1, dropout_key, *, label_smoothing=0.0, z_loss=0.0, teacher=None, alpha=0.0,
+            temperature=1.0) -> LossOutput:
+    """Next-token loss over every position; with a frozen `teacher` model, mixed with the
+    distillation term (lmlab.compress.distill) at weight `alpha` and `temperature`."""
+    inputs_BT, targets_BT = windows_BT1[:, :-1], windows_BT1[:, 1:]
+    logits_BTV, _ = model(inputs_BT, dropout_key=dropout_key)
+    objective_BT, nll_BT = token_cross_entropy(logits_BTV, targets_BT, label_smoothing=label_smoothing, z_loss=z_loss)
+    per_token = {"nll": nll_BT}
+    if teacher is not None:
+        teacher_logits_BTV, _ = teacher(inputs_BT)
+        objective_BT, distill_metrics = distill_objective(objective_BT, logits_BTV, teacher_logits_BTV, targets_BT,
+                                                          alpha=alpha, temperature=temperature)
+        per_token.update(distill_metrics, **{"distill/ce": nll_BT})
+    metrics = {name: value_BT.mean() for name, value_BT in per_token.items()}
+    return LossOutput(objective_BT.mean(), jnp.asarray(nll_BT.size, jnp.float32), metrics)
 
 
-def make_lm_eval_step(graphdef):
-    """Jitted eval(params, windows_BT1, weights_BT) -> summed nll of the weighted targets, run
+def make_lm_eval_step(graphdef, teacher_graphdef=None, *, temperature: float = 1.0):
+    """Jitted eval({"model": params[, "teacher": params]}, windows_BT1, weights_BT) -> sums of the
+    weighted targets' nll (and, with a teacher, of distill/kl and distill/teacher_nll), run
     data-parallel on the mesh the parameters live on (lmlab.parallel.data_parallel_eval)."""
-    from flax import nnx
-
     def eval_step(params, windows_BT1, weights_BT):
-        model = nnx.merge(graphdef, nnx.State(params))
-        logits_BTV, _ = model(windows_BT1[:, :-1])
-        _, nll_BT = token_cross_entropy(logits_BTV, windows_BT1[:, 1:])
-        return (nll_BT * weights_BT).sum()
+        inputs_BT, targets_BT = windows_BT1[:, :-1], windows_BT1[:, 1:]
+        logits_BTV, _ = nnx.merge(graphdef, nnx.State(params["model"]))(inputs_BT)
+        _, nll_BT = token_cross_entropy(logits_BTV, targets_BT)
+        sums = {"nll": (nll_BT * weights_BT).sum()}
+        if teacher_graphdef is not None:
+            teacher_logits_BTV, _ = nnx.merge(teacher_graphdef, nnx.State(params["teacher"]))(inputs_BT)
+            _, distill_metrics = distill_objective(nll_BT, logits_BTV, teacher_logits_BTV, targets_BT, alpha=1.0,
+                                                   temperature=temperature)
+            sums.update({name: (value_BT * weights_BT).sum() for name, value_BT in distill_metrics.items()},
+                        **{"distill/ce": sums["nll"]})
+        return sums
 
     return parallel.data_parallel_eval(eval_step)
 
 
 class LMTask(Task):
+    families = ("gpt",)
+
     def prepare(self, run_dir: pathlib.Path) -> TaskData:
         data = prepare(self.config, run_dir)
         if len(data.train_tokens) <= self.config.data.seq_len + 1:
             raise ValueError(f"training split has {len(data.train_tokens)} tokens, fewer than data.seq_len + 2")
         return TaskData(data.tokenizer, {"tokens": np.asarray(data.train_tokens)}, data.val_tokens)
 
+    def frozen_sources(self) -> dict[str, str]:
+        teacher = self.config.distill.teacher if "distill" in self.config else ""
+        return {"teacher": teacher} if teacher else {}
+
     def sample_batch(self, train_arrays, key):
         return sample_windows(train_arrays["tokens"], key, self.config.data.batch_size, self.config.data.seq_len)
 
-    def loss(self, model, batch, dropout_key):
+    def loss(self, model, batch, dropout_key, frozen):
         t = self.config.train
-        return lm_loss(model, batch, dropout_key, label_smoothing=t.label_smoothing, z_loss=t.z_loss)
+        distill = {}
+        if "teacher" in frozen:
+            distill = dict(teacher=frozen["teacher"], alpha=self.config.distill.alpha,
+                           temperature=self.config.distill.temperature)
+        return lm_loss(model, batch, dropout_key, label_smoothing=t.label_smoothing, z_loss=t.z_loss, **distill)
 
-    def make_evaluator(self, graphdef, data: TaskData):
+    def flops_per_token(self, vocab_size: int) -> float:
+        return flops.flops_per_token(self.config.model, vocab_size, self.config.data.seq_len)
+
+    def make_evaluator(self, graphdef, data: TaskData, frozen=None):
         c = self.config
-        eval_step = make_lm_eval_step(graphdef)
+        teacher = (frozen or {}).get("teacher")
+        eval_step = make_lm_eval_step(graphdef, teacher and teacher.graphdef,
+                                      temperature=c.distill.temperature if teacher else 1.0)
         byte_lengths = data.tokenizer.token_byte_lengths()
         periodic = eval_windows(data.val, c.data.seq_len, c.train.eval_batches * c.data.batch_size)
 
@@ -66,6 +99,7 @@ class LMTask(Task):
             windows, weights = eval_windows(data.val, c.data.seq_len) if full else periodic
             # Batches split evenly over the mesh's batch axes; weight-0 windows fill the last one.
             bs = parallel.eval_batch_size(batch_size or c.data.batch_size, parallel.mesh_of(params))
-            return evaluate(eval_step, params, windows, weights, byte_lengths, bs)
+            trees = {"model": params, **({"teacher": teacher.params} if teacher else {})}
+            return evaluate(eval_step, trees, windows, weights, byte_lengths, bs)
 
         return evaluator

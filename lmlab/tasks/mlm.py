@@ -26,10 +26,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmlab import parallel
+from lmlab import flops, parallel
 from lmlab.data.mlm import heldout_examples, mask_tokens, max_selected, sample_examples, tokenizer_special_ids
 from lmlab.data.prepare import prepare
-from lmlab.tasks.base import Task, TaskData
+from lmlab.config import ConfigError
+from lmlab.tasks.base import LossOutput, Task, TaskData
 from lmlab.train.losses import token_cross_entropy
 
 BERT_TOKENS = ("[CLS]", "[SEP]", "[MASK]")
@@ -46,8 +47,6 @@ class BertIds:
 
 
 def bert_ids(tokenizer) -> BertIds:
-    from lmlab.config import ConfigError
-
     missing = [t for t in BERT_TOKENS if t not in tokenizer.special_ids]
     if missing:
         raise ConfigError(f"config key 'tokenizer.special_tokens' must contain {', '.join(BERT_TOKENS)} for the "
@@ -55,15 +54,6 @@ def bert_ids(tokenizer) -> BertIds:
     s = tokenizer.special_ids
     return BertIds(s["[CLS]"], s["[SEP]"], s["[MASK]"], tuple(tokenizer_special_ids(tokenizer)),
                    tokenizer.vocab_size)
-
-
-def bert_task(config) -> Task:
-    """The task registered for family "bert": classification when model.n_classes > 0, else MLM."""
-    if config.model.n_classes:
-        from lmlab.tasks.classify import ClassifyTask
-
-        return ClassifyTask(config)
-    return MLMTask(config)
 
 
 def selected_positions(weights_BT: jax.Array, n: int) -> jax.Array:
@@ -91,15 +81,19 @@ def mlm_token_losses(model, batch: dict, dropout_key=None, *, max_positions: int
     return objective_BP, nll_BP, logits_BPV, targets_BT, weights_BT
 
 
-def mlm_loss(model, batch: dict, dropout_key=None, **kwargs) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(objective, nll, n_selected): weighted means over the selected positions of the whole batch."""
-    objective_BP, nll_BP, _, _, weights_BP = mlm_token_losses(model, batch, dropout_key, **kwargs)
+def mlm_loss(model, batch: dict, dropout_key=None, **kwargs) -> LossOutput:
+    """Weighted means over the selected positions of the whole batch: objective, nll, accuracy."""
+    objective_BP, nll_BP, logits_BPV, targets_BP, weights_BP = mlm_token_losses(model, batch, dropout_key, **kwargs)
     n_selected = weights_BP.sum()
     count = jnp.maximum(n_selected, 1.0)
-    return (objective_BP * weights_BP).sum() / count, (nll_BP * weights_BP).sum() / count, n_selected
+    correct_BP = (jnp.argmax(logits_BPV, -1) == targets_BP).astype(jnp.float32)
+    return LossOutput((objective_BP * weights_BP).sum() / count, n_selected,
+                      {"nll": (nll_BP * weights_BP).sum() / count, "accuracy": (correct_BP * weights_BP).sum() / count})
 
 
 class MLMTask(Task):
+    families = ("bert",)
+
     def __init__(self, config):
         super().__init__(config)
         self.ids: BertIds | None = None  # set by prepare() from the tokenizer
@@ -128,13 +122,19 @@ class MLMTask(Task):
         inputs_BT, targets_BT, weights_BT = self.mask(examples_BT, k_mask)
         return {"inputs": inputs_BT, "targets": targets_BT, "weights": weights_BT}
 
-    def loss(self, model, batch, dropout_key):
+    def loss(self, model, batch, dropout_key, frozen):
         t = self.config.train
         return mlm_loss(model, batch, dropout_key, max_positions=max_selected(batch["inputs"].shape[1],
                                                                               self.config.data.mlm_rate),
                         label_smoothing=t.label_smoothing, z_loss=t.z_loss)
 
-    def make_evaluator(self, graphdef, data: TaskData):
+    def flops_per_token(self, vocab_size: int) -> float:
+        """The MLM head (dense d x d, decoder d x V) runs on the max_selected positions of a row only."""
+        m, d = self.config.model, self.config.data
+        head_rows = max_selected(d.seq_len, d.mlm_rate)
+        return flops.encoder_flops_per_token(m, d.seq_len, 6 * (m.d_model ** 2 + m.d_model * vocab_size) * head_rows)
+
+    def make_evaluator(self, graphdef, data: TaskData, frozen=None):
         from flax import nnx
 
         c = self.config
@@ -162,7 +162,8 @@ class MLMTask(Task):
             nll, correct = parallel.eval_sums(eval_step, params, arrays, batch_size or c.data.batch_size)
             n = float(arrays[2].sum())
             loss = nll / max(n, 1.0)
-            return {"val_loss": loss, "val_ppl": math.exp(min(loss, 700.0)),
-                    "mlm_accuracy": correct / max(n, 1.0), "val_tokens": int(n)}
+            accuracy = correct / max(n, 1.0)
+            return {"val_loss": loss, "val_ppl": math.exp(min(loss, 700.0)), "mlm_accuracy": accuracy,
+                    "val_tokens": int(n), "eval/nll": loss, "eval/accuracy": accuracy}
 
         return evaluator

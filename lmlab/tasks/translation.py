@@ -43,9 +43,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmlab import parallel
+from lmlab import flops, parallel
 from lmlab.data.prepare import copy_init_tokenizers
-from lmlab.tasks.base import Task, TaskData
+from lmlab.tasks.base import LossOutput, Task, TaskData
 from lmlab.tokenizers import load_tokenizer, train_tokenizer
 from lmlab.train.losses import token_cross_entropy
 
@@ -145,6 +145,8 @@ def teacher_forced_losses(model, batch, dropout_key=None, *, label_smoothing=0.0
 
 
 class TranslationTask(Task):
+    families = ("encdec",)
+
     # ------------------------------------------------------------------ data
     def prepare(self, run_dir: pathlib.Path) -> TaskData:
         c = self.config
@@ -230,12 +232,12 @@ class TranslationTask(Task):
         rows_B = jax.random.randint(key, (self.config.data.batch_size,), 0, n)
         return {k: v[rows_B].astype(jnp.int32) for k, v in train_arrays.items()}
 
-    def loss(self, model, batch, dropout_key):
+    def loss(self, model, batch, dropout_key, frozen):
         t = self.config.train
         objective, nll, n_tokens = teacher_forced_losses(model, batch, dropout_key, label_smoothing=t.label_smoothing,
                                                          z_loss=t.z_loss)
         count = jnp.maximum(n_tokens, 1.0)
-        return objective / count, nll / count, n_tokens
+        return LossOutput(objective / count, n_tokens, {"nll": nll / count})
 
     def synthetic_train_arrays(self, vocab_size: int, key: jax.Array) -> dict:
         d = self.config.data
@@ -250,8 +252,12 @@ class TranslationTask(Task):
         d = self.config.data
         return d.batch_size * (d.src_len + d.tgt_len - 1)
 
+    def flops_per_token(self, vocab_size: int) -> float:
+        d = self.config.data
+        return flops.encoder_decoder_flops_per_token(self.config.model, vocab_size, d.src_len, d.tgt_len - 1)
+
     # ------------------------------------------------------------------ evaluation
-    def make_evaluator(self, graphdef, data: TaskData):
+    def make_evaluator(self, graphdef, data: TaskData, frozen=None):
         from flax import nnx
 
         from lmlab.eval.bleu import corpus_bleu
@@ -273,7 +279,8 @@ class TranslationTask(Task):
         def evaluator(params, full: bool = False, batch_size: int = 0) -> dict:
             batch_size = batch_size or c.data.batch_size
             loss, n_tokens = nll(params, "dev", batch_size)
-            result = {"val_loss": loss, "val_ppl": math.exp(min(loss, 700.0)), "val_tokens": n_tokens}
+            result = {"val_loss": loss, "val_ppl": math.exp(min(loss, 700.0)), "val_tokens": n_tokens,
+                      "eval/nll": loss}
             if not full:
                 return result
             test_loss, _ = nll(params, "test", batch_size)

@@ -26,16 +26,18 @@ from lmlab import config as config_lib
 from lmlab import parallel
 from lmlab.models import count_params
 from lmlab.tasks import get_task
+from lmlab.train import frozen as frozen_lib
 from lmlab.train.checkpoint import Checkpointer
-from lmlab.train.metrics import MetricsWriter
+from lmlab.train.metrics import MetricsWriter, MetricWindow
 from lmlab.train.optimizer import make_schedule
-from lmlab.train.state import init_state, load_init_params
-from lmlab.train.step import make_train_chunk
+from lmlab.train.init_from import load_init_params
+from lmlab.train.state import init_state
+from lmlab.train.step import TRAINER_METRICS, make_train_chunk
 
 log = logging.getLogger("lmlab")
 
 # Sections that fix what a checkpoint means; the train/sample sections may change between resumes.
-_FROZEN_SECTIONS = ("seed", "data", "tokenizer", "model")
+_FROZEN_SECTIONS = ("seed", "task", "data", "tokenizer", "model")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -115,6 +117,7 @@ def train(config, run_dir: str | pathlib.Path, *, progress: bool = True) -> dict
 def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
     parallel.initialize_distributed()  # a no-op unless the environment names several processes
     primary = parallel.is_primary()
+    task = get_task(config)  # a task/family mismatch is refused before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     saved_config_path = run_dir / "config.json"
     if saved_config_path.exists():
@@ -125,13 +128,12 @@ def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
     if primary:
         config_lib.save(config, run_dir)
 
-    task = get_task(config)
     data = parallel.primary_first(lambda: task.prepare(run_dir))
     model, graphdef, tx, state = init_state(config, data.tokenizer.vocab_size, mesh)
     state_shardings = parallel.shardings_of(state)
     if mesh.size > 1:
         log.info("mesh: %s", parallel.describe(mesh))
-    log.info("model: %s, %.2fM parameters", config.model.family, count_params(model) / 1e6)
+    log.info("task: %s, model: %s, %.2fM parameters", config.task, config.model.family, count_params(model) / 1e6)
 
     checkpointer = Checkpointer(run_dir / "checkpoints", keep=config.train.keep_checkpoints)
     start_step, best_val = 0, math.inf
@@ -142,6 +144,10 @@ def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
         log.info("resumed from step %d (data position %d)", start_step, record.get("data_position", 0))
     elif config.train.init_from:
         state = parallel.put(load_init_params(state, config.train.init_from), state_shardings)
+    frozen = frozen_lib.load_frozen(task.frozen_sources(), mesh)
+    frozen_lib.check_tokenizers(frozen, run_dir)
+    frozen_lib.check_or_record(run_dir, frozen, resuming=restored is not None, write=primary)
+    frozen_params = frozen_lib.params_of(frozen)
     metrics_writer = MetricsWriter(run_dir, resume_step=start_step) if primary else _NoMetrics()
 
     t = config.train
@@ -157,9 +163,11 @@ def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
     t0 = time.perf_counter()
     # Compile ahead of the loop so the first chunk's throughput is not mostly compilation.
     chunk_fn = make_train_chunk(graphdef, tx, config, n_chunk, schedule, task, mesh=mesh,
-                                state_shardings=state_shardings).lower(state, train_arrays).compile()
+                                state_shardings=state_shardings, frozen_graphdefs=frozen_lib.graphdefs_of(frozen),
+                                frozen_shardings=parallel.shardings_of(frozen_params)
+                                ).lower(state, train_arrays, frozen_params).compile()
     log.info("compiled %d train steps per call in %.1fs", n_chunk, time.perf_counter() - t0)
-    evaluator = task.make_evaluator(graphdef, data)
+    evaluator = task.make_evaluator(graphdef, data, frozen)
 
     stop_signal = []
     previous_handlers = {s: signal.signal(s, lambda signum, _frame: stop_signal.append(signum))
@@ -171,6 +179,7 @@ def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
         bar = tqdm(total=t.steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
                    mininterval=1.0, smoothing=0.1)
     last_good_step = start_step if restored is not None else None
+    task_window, task_means = MetricWindow(), {}
     step = start_step
     # jax.profiler trace of the first train calls after compilation (TensorBoard's profile
     # plugin or Perfetto read <run>/profile).
@@ -180,7 +189,7 @@ def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
     try:
         while step < t.steps:
             t0 = time.perf_counter()
-            state, chunk_metrics = chunk_fn(state, train_arrays)
+            state, chunk_metrics = chunk_fn(state, train_arrays, frozen_params)
             chunk_metrics = jax.device_get(chunk_metrics)
             if profile_left:
                 profile_left -= 1
@@ -195,9 +204,12 @@ def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
             n_good = n_chunk if finite.all() else int(np.argmin(finite))
             for i in range(n_good):
                 s = step + i + 1
+                task_window.add({k: v[i] for k, v in chunk_metrics.items() if k not in TRAINER_METRICS})
                 if s % t.log_every == 0:
+                    task_means = task_window.pop_means()  # the task's metrics, averaged since the last log
                     metrics_writer.write(s, {"loss": losses[i], "lr": chunk_metrics["lr"][i],
-                                             "grad_norm": chunk_metrics["grad_norm"][i], "tokens_per_sec": tokens_per_sec})
+                                             "grad_norm": chunk_metrics["grad_norm"][i], "tokens_per_sec": tokens_per_sec,
+                                             **task_means})
             if n_good < n_chunk:
                 where = (f"step {last_good_step} in {checkpointer.directory}" if last_good_step is not None
                          else "none saved yet")
@@ -220,7 +232,8 @@ def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
                 checkpointer.save(step, state, record, val_loss=None if val is None else val["val_loss"])
                 last_good_step = step
             if bar is not None:
-                postfix = {"loss": f"{float(losses[-1]):.3f}", "tok/s": f"{tokens_per_sec:,.0f}"}
+                postfix = {"loss": f"{float(losses[-1]):.3f}", "tok/s": f"{tokens_per_sec:,.0f}",
+                           **{k: f"{v:.3f}" for k, v in task_means.items() if k != "nll"}}
                 if val is not None:
                     name = "val_bpb" if "val_bpb" in val else "val_loss"
                     postfix[name] = f"{val[name]:.3f}"

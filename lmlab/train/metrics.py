@@ -59,6 +59,24 @@ class MetricsWriter:
             self._tb.close()
 
 
+class MetricWindow:
+    """Running means of named per-step values between two logged steps."""
+
+    def __init__(self):
+        self._sums: dict[str, float] = {}
+        self._count = 0
+
+    def add(self, values: dict) -> None:
+        for key, value in values.items():
+            self._sums[key] = self._sums.get(key, 0.0) + float(value)
+        self._count += 1
+
+    def pop_means(self) -> dict[str, float]:
+        means = {key: total / self._count for key, total in self._sums.items()} if self._count else {}
+        self._sums, self._count = {}, 0
+        return means
+
+
 def read_metrics(run_dir) -> list[dict]:
     path = pathlib.Path(run_dir) / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,7 +1,9 @@
 """The pure, jitted train step, the same for every task (lmlab.tasks).
 
-State is a plain pytree {"params", "opt_state", "step", "rng"}; the model is rebuilt from its
-graphdef inside the trace, so jit sees arrays only (cheaper per call than nnx.jit).
+State is a plain pytree {"params", "opt_state", "step", "rng"}; the model (and any frozen model a
+task reads, lmlab.train.frozen) is rebuilt from its graphdef inside the trace, so jit sees arrays
+only (cheaper per call than nnx.jit). The task's loss (lmlab.tasks.base.LossOutput) returns named
+metrics besides the objective; the chunk returns them per step next to loss, grad norm and lr.
 
 Several optimizer steps run per call (`lax.scan`), with batches sampled on device by the task from
 its training arrays: on CPU per-call dispatch otherwise dominates a small model's step. Batch i of
@@ -26,33 +28,46 @@ from flax import nnx
 DATA_STREAM, DROPOUT_STREAM = 0, 1
 
 
-def make_loss_fn(graphdef, task) -> Callable:
-    """loss_fn(params, batch, dropout_key) -> (objective, (nll, n_targets)) for
-    jax.value_and_grad(has_aux=True)."""
-    def loss_fn(params, batch, dropout_key):
-        objective, nll, n_targets = task.loss(nnx.merge(graphdef, nnx.State(params)), batch, dropout_key)
-        return objective, (nll, n_targets)
+# Names the trainer itself logs; a task's metrics must not reuse them.
+TRAINER_METRICS = ("loss", "grad_norm", "lr", "tokens_per_sec")
+
+
+def make_loss_fn(graphdef, task, frozen_graphdefs: dict | None = None) -> Callable:
+    """loss_fn(params, batch, dropout_key, frozen_params) -> (objective, (n_targets, metrics)) for
+    jax.value_and_grad(has_aux=True); frozen models are rebuilt from their graphdefs in the trace."""
+    frozen_graphdefs = frozen_graphdefs or {}
+
+    def loss_fn(params, batch, dropout_key, frozen_params):
+        frozen = {name: nnx.merge(g, nnx.State(frozen_params[name])) for name, g in frozen_graphdefs.items()}
+        out = task.loss(nnx.merge(graphdef, nnx.State(params)), batch, dropout_key, frozen)
+        clash = set(out.metrics) & set(TRAINER_METRICS)
+        if clash:
+            raise ValueError(f"task metric(s) {sorted(clash)} would overwrite the trainer's own")
+        return out.objective, (out.n_targets, out.metrics)
 
     return loss_fn
 
 
 def make_train_chunk(graphdef, tx: optax.GradientTransformation, config, n_steps: int,
-                     schedule: optax.Schedule, task, *, mesh=None, state_shardings=None) -> Callable:
-    """Returns jitted chunk(state, train_arrays) -> (state, {"loss", "nll", "grad_norm", "lr"} of [n_steps]).
+                     schedule: optax.Schedule, task, *, mesh=None, state_shardings=None,
+                     frozen_graphdefs: dict | None = None, frozen_shardings=None) -> Callable:
+    """Returns jitted chunk(state, train_arrays, frozen_params) -> (state, metrics of [n_steps]):
+    "loss", "grad_norm", "lr" and each of the task's named metrics.
 
-    With `mesh` and `state_shardings` (lmlab.parallel.shardings_of(state)), the state keeps those
-    shardings, the training arrays and metrics are replicated and batches are split over the
-    batch axes; without, jit picks (one device).
+    `frozen_params` ({name: parameter tree}, lmlab.train.frozen) enter as an argument, never
+    donated or differentiated. With `mesh` and `state_shardings` (lmlab.parallel.shardings_of(state)),
+    the state keeps those shardings, frozen parameters keep `frozen_shardings`, the training arrays
+    and metrics are replicated and batches are split over the batch axes; without, jit picks.
     """
     from lmlab import parallel
 
     train = config.train
-    loss_fn = make_loss_fn(graphdef, task)
+    loss_fn = make_loss_fn(graphdef, task, frozen_graphdefs)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     use_dropout = config.model.dropout > 0
     accum = train.grad_accum
 
-    def one_step(state, train_arrays):
+    def one_step(state, train_arrays, frozen_params):
         params, step = state["params"], state["step"]
         data_key = jax.random.fold_in(state["rng"], DATA_STREAM)
         dropout_base = jax.random.fold_in(state["rng"], DROPOUT_STREAM)
@@ -61,34 +76,35 @@ def make_train_chunk(graphdef, tx: optax.GradientTransformation, config, n_steps
             position = step * accum + i
             batch = parallel.shard_batch(task.sample_batch(train_arrays, jax.random.fold_in(data_key, position)), mesh)
             dkey = jax.random.fold_in(dropout_base, position) if use_dropout else None
-            return grad_fn(params, batch, dkey)
+            (objective, (n, metrics)), grads = grad_fn(params, batch, dkey, frozen_params)
+            return n, (objective, metrics, grads)
 
         if accum == 1:
-            (loss, (nll, _)), grads = micro(0)
+            _, (loss, metrics, grads) = micro(0)
         else:
             # Micro-batches can score different numbers of targets (padding, MLM selections): each
             # mean is weighted by its count, so the step is the mean over all targets of the
             # accumulated batch, as one big batch would give.
             def body(carry, i):
-                (loss, (nll, n)), grads = micro(i)
-                weighted = jax.tree.map(lambda x: n * x, (loss, nll, grads))
-                return (carry[0] + n, jax.tree.map(jnp.add, carry[1], weighted)), None
+                n, values = micro(i)
+                return (carry[0] + n, jax.tree.map(lambda total, x: total + n * x, carry[1], values)), None
 
-            zeros = (jnp.zeros(()), (jnp.zeros(()), jnp.zeros(()), jax.tree.map(jnp.zeros_like, params)))
+            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(micro, 0))
             (n_total, sums), _ = jax.lax.scan(body, zeros, jnp.arange(accum))
-            loss, nll, grads = jax.tree.map(lambda x: x / jnp.maximum(n_total, 1.0), sums)
+            loss, metrics, grads = jax.tree.map(lambda x: x / jnp.maximum(n_total, 1.0), sums)
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         params = optax.apply_updates(params, updates)
-        new_state = {"params": params, "opt_state": opt_state, "step": step + 1, "rng": state["rng"]}
-        return new_state, {"loss": loss, "nll": nll, "grad_norm": grad_norm, "lr": schedule(step)}
+        new_state = {**state, "params": params, "opt_state": opt_state, "step": step + 1}
+        return new_state, {"loss": loss, "grad_norm": grad_norm, "lr": schedule(step), **metrics}
 
-    def chunk(state, train_arrays):
+    def chunk(state, train_arrays, frozen_params):
         with parallel.activate(mesh):  # activation sharding constraints while tracing (none on one device)
-            return jax.lax.scan(lambda s, _: one_step(s, train_arrays), state, None, length=n_steps)
+            return jax.lax.scan(lambda s, _: one_step(s, train_arrays, frozen_params), state, None, length=n_steps)
 
     if state_shardings is None:
         return jax.jit(chunk, donate_argnums=0)
     rep = parallel.replicated(mesh)
-    return jax.jit(chunk, in_shardings=(state_shardings, rep), out_shardings=(state_shardings, rep),
+    frozen_in = frozen_shardings if frozen_shardings is not None else {}
+    return jax.jit(chunk, in_shardings=(state_shardings, rep, frozen_in), out_shardings=(state_shardings, rep),
                    donate_argnums=0)

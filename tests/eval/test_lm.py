@@ -25,10 +25,10 @@ def test_metrics_from_known_nll():
     # An eval step that charges 2 nats per weighted target: loss 2, ppl e^2, bpb = 2/ln2 * tokens/bytes.
     windows, weights = eval_windows(np.arange(11) % 4, seq_len=4)
     byte_lengths = np.array([0, 1, 2, 3])
-    result = evaluate(lambda params, w, m: 2.0 * float(np.sum(m)), None, windows, weights, byte_lengths, batch_size=2)
+    result = evaluate(lambda params, w, m: {"nll": 2.0 * float(np.sum(m))}, None, windows, weights, byte_lengths, batch_size=2)
     targets = (np.arange(11) % 4)[1:]
     assert result["val_tokens"] == 10
-    assert result["val_loss"] == pytest.approx(2.0)
+    assert result["val_loss"] == pytest.approx(2.0) and result["eval/nll"] == result["val_loss"]
     assert result["val_ppl"] == pytest.approx(math.exp(2.0))
     assert result["val_bpb"] == pytest.approx(20 / math.log(2) / byte_lengths[targets].sum())
 
@@ -44,7 +44,7 @@ def test_metrics_equal_a_naive_pass_over_the_stream(seq_len, batch_size):
     byte_lengths = np.array([0, 1, 1, 2, 3, 4, 1])
 
     def eval_step(params, windows, weights):
-        return float(np.sum(table[windows[:, :-1], windows[:, 1:]] * weights))
+        return {"nll": float(np.sum(table[windows[:, :-1], windows[:, 1:]] * weights))}
 
     windows, weights = eval_windows(tokens, seq_len)
     result = evaluate(eval_step, None, windows, weights, byte_lengths, batch_size)

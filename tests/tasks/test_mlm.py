@@ -16,7 +16,8 @@ from lmlab.tasks.classify import ClassifyTask
 from lmlab.tasks.mlm import MLMTask, mlm_loss
 from lmlab.train import loop
 from lmlab.train.metrics import read_metrics
-from lmlab.train.state import init_state, load_init_params
+from lmlab.train.init_from import load_init_params
+from lmlab.train.state import init_state
 
 # A small BPE rather than characters: the classifier below then sees whole names and words, and
 # learns which play a passage is from in a few hundred tiny steps (with characters it barely moves).
@@ -109,13 +110,14 @@ def test_loss_counts_only_the_selected_positions(task_and_data):
     @jax.jit
     def losses(params, batch):
         model = nnx.merge(graphdef, nnx.State(params))
-        gathered = task.loss(model, batch, None)                # only the selected positions reach the head
+        gathered = task.loss(model, batch, None, {})            # only the selected positions reach the head
         every_position = mlm_loss(model, batch, None)           # T x V logits, weighted
         return gathered, every_position
 
-    (objective, nll, n_selected), (objective_all, _, n_all) = losses(state["params"], batch)
+    (objective, n_selected, metrics), (objective_all, n_all, metrics_all) = losses(state["params"], batch)
     assert float(n_selected) == float(n_all) == float(weights.sum())
-    assert objective == pytest.approx(float(objective_all), rel=1e-5) and objective == pytest.approx(float(nll))
+    assert objective == pytest.approx(float(objective_all), rel=1e-5) and objective == pytest.approx(float(metrics["nll"]))
+    assert float(metrics["accuracy"]) == pytest.approx(float(metrics_all["accuracy"]))
     other = (np.asarray(batch["targets"]) + 1) % data.tokenizer.vocab_size
     changed_unselected = {**batch, "targets": batch["targets"].at[unselected].set(other[unselected])}
     changed_selected = {**batch, "targets": batch["targets"].at[selected].set(other[selected])}

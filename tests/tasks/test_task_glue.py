@@ -32,7 +32,8 @@ def test_lm_loss_scores_each_next_token_with_optax_label_smoothing():
     smoothed = np.asarray(optax.smooth_labels(jax.nn.one_hot(targets, V), 0.1), np.float64)
     lse = np.log(np.exp(logits).sum(-1))
     expected = -(smoothed * log_p).sum(-1).mean() + 1e-3 * (lse ** 2).mean()
-    objective, got_nll, n = lm_loss(TableLM(), jnp.asarray(windows), None, label_smoothing=0.1, z_loss=1e-3)
+    objective, n, metrics = lm_loss(TableLM(), jnp.asarray(windows), None, label_smoothing=0.1, z_loss=1e-3)
+    got_nll = metrics["nll"]
     assert float(n) == 3 * 8
     assert float(got_nll) == pytest.approx(nll, rel=1e-5)
     assert float(objective) == pytest.approx(expected, rel=1e-5)

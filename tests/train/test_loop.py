@@ -155,8 +155,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
             return self
 
         def compile(self):
-            def run(state, tokens):
-                state, metrics = self.compiled(state, tokens)
+            def run(state, tokens, frozen):
+                state, metrics = self.compiled(state, tokens, frozen)
                 if int(state["step"]) > 8:  # the chunk that ends at step 12 goes bad at step 10
                     metrics = dict(metrics, **{metric: metrics[metric].at[1].set(np.nan)})
                 return state, metrics

@@ -7,7 +7,8 @@ import pytest
 from lmlab import config as config_lib
 from lmlab.runs import load_run
 from lmlab.train import loop
-from lmlab.train.state import init_state, load_init_params
+from lmlab.train.init_from import load_init_params
+from lmlab.train.state import init_state
 
 TINY = [
     "--config.data.corpus=shakespeare_tiny", "--config.tokenizer.kind=char", "--config.data.seq_len=16",

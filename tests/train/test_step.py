@@ -6,7 +6,7 @@ import optax
 from lmlab import config as config_lib
 from lmlab.train.optimizer import make_schedule
 from lmlab.train.state import init_state
-from lmlab.tasks import get_task
+from lmlab.tasks import LossOutput, get_task
 from lmlab.tasks.lm import sample_windows
 from lmlab.train.step import DATA_STREAM, make_loss_fn, make_train_chunk
 
@@ -33,7 +33,7 @@ def test_gradient_accumulation_averages_micro_batch_gradients():
     params0 = jax.tree.map(jnp.copy, state["params"])
     task = get_task(config)
     chunk = make_train_chunk(graphdef, tx, config, 1, make_schedule(config.train), task)
-    new_state, metrics = chunk(state, {"tokens": tokens})
+    new_state, metrics = chunk(state, {"tokens": tokens}, {})
 
     # By hand: micro-batches at data positions 0 and 1 of step 0, gradients averaged, one update.
     loss_fn = make_loss_fn(graphdef, task)
@@ -42,7 +42,7 @@ def test_gradient_accumulation_averages_micro_batch_gradients():
     loss_and_grad = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))  # eager: 10x slower on CPU
     for position in (0, 1):
         windows = sample_windows(tokens, jax.random.fold_in(data_key, position), 3, 16)
-        (loss, _), g = loss_and_grad(params0, windows, None)
+        (loss, _), g = loss_and_grad(params0, windows, None, {})
         grads.append(g)
         losses.append(loss)
     mean_grads = jax.tree.map(lambda a, b: (a + b) / 2, *grads)
@@ -61,13 +61,13 @@ def test_gradient_accumulation_equals_one_batch_when_micro_batches_score_differe
     from lmlab.train.losses import token_cross_entropy
 
     class SparseTargets(LMTask):  # scores only targets below 8: a batch's count varies widely
-        def loss(self, model, batch, dropout_key):
+        def loss(self, model, batch, dropout_key, frozen):
             logits_BTV, _ = model(batch[:, :-1])
             _, nll_BT = token_cross_entropy(logits_BTV, batch[:, 1:])
             weights_BT = (batch[:, 1:] < 8).astype(jnp.float32)
             n = weights_BT.sum()
             mean = (nll_BT * weights_BT).sum() / jnp.maximum(n, 1.0)
-            return mean, mean, n
+            return LossOutput(mean, n, {"nll": mean, "scored": weights_BT.mean()})
 
     config = config_lib.load("configs/gpt_shakespeare.py", [*TINY, "train.grad_accum=2"])
     _, graphdef, _, state = init_state(config, 50)
@@ -79,13 +79,13 @@ def test_gradient_accumulation_equals_one_batch_when_micro_batches_score_differe
     task = SparseTargets(config)
     params0 = jax.tree.map(jnp.copy, state["params"])
     new_state, metrics = make_train_chunk(graphdef, tx, config, 1, make_schedule(config.train), task)(
-        state, {"tokens": tokens})
+        state, {"tokens": tokens}, {})
 
     data_key = jax.random.fold_in(jax.random.wrap_key_data(new_state["rng"]), DATA_STREAM)
     both = jnp.concatenate([sample_windows(tokens, jax.random.fold_in(data_key, p), 3, 16) for p in (0, 1)])
     counts = [int((both[rows, 1:] < 8).sum()) for rows in (slice(0, 3), slice(3, 6))]
     assert max(counts) > 1.5 * min(counts) > 0, counts  # the case the plain mean of means gets wrong
-    (loss, _), grads = jax.jit(jax.value_and_grad(make_loss_fn(graphdef, task), has_aux=True))(params0, both, None)
+    (loss, _), grads = jax.jit(jax.value_and_grad(make_loss_fn(graphdef, task), has_aux=True))(params0, both, None, {})
     np.testing.assert_allclose(metrics["loss"][0], loss, rtol=1e-5)
     for a, p, g in zip(jax.tree.leaves(new_state["params"]), jax.tree.leaves(params0), jax.tree.leaves(grads)):
         np.testing.assert_allclose(a, p - g, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,1 @@
+"""Making models cheaper: knowledge distillation (a frozen teacher's soft targets)."""

@@ -1,0 +1,125 @@
+"""Frozen models: parameter trees a task reads but never trains (a distillation teacher, a DPO reference).
+
+A task names them by run directory (`Task.frozen_sources`). The trainer loads each read-only from
+its newest checkpoint, placed with the shardings its logical axes give on this run's mesh (the
+same rules as this run's parameters: lmlab.parallel.RULES), and passes the parameter trees into
+the jitted train step as an argument. They are never in the optimizer state, never in this run's
+checkpoints, and receive no gradient.
+
+Their provenance (run directory, step, a fingerprint of the parameters) is written to
+`<run>/frozen.json` when the run starts; a resume reloads them and refuses, in one line, when a
+source changed (trained on, replaced, or gone), since the steps already taken depended on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from lmlab.config import ConfigError
+from lmlab.data.prepare import same_files
+from lmlab.files import atomic_write
+from lmlab.runs import load_run
+
+RECORD_FILE = "frozen.json"
+
+
+@dataclass
+class FrozenModel:
+    graphdef: nnx.GraphDef
+    params: dict
+    tokenizer: object
+    config: object
+    source: dict  # {"run_dir", "step", "fingerprint"}
+
+
+@jax.jit
+def _leaf_hash(x: jax.Array) -> jax.Array:
+    """Two uint32 sums over a leaf's bits, each element weighted by a function of its index.
+
+    Integer sums wrap exactly and do not depend on the order of addition, so the result is the
+    same however the array is sharded or reduced (a float sum would not be).
+    """
+    bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.uint32).reshape(-1)
+    index = jnp.arange(bits.size, dtype=jnp.uint32)
+    a = jnp.sum(bits * (index * jnp.uint32(0x9E3779B1) + jnp.uint32(1)), dtype=jnp.uint32)
+    b = jnp.sum((bits ^ index) * jnp.uint32(0x85EBCA77), dtype=jnp.uint32)
+    return jnp.stack([a, b])
+
+
+def fingerprint(params) -> str:
+    """A digest of a parameter tree's paths, shapes and values (sharded or not, one or many hosts)."""
+    digest = hashlib.sha256()
+    for path, leaf in sorted(jax.tree_util.tree_leaves_with_path(params), key=lambda kv: jax.tree_util.keystr(kv[0])):
+        digest.update(f"{jax.tree_util.keystr(path)}{tuple(leaf.shape)}".encode())
+        digest.update(jax.device_get(_leaf_hash(leaf)).tobytes())
+    return digest.hexdigest()[:32]
+
+
+def load_frozen(sources: dict[str, str], mesh) -> dict[str, FrozenModel]:
+    """Each named run's newest parameters on `mesh`, sharded by their logical axes."""
+    frozen = {}
+    for name, run_dir in sources.items():
+        if not run_dir:
+            raise ConfigError(f"frozen model '{name}' names no run directory")
+        try:
+            run = load_run(run_dir, mesh=mesh)
+        except FileNotFoundError as e:
+            raise ConfigError(f"frozen model '{name}': {e}") from None
+        source = {"run_dir": str(pathlib.Path(run_dir).resolve()), "step": int(run.step),
+                  "fingerprint": fingerprint(run.params)}
+        frozen[name] = FrozenModel(nnx.graphdef(run.model), run.params, run.tokenizer, run.config, source)
+    return frozen
+
+
+def check_or_record(run_dir: pathlib.Path, frozen: dict[str, FrozenModel], *, resuming: bool, write: bool) -> None:
+    """Writes the sources of a new run; on a resume refuses if one differs from what was recorded."""
+    path = pathlib.Path(run_dir) / RECORD_FILE
+    now = {name: model.source for name, model in frozen.items()}
+    if resuming and path.exists():
+        try:
+            was = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path} is not valid JSON ({e}); it records this run's frozen models") from None
+        for name in sorted(set(was) | set(now)):
+            before, after = was.get(name), now.get(name)
+            if before != after:
+                raise ConfigError(f"frozen model '{name}' changed since this run started ({_describe(before)} -> "
+                                  f"{_describe(after)}); the steps taken so far used the old one: restore it, "
+                                  "or use another --workdir to start a new run")
+        return
+    if write:
+        with atomic_write(path, "w", encoding="utf-8") as f:
+            f.write(json.dumps(now, indent=2, sort_keys=True) + "\n")
+
+
+def check_tokenizers(frozen: dict[str, FrozenModel], run_dir: pathlib.Path) -> None:
+    """A frozen model reads this run's token ids: its tokenizer must be this run's, file for file."""
+    mine = pathlib.Path(run_dir) / "tokenizer"
+    for name, model in frozen.items():
+        theirs = pathlib.Path(model.source["run_dir"]) / "tokenizer"
+        if not same_files(mine, theirs):
+            raise ConfigError(f"frozen model '{name}' ({model.source['run_dir']}) has another tokenizer than this "
+                              "run; its token ids would mean different things (start the run from it, e.g. "
+                              "train.init_from, or leave init_from empty to take its tokenizer)")
+
+
+def _describe(source: dict | None) -> str:
+    if source is None:
+        return "none"
+    return f"{source['run_dir']} at step {source['step']}, parameters {source['fingerprint'][:12]}"
+
+
+def params_of(frozen: dict[str, FrozenModel]) -> dict:
+    """The argument the jitted step takes: {name: parameter tree}."""
+    return {name: model.params for name, model in frozen.items()}
+
+
+def graphdefs_of(frozen: dict[str, FrozenModel]) -> dict:
+    return {name: model.graphdef for name, model in frozen.items()}

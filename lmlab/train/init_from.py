@@ -1,0 +1,54 @@
+"""Starting a run from another run's parameters (`train.init_from`): fine-tuning, or an import."""
+
+from __future__ import annotations
+
+import logging
+
+import jax
+import jax.numpy as jnp
+
+from lmlab import config as config_lib
+from lmlab.runs import load_run
+
+log = logging.getLogger("lmlab")
+
+
+def _flat(params: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        out.update(_flat(value, name + "/") if isinstance(value, dict) else {name: value})
+    return out
+
+
+def load_init_params(state: dict, source_run) -> dict:
+    """Starts from another run's latest parameters (fine-tuning, or an imported checkpoint).
+
+    Every parameter whose path exists in the source run is copied (the shapes must agree); the
+    rest (e.g. a new classification head) keep their fresh initialisation. The optimizer state is
+    not copied: fine-tuning starts its own schedule.
+    """
+    source = load_run(source_run)
+    src = _flat(source.params)
+    dst = _flat(state["params"])
+    copied, fresh = [], []
+    for name, value in dst.items():
+        if name not in src:
+            fresh.append(name)
+            continue
+        if src[name].shape != value.shape:
+            raise config_lib.ConfigError(
+                f"train.init_from={source_run}: parameter {name} has shape {tuple(src[name].shape)} there, "
+                f"{tuple(value.shape)} in this model")
+        copied.append(name)
+    if not copied:
+        raise config_lib.ConfigError(f"train.init_from={source_run}: no parameter of this model exists in that run")
+
+    def pick(path, value):
+        name = "/".join(str(getattr(k, "key", k)) for k in path)
+        return jnp.asarray(src[name], value.dtype) if name in src else value
+
+    params = jax.tree_util.tree_map_with_path(pick, state["params"])
+    log.info("initialised %d parameters from %s (step %d); %d fresh: %s", len(copied), source_run, source.step,
+             len(fresh), ", ".join(fresh[:6]) + (" ..." if len(fresh) > 6 else ""))
+    return {**state, "params": params}
