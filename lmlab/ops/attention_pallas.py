@@ -81,7 +81,7 @@ def pallas_attention(
         if mask is not None or T != S or not is_static_zero(q_offset) or alibi_slopes is not None:
             raise NotImplementedError(
                 "impl='pallas' on TPU runs jax's flash kernel: self-attention without masks, "
-                "offsets or ALiBi; use 'blockwise'"
+                "segment ids, offsets or ALiBi; use 'blockwise'"
             )
         rows = ("batch", None, "heads", None)
         return parallel.map_shards(functools.partial(_tpu_flash, causal=causal, scale=scale),
