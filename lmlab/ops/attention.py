@@ -86,8 +86,8 @@ def attention(
         query's absolute position (q_offset + index) and j the key's (naive and blockwise).
       q_segment_ids, kv_segment_ids: optional int [B, T] and [B, S], both or neither: query i may
         attend key j only if their ids are equal (packed documents; 0 = padding). ANDed with the
-        mask and causality. naive and blockwise compare ids per tile (O(T + S) memory); cudnn and
-        pallas take them folded into a [B, 1, T, S] mask.
+        mask and causality. naive, blockwise and pallas compare ids (per tile: O(T + S) memory);
+        cudnn takes them folded into a [B, 1, T, S] mask (a bias); pallas on TPU refuses them.
 
     A query row whose keys are all masked returns zeros, with zero (never NaN) gradients.
     Scores and softmax statistics are computed in fp32 for bf16/fp16 inputs.
@@ -122,13 +122,14 @@ def attention(
             q_BTNH, k_BSKH, v_BSKH, mask, block_q=block_q, block_k=block_k, alibi_slopes=alibi_slopes,
             segment_ids=segments, **common
         )
-    if segments is not None:  # the kernels below take masks only: compare the ids once, here
-        segment_mask_B1TS = make_segment_mask(*segments)
-        mask = segment_mask_B1TS if mask is None else mask & segment_mask_B1TS
     if impl == "cudnn":
+        if segments is not None:  # cuDNN takes masks only: compare the ids once, here
+            segment_mask_B1TS = make_segment_mask(*segments)
+            mask = segment_mask_B1TS if mask is None else mask & segment_mask_B1TS
         return cudnn_attention(q_BTNH, k_BSKH, v_BSKH, mask, **common)
     return pallas_attention(
-        q_BTNH, k_BSKH, v_BSKH, mask, block_q=block_q, block_k=block_k, alibi_slopes=alibi_slopes, **common
+        q_BTNH, k_BSKH, v_BSKH, mask, block_q=block_q, block_k=block_k, alibi_slopes=alibi_slopes,
+        segment_ids=segments, **common
     )
 
 

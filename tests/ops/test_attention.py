@@ -171,6 +171,9 @@ def test_pallas_on_tpu_refuses_what_jax_tpu_kernel_cannot_do(monkeypatch):
         attention(q, k, v, mask=mask, impl="pallas")
     with pytest.raises(NotImplementedError, match="TPU"):
         attention(q[:, :1], k, v, causal=True, q_offset=3, impl="pallas")
+    ids = jnp.ones((2, 8), jnp.int32)
+    with pytest.raises(NotImplementedError, match="segment ids"):
+        attention(q, k, v, q_segment_ids=ids, kv_segment_ids=ids, impl="pallas")
 
 
 def test_auto_matches_naive():
@@ -522,6 +525,39 @@ def test_segment_ids_in_a_decode_step_hide_padding_slots(impl):
         allowed = (kv_ids.astype(bool) & (np.arange(case.S) <= index))[:, None, None, :]
         expected = _numpy_attention(q, k, v, allowed, scale=1 / np.sqrt(case.H))
         np.testing.assert_allclose(np.asarray(step(jnp.int32(index))), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_pallas_segment_ids_lower_to_triton(monkeypatch):
+    """As test_pallas_kernels_lower_to_triton: the segment id rows and a mask together, GQA."""
+    import lmlab.ops.attention_pallas as attention_pallas
+
+    monkeypatch.setattr(attention_pallas.jax, "default_backend", lambda: "gpu")
+    case = Case("lower_segments", T=37, S=37, N=4, K=2, H=32, causal=True, mask="padding", dtype="bfloat16")
+    q, k, v, _, mask = _inputs(case)
+    ids = jnp.asarray(np.stack([_segments([9, 20, 5], 37), _segments([37], 37)]))
+
+    def out_and_grads(q, k, v):
+        out, vjp = jax.vjp(lambda q, k, v: attention(q, k, v, mask=mask, causal=True, impl="pallas",
+                                                     q_segment_ids=ids, kv_segment_ids=ids), q, k, v)
+        return out, vjp(out)
+
+    hlo = jax.jit(out_and_grads).trace(q, k, v).lower(lowering_platforms=("cuda",)).as_text()
+    assert hlo.count("__gpu$xla.gpu.triton") == 3
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("impl", ["cudnn", "pallas"])
+def test_segment_ids_on_gpu_match_naive_bf16(impl):
+    case = Case("gpu_segments", T=64, S=64, N=4, K=2, H=64, dtype="bfloat16", causal=True)
+    q, k, v, w, _ = _inputs(case)
+    ids = jnp.asarray(np.stack([_segments([20, 30, 13], 64), _segments([64], 64)]))
+
+    def out_and_grads(impl):
+        out, vjp = jax.vjp(lambda q, k, v: attention(q, k, v, causal=True, impl=impl, q_segment_ids=ids,
+                                                     kv_segment_ids=ids), q, k, v)
+        return [np.asarray(x.astype(jnp.float32)) for x in (out, *vjp(w.astype(out.dtype)))]
+
+    _assert_all_close(out_and_grads(impl), out_and_grads("naive"), BF16_TOL)
 
 
 def test_segment_mask_helper_and_errors():
