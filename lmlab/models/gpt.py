@@ -143,7 +143,8 @@ class GPT(nnx.Module):
         return [block.attn.init_cache(batch, max_len, dtype) for block in self.blocks]
 
     def kv_cache_bytes_per_token(self, dtype=None) -> int:
-        """Bytes the KV cache holds per token per sequence: 2 (k, v) x layers x kv_heads x head_dim."""
+        """Bytes the KV cache holds per token per sequence: 2 (k, v) x layers x kv_heads x head_dim
+        (plus, not counted here, each slot's int32 segment id per layer)."""
         m = self.config
         itemsize = jnp.dtype(dtype or self.dtype).itemsize
         return 2 * m.n_layers * m.n_kv_heads * (m.d_model // m.n_heads) * itemsize
