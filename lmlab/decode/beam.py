@@ -10,6 +10,9 @@ Encoder-decoder models: pass `source=` [B, S]; the cache `model.init_cache(B, L,
 holds the encoder keys/values and source mask with the batch first, so repeating it K times and
 reordering its rows per parent beam (as for the self-attention cache) keeps every beam on its own
 source sentence.
+
+Prompts of different lengths: left-padded, with `prompt_lengths_B`, exactly as in
+`lmlab.decode.sampling.generate` (the pads' segment id 0 travels with each beam's cache rows).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lmlab import parallel
+from lmlab.decode.sampling import check_prompt_lengths, left_padding_segments
 
 NEG_INF = -1e30
 
@@ -38,12 +42,14 @@ def length_penalty(lengths, alpha: float):
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "beam_size", "max_new_tokens", "eos_id", "pad_id", "alpha"))
-def _beam_search(graphdef, params, prompt_BT, source, *, beam_size, max_new_tokens, eos_id, pad_id, alpha):
+def _beam_search(graphdef, params, prompt_BT, source, lengths_B, *, beam_size, max_new_tokens, eos_id, pad_id,
+                 alpha):
     model = nnx.merge(graphdef, nnx.State(params))
     B, T = prompt_BT.shape
     K, L = beam_size, T + max_new_tokens
     cache = model.init_cache(B, L) if source is None else model.init_cache(B, L, source=source)
-    logits_BTV, cache = model(prompt_BT, cache=cache, cache_index=0)
+    segments = {} if lengths_B is None else {"segment_ids_BT": left_padding_segments(lengths_B, T, T)}
+    logits_BTV, cache = model(prompt_BT, cache=cache, cache_index=0, **segments)
     if K >= logits_BTV.shape[-1]:  # fewer real continuations than beams: some would be junk
         raise ValueError(f"beam size {K} must be smaller than the vocabulary ({logits_BTV.shape[-1]} tokens)")
     # Every beam starts from the same prefilled cache; only beam 0 is alive at first so the K
@@ -95,10 +101,11 @@ def _beam_search(graphdef, params, prompt_BT, source, *, beam_size, max_new_toke
 
 
 def beam_search(model: nnx.Module, prompt_BT, *, beam_size: int, max_new_tokens: int, eos_id: int,
-                pad_id: int, length_penalty_alpha: float = 0.0, source=None) -> BeamResult:
-    """Beam search for a batch of equal-length prompts; results sorted best first per prompt.
+                pad_id: int, length_penalty_alpha: float = 0.0, source=None, prompt_lengths_B=None) -> BeamResult:
+    """Beam search for a batch of prompts; results sorted best first per prompt.
 
     `source`: [B, S] source ids for an encoder-decoder model (None for a decoder-only one).
+    `prompt_lengths_B`: [B] lengths of left-padded prompts (see `generate`); None: all are T long.
     """
     prompt_BT = jnp.asarray(prompt_BT, jnp.int32)
     if prompt_BT.ndim != 2 or prompt_BT.shape[1] < 1:
@@ -109,9 +116,12 @@ def beam_search(model: nnx.Module, prompt_BT, *, beam_size: int, max_new_tokens:
         source = jnp.asarray(source, jnp.int32)
         if source.ndim != 2 or source.shape[0] != prompt_BT.shape[0]:
             raise ValueError("source must be a [batch, length] array with the prompt's batch size")
+    if prompt_lengths_B is not None:
+        prompt_lengths_B = check_prompt_lengths(prompt_lengths_B, prompt_BT, source)
     graphdef, state = nnx.split(model)
     params = nnx.to_pure_dict(state)
-    prompt_BT, source = parallel.replicate_like((prompt_BT, source), params)  # onto the params' mesh, if any
-    return _beam_search(graphdef, params, prompt_BT, source, beam_size=int(beam_size),
+    # Onto the params' mesh, if any.
+    prompt_BT, source, prompt_lengths_B = parallel.replicate_like((prompt_BT, source, prompt_lengths_B), params)
+    return _beam_search(graphdef, params, prompt_BT, source, prompt_lengths_B, beam_size=int(beam_size),
                         max_new_tokens=int(max_new_tokens), eos_id=int(eos_id), pad_id=int(pad_id),
                         alpha=float(length_penalty_alpha))

@@ -8,6 +8,13 @@ and for benchmarks).
 An encoder-decoder model decodes through the same step: pass `source=` ([B, S] ids) and the
 prompt is the decoder's prefix (e.g. [[bos]] * B); `model.init_cache(B, L, source=source)` runs the
 encoder once and the cache carries its keys/values.
+
+Prompts of different lengths share one batch left-padded (as in HF transformers): row b holds its
+prompt in the last prompt_lengths_B[b] columns, so every row's continuation starts at column T and
+one cache index serves the whole batch. The model gets segment ids (0 on the pads, 1 on the prompt
+and continuation): pad keys are never attended and positions start at 0 at each prompt's first
+token, so a row decodes exactly as its prompt alone would (decoder-only models with
+`segment_ids_BT`, e.g. lmlab's GPT).
 """
 
 from __future__ import annotations
@@ -16,9 +23,30 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from lmlab import parallel
+
+
+def left_padding_segments(prompt_lengths_B: jax.Array, T: int, total: int) -> jax.Array:
+    """[B, total] int32 segment ids of left-padded prompts of width T: 0 on the T - length pads of
+    each row, 1 from its prompt's first token on (continuation included)."""
+    pads_B = T - jnp.asarray(prompt_lengths_B, jnp.int32)
+    return (jnp.arange(total, dtype=jnp.int32)[None, :] >= pads_B[:, None]).astype(jnp.int32)
+
+
+def check_prompt_lengths(prompt_lengths_B, prompt_BT: jax.Array, source) -> jax.Array:
+    """Validates the lengths of left-padded prompts: one per row, each 1 .. T; decoder-only."""
+    B, T = prompt_BT.shape
+    lengths_B = np.asarray(prompt_lengths_B)
+    if lengths_B.shape != (B,) or not np.issubdtype(lengths_B.dtype, np.integer):
+        raise ValueError(f"prompt_lengths_B must be {B} integers (one per prompt), got {lengths_B!r}")
+    if lengths_B.min() < 1 or lengths_B.max() > T:
+        raise ValueError(f"prompt lengths must be between 1 and the prompt width {T}, got {lengths_B.tolist()}")
+    if source is not None:
+        raise ValueError("prompt_lengths_B is for decoder-only models; an encoder-decoder prompt has no padding")
+    return jnp.asarray(lengths_B, jnp.int32)
 
 
 def filter_logits(logits_BV: jax.Array, *, top_k: int = 0, top_p: float = 1.0) -> jax.Array:
@@ -66,12 +94,17 @@ def next_token(logits_BV: jax.Array, key: jax.Array, *, temperature: float, top_
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "temperature", "top_k", "top_p", "use_cache",
                                              "eos_id"))
-def _generate(graphdef, params, prompt_BT, key, source, *, max_new_tokens, temperature, top_k, top_p, use_cache,
-              eos_id):
+def _generate(graphdef, params, prompt_BT, key, source, lengths_B, *, max_new_tokens, temperature, top_k, top_p,
+              use_cache, eos_id):
     model = nnx.merge(graphdef, nnx.State(params))
     with_source = {} if source is None else {"source": source}  # encoder-decoder models only
     B, T = prompt_BT.shape
     total = T + max_new_tokens
+    # Left-padded prompts: the prompt's and the whole buffer's segment ids (decoding steps default
+    # to segment 1 in the cache, which is what they are).
+    segments_BL = None if lengths_B is None else left_padding_segments(lengths_B, T, total)
+    prompt_segments = {} if segments_BL is None else {"segment_ids_BT": segments_BL[:, :T]}
+    buffer_segments = {} if segments_BL is None else {"segment_ids_BT": segments_BL}
     pick = functools.partial(next_token, temperature=temperature, top_k=top_k, top_p=top_p)
     buffer_BL = jnp.zeros((B, total), jnp.int32).at[:, :T].set(prompt_BT)
     end = -1 if eos_id is None else eos_id  # -1: no token ends a row
@@ -87,7 +120,7 @@ def _generate(graphdef, params, prompt_BT, key, source, *, max_new_tokens, tempe
     done_B = jnp.zeros((B,), bool)
     if use_cache:
         cache = model.init_cache(B, total, **with_source)
-        logits_BTV, cache = model(prompt_BT, cache=cache, cache_index=0)
+        logits_BTV, cache = model(prompt_BT, cache=cache, cache_index=0, **prompt_segments)
         first = pick(logits_BTV[:, -1], jax.random.fold_in(key, 0))
 
         def step(state):
@@ -101,7 +134,7 @@ def _generate(graphdef, params, prompt_BT, key, source, *, max_new_tokens, tempe
         def step(state):
             # Recompute everything; positions after T + i hold zeros, which causality keeps invisible.
             i, buffer_BL, done_B = state
-            logits_BLV, _ = model(buffer_BL, **with_source)
+            logits_BLV, _ = model(buffer_BL, **with_source, **buffer_segments)
             logits_BV = jax.lax.dynamic_index_in_dim(logits_BLV, T + i - 1, axis=1, keepdims=False)
             buffer_BL, done_B, _ = emit(buffer_BL, done_B, pick(logits_BV, jax.random.fold_in(key, i)), i)
             return i + 1, buffer_BL, done_B
@@ -113,10 +146,12 @@ def _generate(graphdef, params, prompt_BT, key, source, *, max_new_tokens, tempe
 
 def generate(model: nnx.Module, prompt_BT, *, max_new_tokens: int, key: jax.Array, temperature: float = 1.0,
              top_k: int = 0, top_p: float = 1.0, use_cache: bool = True, source=None,
-             eos_id: int | None = None) -> jax.Array:
+             eos_id: int | None = None, prompt_lengths_B=None) -> jax.Array:
     """Returns [B, T + max_new_tokens] token ids: the prompt followed by the continuation.
 
     `source`: [B, S] source ids for an encoder-decoder model (None for a decoder-only one).
+    `prompt_lengths_B`: [B] lengths of left-padded prompts (module docstring): row b's prompt is
+    prompt_BT[b, T - length:], its pads (any ids) are returned as given. None: all are T long.
     `eos_id`: a row that emits it repeats it from then on, and decoding stops as soon as every
     row has (the tokens before are the same as without it).
     """
@@ -131,10 +166,13 @@ def generate(model: nnx.Module, prompt_BT, *, max_new_tokens: int, key: jax.Arra
         source = jnp.asarray(source, jnp.int32)
         if source.ndim != 2 or source.shape[0] != prompt_BT.shape[0]:
             raise ValueError("source must be a [batch, length] array with the prompt's batch size")
+    if prompt_lengths_B is not None:
+        prompt_lengths_B = check_prompt_lengths(prompt_lengths_B, prompt_BT, source)
     graphdef, state = nnx.split(model)
     params = nnx.to_pure_dict(state)
     # Parameters sharded over a mesh (lmlab.parallel): the inputs go there too, replicated.
-    prompt_BT, key, source = parallel.replicate_like((prompt_BT, key, source), params)
-    return _generate(graphdef, params, prompt_BT, key, source, max_new_tokens=max_new_tokens,
+    prompt_BT, key, source, prompt_lengths_B = parallel.replicate_like((prompt_BT, key, source, prompt_lengths_B),
+                                                                       params)
+    return _generate(graphdef, params, prompt_BT, key, source, prompt_lengths_B, max_new_tokens=max_new_tokens,
                      temperature=float(temperature), top_k=int(top_k), top_p=float(top_p), use_cache=use_cache,
                      eos_id=None if eos_id is None else int(eos_id))

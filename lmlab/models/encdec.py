@@ -38,6 +38,7 @@ from lmlab.nn.linear import Embed, Linear
 from lmlab.nn.mlp import make_mlp
 from lmlab.nn.norms import make_norm
 from lmlab.nn.positions import add_positions, learned_table
+from lmlab.ops.attention_masks import make_segment_mask
 
 PAD_ID = 0  # every lmlab tokenizer reserves id 0 for padding
 
@@ -56,9 +57,9 @@ class EncoderBlock(nnx.Module):
                             out_init_std=out_std, rngs=rngs)
         self.dropout_rate = m.dropout
 
-    def __call__(self, x_BSD, *, mask, rope, dropout_key):
+    def __call__(self, x_BSD, *, mask, rope, dropout_key, segment_ids_BS=None):
         k1, k2 = _keys(dropout_key, 2)
-        h, _ = self.attn(self.norm1(x_BSD), rope=rope, mask=mask, causal=False)
+        h, _ = self.attn(self.norm1(x_BSD), rope=rope, mask=mask, causal=False, segment_ids_BT=segment_ids_BS)
         x_BSD = x_BSD + dropout(h, self.dropout_rate, k1)
         return x_BSD + dropout(self.mlp(self.norm2(x_BSD)), self.dropout_rate, k2)
 
@@ -75,10 +76,10 @@ class DecoderBlock(nnx.Module):
                             out_init_std=out_std, rngs=rngs)
         self.dropout_rate = m.dropout
 
-    def __call__(self, x_BTD, *, enc_kv, cross_mask, rope, cache, cache_index, dropout_key, self_mask=None):
+    def __call__(self, x_BTD, *, enc_kv, cross_mask, rope, cache, cache_index, dropout_key, segment_ids_BT=None):
         k1, k2, k3 = _keys(dropout_key, 3)
-        h, cache = self.self_attn(self.norm1(x_BTD), rope=rope, mask=self_mask, causal=True, cache=cache,
-                                  cache_index=cache_index)
+        h, cache = self.self_attn(self.norm1(x_BTD), rope=rope, causal=True, cache=cache, cache_index=cache_index,
+                                  segment_ids_BT=segment_ids_BT)
         x_BTD = x_BTD + dropout(h, self.dropout_rate, k1)
         h = self.cross_attn(self.norm_cross(x_BTD), enc_kv, mask=cross_mask)
         x_BTD = x_BTD + dropout(h, self.dropout_rate, k2)
@@ -127,13 +128,11 @@ class EncDec(nnx.Module):
         src_mask_BS = source_BS != PAD_ID
         x_BSD, rope = self._embed(self.embed if self.config.shared_vocab else self.src_embed, source_BS, 0,
                                   positions_BS)
-        mask = src_mask_BS[:, None, None, :]  # [B, 1, 1, S]: keys that are real tokens
-        if segments_BS is not None:  # [B, 1, S, S]: ... of the query's own pair
-            mask = mask & (segments_BS[:, None, :, None] == segments_BS[:, None, None, :])
+        mask = src_mask_BS[:, None, None, :]  # [B, 1, 1, S]: keys that are real tokens (of the query's pair)
         keys = _keys(dropout_key, len(self.encoder) + 1)
         x_BSD = dropout(x_BSD, self.config.dropout, keys[-1])
         for block, key in zip(self.encoder, keys):
-            x_BSD = block(x_BSD, mask=mask, rope=rope, dropout_key=key)
+            x_BSD = block(x_BSD, mask=mask, rope=rope, dropout_key=key, segment_ids_BS=segments_BS)
         return self.encoder_norm(x_BSD), src_mask_BS
 
     def init_cache(self, batch: int, max_len: int, dtype=None, *, source: jax.Array) -> dict:
@@ -159,7 +158,6 @@ class EncDec(nnx.Module):
         if (src_segments is None) != (tgt_segments is None) or (src_segments is not None and cache is not None):
             raise ValueError("packed rows need both src_segments and tgt_segments, and no cache")
         enc_key, dec_key = _keys(dropout_key, 2)
-        self_mask = None
         if cache is None:
             if source is None:
                 raise ValueError("EncDec needs source= (or a cache from init_cache(..., source=))")
@@ -170,16 +168,15 @@ class EncDec(nnx.Module):
         else:
             cross, src_mask_BS, self_caches = cache["cross"], cache["src_mask"], cache["self"]
         cross_mask = src_mask_BS[:, None, None, :]  # [B, 1, 1, S]
-        if tgt_segments is not None:  # [B, 1, T, S] / [B, 1, T, T]: stay within the query's pair
-            cross_mask = cross_mask & (tgt_segments[:, None, :, None] == src_segments[:, None, None, :])
-            self_mask = tgt_segments[:, None, :, None] == tgt_segments[:, None, None, :]
+        if tgt_segments is not None:  # [B, 1, T, S]: stay within the query's pair (self-attention: ids)
+            cross_mask = cross_mask & make_segment_mask(tgt_segments, src_segments)
         x_BTD, rope = self._embed(self.embed, tokens_BT, cache_index, tgt_positions)
         keys = _keys(dec_key, len(self.decoder) + 1)
         x_BTD = dropout(x_BTD, m.dropout, keys[-1])
         new_self = []
         for block, enc_kv, layer_cache, key in zip(self.decoder, cross, self_caches, keys):
-            x_BTD, layer_cache = block(x_BTD, enc_kv=enc_kv, cross_mask=cross_mask, self_mask=self_mask, rope=rope,
-                                       cache=layer_cache, cache_index=cache_index, dropout_key=key)
+            x_BTD, layer_cache = block(x_BTD, enc_kv=enc_kv, cross_mask=cross_mask, rope=rope, cache=layer_cache,
+                                       cache_index=cache_index, dropout_key=key, segment_ids_BT=tgt_segments)
             new_self.append(layer_cache)
         x_BTD = self.final_norm(x_BTD)
         logits_BTV = self.embed.attend(x_BTD) if m.tie_embeddings else self.lm_head(x_BTD)

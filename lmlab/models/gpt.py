@@ -2,6 +2,13 @@
 
 Every switch comes from the `model` config section: positions learned | sinusoidal | rope | alibi,
 norm layernorm | rmsnorm, mlp gelu | swiglu, tied or untied embeddings, MHA/GQA/MQA, dropout.
+
+Packed rows (several documents per row, as MaxText and T5X train): `segment_ids_BT` numbers the
+documents of a row 1, 2, ... (neighbours must differ) and marks padding with 0. Attention then never
+crosses a segment, and positions restart at 0 in each (`positions_from_segments`) for learned,
+sinusoidal and rotary positions alike; ALiBi needs no positions, as its bias depends only on the
+distance between two tokens of the same segment. Padding tokens only see padding: their logits are
+finite but meaningless. The same ids in a KV cache let `generate` decode left-padded prompts.
 """
 
 from __future__ import annotations
@@ -13,11 +20,11 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from lmlab.nn.attention import SelfAttention
+from lmlab.nn.attention import SelfAttention, write_cache_segments
 from lmlab.nn.linear import Embed, Linear
 from lmlab.nn.mlp import make_mlp
 from lmlab.nn.norms import make_norm
-from lmlab.nn.positions import add_positions, learned_table
+from lmlab.nn.positions import add_positions, check_position_range, learned_table, positions_from_segments
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # Activation rematerialization per block: what the backward pass may keep from the forward.
@@ -45,9 +52,10 @@ class Block(nnx.Module):
                             out_init_std=out_std, rngs=rngs)
         self.dropout_rate = m.dropout
 
-    def __call__(self, x_BTD, *, rope, cache, cache_index, dropout_key):
+    def __call__(self, x_BTD, *, rope, cache, cache_index, dropout_key, segment_ids_BT=None):
         k1, k2 = jax.random.split(dropout_key) if dropout_key is not None else (None, None)
-        h, cache = self.attn(self.norm1(x_BTD), rope=rope, causal=True, cache=cache, cache_index=cache_index)
+        h, cache = self.attn(self.norm1(x_BTD), rope=rope, causal=True, cache=cache, cache_index=cache_index,
+                             segment_ids_BT=segment_ids_BT)
         x_BTD = x_BTD + dropout(h, self.dropout_rate, k1)
         x_BTD = x_BTD + dropout(self.mlp(self.norm2(x_BTD)), self.dropout_rate, k2)
         return x_BTD, cache
@@ -68,41 +76,75 @@ class GPT(nnx.Module):
             self.lm_head = Linear(m.d_model, vocab_size, use_bias=False, dtype=self.dtype, rngs=rngs,
                                   axes=("embed", "vocab"))
 
-    def __call__(self, tokens_BT: jax.Array, *, cache: list | None = None, cache_index=0,
+    def __call__(self, tokens_BT: jax.Array, *, segment_ids_BT: jax.Array | None = None,
+                 positions_BT: jax.Array | None = None, cache: list | None = None, cache_index=0,
                  dropout_key: jax.Array | None = None):
         """Returns (logits_BTV in float32, updated cache or None).
 
-        With a cache, tokens_BT sit at absolute positions cache_index .. cache_index + T - 1.
+        `segment_ids_BT`: int [B, T], the document of each token (module docstring; 0 = padding).
+        `positions_BT`: int [B, T], explicit positions (default: from the segment ids, restarting
+        at 0 in each segment; without them 0 .. T - 1). Not for ALiBi, which takes distances.
+        With a cache, tokens_BT fill slots cache_index .. cache_index + T - 1 (segment 1 unless
+        segment_ids_BT says otherwise), and positions count within the segments of the cache.
         """
         m = self.config
-        x_BTD, rope = add_positions(m, self.embed(tokens_BT), self.pos_embed, offset=cache_index)
+        x_BTD, rope = add_positions(m, self.embed(tokens_BT), self.pos_embed, offset=cache_index,
+                                    positions_BT=self._positions(tokens_BT, segment_ids_BT, positions_BT, cache,
+                                                                 cache_index))
         keys = (list(jax.random.split(dropout_key, m.n_layers + 1)) if dropout_key is not None
                 else [None] * (m.n_layers + 1))
         x_BTD = dropout(x_BTD, m.dropout, keys[-1])
         new_cache = [] if cache is not None else None
         if cache is None and m.remat != "none":
-            def run_block(block, x_BTD, rope, key):
-                return block(x_BTD, rope=rope, cache=None, cache_index=0, dropout_key=key)[0]
+            def run_block(block, x_BTD, rope, key, segment_ids_BT):
+                return block(x_BTD, rope=rope, cache=None, cache_index=0, dropout_key=key,
+                             segment_ids_BT=segment_ids_BT)[0]
 
             run_block = nnx.remat(run_block, policy=REMAT_POLICIES[m.remat])
             for block, key in zip(self.blocks, keys):
-                x_BTD = run_block(block, x_BTD, rope, key)
+                x_BTD = run_block(block, x_BTD, rope, key, segment_ids_BT)
         else:
             for i, block in enumerate(self.blocks):
                 x_BTD, layer_cache = block(x_BTD, rope=rope, cache=None if cache is None else cache[i],
-                                           cache_index=cache_index, dropout_key=keys[i])
+                                           cache_index=cache_index, dropout_key=keys[i],
+                                           segment_ids_BT=segment_ids_BT)
                 if cache is not None:
                     new_cache.append(layer_cache)
         x_BTD = self.final_norm(x_BTD)
         logits_BTV = self.embed.attend(x_BTD) if m.tie_embeddings else self.lm_head(x_BTD)
         return logits_BTV.astype(jnp.float32), new_cache
 
+    def _positions(self, tokens_BT, segment_ids_BT, positions_BT, cache, cache_index) -> jax.Array | None:
+        """The positions_BT for `add_positions`: given, from the segments (of the cache), or None."""
+        m = self.config
+        B, T = tokens_BT.shape
+        if positions_BT is not None:
+            if m.positions == "alibi":
+                raise ValueError("positions_BT has no effect with ALiBi, whose bias depends only on "
+                                 "token distances: pass segment_ids_BT instead")
+            if jnp.shape(positions_BT) != (B, T):
+                raise ValueError(f"positions_BT must have shape {(B, T)}, got {jnp.shape(positions_BT)}")
+            return positions_BT
+        if segment_ids_BT is not None and jnp.shape(segment_ids_BT) != (B, T):
+            raise ValueError(f"segment_ids_BT must have shape {(B, T)}, got {jnp.shape(segment_ids_BT)}")
+        if cache is None and segment_ids_BT is None:
+            return None  # 0 .. T - 1, checked against max_len by add_positions
+        # Restarted positions never exceed the plain ones, so the plain range is what must fit.
+        check_position_range(m, cache_index, T)
+        if cache is None:
+            return positions_from_segments(segment_ids_BT)
+        # In a cache, a token's position counts from the start of its segment among the slots
+        # (e.g. after a left-padded prompt's pad slots): the same ids each layer writes.
+        kv_BS = write_cache_segments(cache[0]["segment_ids"], segment_ids_BT, cache_index, B, T)["kv_segment_ids"]
+        return jax.lax.dynamic_slice_in_dim(positions_from_segments(kv_BS), cache_index, T, axis=1)
+
     def init_cache(self, batch: int, max_len: int, dtype=None) -> list[dict]:
         dtype = dtype or self.dtype
         return [block.attn.init_cache(batch, max_len, dtype) for block in self.blocks]
 
     def kv_cache_bytes_per_token(self, dtype=None) -> int:
-        """Bytes the KV cache holds per token per sequence: 2 (k, v) x layers x kv_heads x head_dim."""
+        """Bytes the KV cache holds per token per sequence: 2 (k, v) x layers x kv_heads x head_dim
+        (plus, not counted here, each slot's int32 segment id per layer)."""
         m = self.config
         itemsize = jnp.dtype(dtype or self.dtype).itemsize
         return 2 * m.n_layers * m.n_kv_heads * (m.d_model // m.n_heads) * itemsize

@@ -1,8 +1,10 @@
 """Multi-head self-attention with MHA / GQA / MQA head layouts and a functional KV cache.
 
 The kernel itself lives in lmlab.ops.attention; this module owns projections, rotary positions and
-the cache. A cache is a dict {"k": [B, S, K, H], "v": [B, S, K, H]} for one layer; only the K kv
-heads are stored, so GQA/MQA shrink it by N / K.
+the cache. A cache is a dict {"k": [B, S, K, H], "v": [B, S, K, H], "segment_ids": [B, S]} for one
+layer; only the K kv heads are stored, so GQA/MQA shrink it by N / K. The segment ids of the slots
+(0 = padding or not yet written) keep a left-padded prompt's pad slots hidden from every later
+query: decoding batches of prompts of different lengths.
 """
 
 from __future__ import annotations
@@ -38,7 +40,13 @@ class SelfAttention(nnx.Module):
                    rngs=rngs, out_init_std=out_init_std, alibi=m.positions == "alibi")
 
     def __call__(self, x_BTD: jax.Array, *, rope=None, mask=None, causal: bool = True,
-                 cache: dict | None = None, cache_index=None):
+                 cache: dict | None = None, cache_index=None, segment_ids_BT: jax.Array | None = None):
+        """Returns (out_BTD, updated cache or None).
+
+        `segment_ids_BT`: tokens attend only to keys of their own segment (packed documents; see
+        lmlab.ops.attention). With a cache they are the new tokens' ids (default: all 1), written
+        into the cache next to their keys, and compared with every slot's.
+        """
         B, T, _ = x_BTD.shape
         N, K, H = self.n_heads, self.n_kv_heads, self.head_dim
         qkv = self.qkv(x_BTD)
@@ -49,6 +57,7 @@ class SelfAttention(nnx.Module):
             cos, sin = rope
             q_BTNH, k_BTKH = apply_rope(q_BTNH, cos, sin), apply_rope(k_BTKH, cos, sin)
         q_offset = 0
+        segments = {} if segment_ids_BT is None else dict(q_segment_ids=segment_ids_BT, kv_segment_ids=segment_ids_BT)
         if cache is not None:
             # dynamic_update_slice would clamp an overflowing write onto earlier slots: refuse what
             # can be checked while tracing (a Python int index, e.g. the prefill). Decoding loops
@@ -59,16 +68,30 @@ class SelfAttention(nnx.Module):
             # Write this step's keys/values at cache_index; slots beyond it are excluded by causality.
             k_BSKH = jax.lax.dynamic_update_slice(cache["k"], k_BTKH.astype(cache["k"].dtype), (0, cache_index, 0, 0))
             v_BSKH = jax.lax.dynamic_update_slice(cache["v"], v_BTKH.astype(cache["v"].dtype), (0, cache_index, 0, 0))
-            cache = {"k": k_BSKH, "v": v_BSKH}
+            segments = write_cache_segments(cache["segment_ids"], segment_ids_BT, cache_index, B, T)
+            cache = {"k": k_BSKH, "v": v_BSKH, "segment_ids": segments["kv_segment_ids"]}
             k_BTKH, v_BTKH, q_offset = k_BSKH.astype(q_BTNH.dtype), v_BSKH.astype(q_BTNH.dtype), cache_index
         slopes = jnp.asarray(alibi_slopes(N)) if self.alibi else None
         out_BTNH = attention(q_BTNH, k_BTKH, v_BTKH, mask=mask, causal=causal, q_offset=q_offset, impl=self.impl,
-                             alibi_slopes=slopes)
+                             alibi_slopes=slopes, **segments)
         return self.out(out_BTNH.reshape(B, T, N * H)), cache
 
     def init_cache(self, batch: int, max_len: int, dtype=jnp.float32) -> dict:
         shape = (batch, max_len, self.n_kv_heads, self.head_dim)
-        return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+        return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
+                "segment_ids": jnp.zeros((batch, max_len), jnp.int32)}
+
+
+def write_cache_segments(cache_segment_ids_BS: jax.Array, segment_ids_BT: jax.Array | None, cache_index,
+                         B: int, T: int) -> dict:
+    """The segment ids `attention` takes for T new tokens written at cache_index of a cache.
+
+    Tokens without ids join segment 1 (a prompt without padding, and every decoding step).
+    Returns {"q_segment_ids": [B, T], "kv_segment_ids": [B, S] with the new ids written in}.
+    """
+    q_BT = jnp.ones((B, T), jnp.int32) if segment_ids_BT is None else jnp.asarray(segment_ids_BT, jnp.int32)
+    kv_BS = jax.lax.dynamic_update_slice(cache_segment_ids_BS, q_BT, (0, cache_index))
+    return {"q_segment_ids": q_BT, "kv_segment_ids": kv_BS}
 
 
 class CrossAttention(nnx.Module):

@@ -63,6 +63,33 @@ def learned_table(m, *, init_std: float, rngs: nnx.Rngs) -> nnx.Param | None:
                      logical_axes=("length", "embed"))
 
 
+def positions_from_segments(segment_ids_BT: jax.Array) -> jax.Array:
+    """[B, T] int32: each token's index within its segment, restarting at 0 where the id changes.
+
+    A segment is a run of equal ids (packed documents 1, 2, ...; 0 = padding, numbered like any
+    run), so two neighbouring documents must get different ids. E.g. [0, 0, 1, 1, 1, 2, 2] ->
+    [0, 1, 0, 1, 2, 0, 1].
+    """
+    ids_BT = jnp.asarray(segment_ids_BT, jnp.int32)
+    B, T = ids_BT.shape
+    t_BT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
+    starts_BT = jnp.concatenate([jnp.ones((B, 1), bool), ids_BT[:, 1:] != ids_BT[:, :-1]], axis=1)
+    # Index of the latest segment start at or before each token: a running max over the row.
+    return t_BT - jax.lax.cummax(jnp.where(starts_BT, t_BT, 0), axis=1)
+
+
+def check_position_range(m, offset, T: int) -> None:
+    """Refuses positions offset .. offset + T - 1 past model.max_len for table positions.
+
+    A table lookup past max_len reads out of bounds (jnp.take fills NaN): refuse what can be
+    checked while tracing (a Python int offset); traced decoding indices are the caller's to bound.
+    """
+    if (m.positions in ("learned", "sinusoidal") and isinstance(offset, (int, np.integer))
+            and offset + T > m.max_len):
+        raise ValueError(f"positions {offset} .. {offset + T - 1} exceed model.max_len = {m.max_len} "
+                         f"({m.positions} positions)")
+
+
 def add_positions(m, x_BTD: jax.Array, table_LD: nnx.Param | None, *, offset=0,
                   positions_BT: jax.Array | None = None) -> tuple[jax.Array, tuple | None]:
     """(x_BTD with absolute positions added, rotary (cos, sin) for the attention layers or None).
@@ -72,13 +99,8 @@ def add_positions(m, x_BTD: jax.Array, table_LD: nnx.Param | None, *, offset=0,
     returns the tables; alibi does neither: attention biases its scores by distance.
     """
     B, T, _ = x_BTD.shape
-    # A table lookup past max_len reads out of bounds (jnp.take fills NaN): refuse what can be
-    # checked while tracing (a Python int offset); traced decoding indices are the caller's to bound.
-    if (m.positions in ("learned", "sinusoidal") and positions_BT is None
-            and isinstance(offset, (int, np.integer)) and offset + T > m.max_len):
-        raise ValueError(f"positions {offset} .. {offset + T - 1} exceed model.max_len = {m.max_len} "
-                         f"({m.positions} positions)")
     if positions_BT is None:
+        check_position_range(m, offset, T)
         positions_BT = jnp.broadcast_to(offset + jnp.arange(T), (B, T))
     if m.positions == "learned":
         return x_BTD + jnp.take(table_LD[...], positions_BT, axis=0).astype(x_BTD.dtype), None

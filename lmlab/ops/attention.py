@@ -25,7 +25,12 @@ import numpy as np
 
 from lmlab.ops.attention_blockwise import blockwise_attention
 from lmlab.ops.attention_cudnn import CUDNN_DTYPES, cudnn_attention, is_static_zero
-from lmlab.ops.attention_masks import make_causal_mask, make_padding_mask, padding_mask_from_ids
+from lmlab.ops.attention_masks import (
+    make_causal_mask,
+    make_padding_mask,
+    make_segment_mask,
+    padding_mask_from_ids,
+)
 from lmlab.ops.attention_naive import naive_attention
 from lmlab.ops.attention_pallas import pallas_attention
 
@@ -34,6 +39,7 @@ __all__ = [
     "attention",
     "make_causal_mask",
     "make_padding_mask",
+    "make_segment_mask",
     "padding_mask_from_ids",
     "select_impl",
 ]
@@ -61,6 +67,8 @@ def attention(
     block_q: int = 128,
     block_k: int = 128,
     alibi_slopes: jax.Array | None = None,
+    q_segment_ids: jax.Array | None = None,
+    kv_segment_ids: jax.Array | None = None,
 ) -> jax.Array:
     """softmax(q k^T * scale, masked) v, per query head; returns [B, T, N, H] in q's dtype.
 
@@ -76,6 +84,10 @@ def attention(
       impl: one of IMPLS. block_q, block_k: tile sizes for "blockwise" and "pallas".
       alibi_slopes: optional float [N]: adds ALiBi's -slope_n * |i - j| to the scores, with i the
         query's absolute position (q_offset + index) and j the key's (naive and blockwise).
+      q_segment_ids, kv_segment_ids: optional int [B, T] and [B, S], both or neither: query i may
+        attend key j only if their ids are equal (packed documents; 0 = padding). ANDed with the
+        mask and causality. naive, blockwise and pallas compare ids (per tile: O(T + S) memory);
+        cudnn takes them folded into a [B, 1, T, S] mask (a bias); pallas on TPU refuses them.
 
     A query row whose keys are all masked returns zeros, with zero (never NaN) gradients.
     Scores and softmax statistics are computed in fp32 for bf16/fp16 inputs.
@@ -85,13 +97,14 @@ def attention(
     B, T, N, H = _check_qkv(q_BTNH, k_BSKH, v_BSKH)
     S = k_BSKH.shape[1]
     mask = _as_4d_mask(mask, B, N, T, S)
+    segments = _check_segments(q_segment_ids, kv_segment_ids, B, T, S)
     _check_q_offset(q_offset)
     scale = 1.0 / math.sqrt(H) if scale is None else float(scale)
     if alibi_slopes is not None and jnp.shape(alibi_slopes) != (N,):
         raise ValueError(f"alibi_slopes must have shape [{N}] (one per query head), got {jnp.shape(alibi_slopes)}")
 
     if impl == "auto":
-        needs_bias = mask is not None or (causal and not is_static_zero(q_offset))
+        needs_bias = mask is not None or segments is not None or (causal and not is_static_zero(q_offset))
         impl = select_impl(
             backend=jax.default_backend(), T=T, S=S, H=H, dtype=q_BTNH.dtype, needs_bias=needs_bias,
             alibi=alibi_slopes is not None,
@@ -100,18 +113,23 @@ def attention(
     if impl == "cudnn" and alibi_slopes is not None:
         raise NotImplementedError("impl='cudnn' does not take alibi_slopes; use 'blockwise' or 'pallas'")
     if impl == "naive":
-        return naive_attention(q_BTNH, k_BSKH, v_BSKH, mask, alibi_slopes=alibi_slopes, **common)
+        return naive_attention(q_BTNH, k_BSKH, v_BSKH, mask, alibi_slopes=alibi_slopes, segment_ids=segments,
+                               **common)
     if impl == "blockwise":
         if not (_is_positive_int(block_q) and _is_positive_int(block_k)):
             raise ValueError(f"block_q and block_k must be positive ints, got {block_q}, {block_k}")
         return blockwise_attention(
             q_BTNH, k_BSKH, v_BSKH, mask, block_q=block_q, block_k=block_k, alibi_slopes=alibi_slopes,
-            **common
+            segment_ids=segments, **common
         )
     if impl == "cudnn":
+        if segments is not None:  # cuDNN takes masks only: compare the ids once, here
+            segment_mask_B1TS = make_segment_mask(*segments)
+            mask = segment_mask_B1TS if mask is None else mask & segment_mask_B1TS
         return cudnn_attention(q_BTNH, k_BSKH, v_BSKH, mask, **common)
     return pallas_attention(
-        q_BTNH, k_BSKH, v_BSKH, mask, block_q=block_q, block_k=block_k, alibi_slopes=alibi_slopes, **common
+        q_BTNH, k_BSKH, v_BSKH, mask, block_q=block_q, block_k=block_k, alibi_slopes=alibi_slopes,
+        segment_ids=segments, **common
     )
 
 
@@ -173,6 +191,21 @@ def _as_4d_mask(mask, B, N, T, S) -> jax.Array | None:
     if any(m not in (1, full) for m, full in zip(mask.shape, (B, N, T, S))):
         raise ValueError(f"mask must broadcast to [B,N,T,S]={[B, N, T, S]}, got shape {mask.shape}")
     return mask
+
+
+def _check_segments(q_segment_ids, kv_segment_ids, B, T, S) -> tuple[jax.Array, jax.Array] | None:
+    """Validates segment ids: both or neither, integer, shaped [B, T] and [B, S]."""
+    if q_segment_ids is None and kv_segment_ids is None:
+        return None
+    if q_segment_ids is None or kv_segment_ids is None:
+        raise ValueError("pass both q_segment_ids and kv_segment_ids, or neither")
+    q_BT, kv_BS = jnp.asarray(q_segment_ids), jnp.asarray(kv_segment_ids)
+    if q_BT.shape != (B, T) or kv_BS.shape != (B, S):
+        raise ValueError(f"segment ids must have shapes [B,T]={[B, T]} and [B,S]={[B, S]}, "
+                         f"got {q_BT.shape} and {kv_BS.shape}")
+    if not (jnp.issubdtype(q_BT.dtype, jnp.integer) and jnp.issubdtype(kv_BS.dtype, jnp.integer)):
+        raise ValueError(f"segment ids must be integers, got {q_BT.dtype} and {kv_BS.dtype}")
+    return q_BT.astype(jnp.int32), kv_BS.astype(jnp.int32)
 
 
 def _check_q_offset(q_offset) -> None:

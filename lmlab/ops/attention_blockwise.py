@@ -45,8 +45,10 @@ def blockwise_attention(
     block_q: int = 128,
     block_k: int = 128,
     alibi_slopes: jax.Array | None = None,
+    segment_ids: tuple[jax.Array, jax.Array] | None = None,
 ) -> jax.Array:
-    """Arguments as in `lmlab.ops.attention.attention` (already validated; mask is 4D or None)."""
+    """Arguments as in `lmlab.ops.attention.attention` (already validated; mask is 4D or None;
+    segment_ids is (q_segment_ids_BT, kv_segment_ids_BS) or None, compared tile by tile)."""
     B, T, N, H = q_BTNH.shape
     S, K = k_BSKH.shape[1], k_BSKH.shape[2]
     G = N // K
@@ -58,11 +60,14 @@ def blockwise_attention(
     k_BSKH = _pad_axis(k_BSKH, 1, S_pad)
     v_BSKH = _pad_axis(v_BSKH, 1, S_pad)
     mask_BKGTS = None if mask is None else _group_mask(mask, K, G, T, S, T_pad, S_pad)
+    # Padded queries are dropped and padded keys never attended, so the pad value is irrelevant.
+    q_seg_BT, kv_seg_BS = (None, None) if segment_ids is None else (
+        _pad_axis(segment_ids[0], 1, T_pad), _pad_axis(segment_ids[1], 1, S_pad))
 
     tiling = _Tiling(float(scale), bool(causal), block_q, block_k, S)
     q_offset = jnp.asarray(q_offset, jnp.int32)
     slopes_KG = None if alibi_slopes is None else jnp.asarray(alibi_slopes, jnp.float32).reshape(K, G)
-    out_BTKGH = _flash(q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, slopes_KG, tiling)
+    out_BTKGH = _flash(q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, slopes_KG, q_seg_BT, kv_seg_BS, tiling)
     return out_BTKGH[:, :T].reshape(B, T, N, H)
 
 
@@ -92,11 +97,11 @@ def _group_mask(mask, K, G, T, S, T_pad, S_pad) -> jax.Array:
     return mask
 
 
-def _tile_allowed(mask_BKGTS, q_offset, q_tile, k_tile, t: _Tiling) -> jax.Array | None:
+def _tile_allowed(mask_BKGTS, q_offset, q_tile, k_tile, t: _Tiling, segs=(None, None)) -> jax.Array | None:
     """Which (query, key) pairs of tile (q_tile, k_tile) may attend; None when all may.
 
-    Causality and key padding come from iotas (nothing [T, S]-sized is stored); the user mask
-    is sliced along the axes it actually varies over.
+    Causality and key padding come from iotas, segments from the [B, T] / [B, S] ids (nothing
+    [T, S]-sized is stored); the user mask is sliced along the axes it actually varies over.
     """
     q_pos_Q = q_tile * t.block_q + jnp.arange(t.block_q, dtype=jnp.int32)  # relative to q_offset
     k_pos_C = k_tile * t.block_k + jnp.arange(t.block_k, dtype=jnp.int32)
@@ -106,6 +111,12 @@ def _tile_allowed(mask_BKGTS, q_offset, q_tile, k_tile, t: _Tiling) -> jax.Array
     if t.kv_len % t.block_k:
         real_1C = (k_pos_C < t.kv_len)[None, :]
         allowed_QC = real_1C if allowed_QC is None else allowed_QC & real_1C
+    q_seg_BT, kv_seg_BS = segs
+    if q_seg_BT is not None:
+        q_seg_BQ = lax.dynamic_slice_in_dim(q_seg_BT, q_tile * t.block_q, t.block_q, axis=1)
+        kv_seg_BC = lax.dynamic_slice_in_dim(kv_seg_BS, k_tile * t.block_k, t.block_k, axis=1)
+        same_B11QC = (q_seg_BQ[:, :, None] == kv_seg_BC[:, None, :])[:, None, None]
+        allowed_QC = same_B11QC if allowed_QC is None else allowed_QC & same_B11QC
     if mask_BKGTS is None:
         return allowed_QC
     tile = mask_BKGTS
@@ -127,13 +138,13 @@ def _scores(q_BQKGH, k_BCKH, slopes_KG, q_offset, q_tile, k_tile, t: _Tiling) ->
     return s
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
-def _flash(q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, slopes_KG, t: _Tiling):
-    out_BTKGH, _ = _flash_forward(q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, slopes_KG, t)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(8,))
+def _flash(q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, slopes_KG, q_seg_BT, kv_seg_BS, t: _Tiling):
+    out_BTKGH, _ = _flash_forward(q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, slopes_KG, q_seg_BT, kv_seg_BS, t)
     return out_BTKGH
 
 
-def _flash_forward(q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, slopes_KG, t: _Tiling):
+def _flash_forward(q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, slopes_KG, q_seg_BT, kv_seg_BS, t: _Tiling):
     """Returns out [B, T, K, G, H] (q's dtype) and logsumexp [B, K, G, T] (fp32)."""
     B, T, K, G, H = q_BTKGH.shape
     num_q_tiles, num_k_tiles = T // t.block_q, k_BSKH.shape[1] // t.block_k
@@ -146,7 +157,7 @@ def _flash_forward(q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, slopes_KG, t: 
             k_BCKH = lax.dynamic_slice_in_dim(k_BSKH, k_tile * t.block_k, t.block_k, axis=1)
             v_BCKH = lax.dynamic_slice_in_dim(v_BSKH, k_tile * t.block_k, t.block_k, axis=1)
             s_BKGQC = _scores(q_BQKGH, k_BCKH, slopes_KG, q_offset, q_tile, k_tile, t)
-            allowed = _tile_allowed(mask_BKGTS, q_offset, q_tile, k_tile, t)
+            allowed = _tile_allowed(mask_BKGTS, q_offset, q_tile, k_tile, t, (q_seg_BT, kv_seg_BS))
             if allowed is not None:
                 s_BKGQC = jnp.where(allowed, s_BKGQC, -jnp.inf)
             new_max_BKGQ = jnp.maximum(max_BKGQ, s_BKGQC.max(axis=-1))
@@ -188,9 +199,11 @@ def _flash_forward(q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, slopes_KG, t: 
     return out_BTKGH, lse_BKGT
 
 
-def _flash_fwd(q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, slopes_KG, t: _Tiling):
-    out_BTKGH, lse_BKGT = _flash_forward(q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, slopes_KG, t)
-    residuals = (q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, slopes_KG, out_BTKGH, lse_BKGT)
+def _flash_fwd(q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, slopes_KG, q_seg_BT, kv_seg_BS, t: _Tiling):
+    out_BTKGH, lse_BKGT = _flash_forward(q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, slopes_KG, q_seg_BT,
+                                         kv_seg_BS, t)
+    residuals = (q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, slopes_KG, (q_seg_BT, kv_seg_BS), out_BTKGH,
+                 lse_BKGT)
     return out_BTKGH, residuals
 
 
@@ -201,7 +214,7 @@ def _flash_bwd(t: _Tiling, residuals, dout_BTKGH):
     dS = P * (dP - rowsum(dO * O)), dK = scale * dS^T Q, dQ = scale * dS K. dK/dV of a key tile
     finish inside its inner loop; dQ is accumulated across key tiles in one [B, T, K, G, H] buffer.
     """
-    q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, slopes_KG, out_BTKGH, lse_BKGT = residuals
+    q_BTKGH, k_BSKH, v_BSKH, mask_BKGTS, q_offset, slopes_KG, segs, out_BTKGH, lse_BKGT = residuals
     B, T, K, G, H = q_BTKGH.shape
     num_q_tiles, num_k_tiles = T // t.block_q, k_BSKH.shape[1] // t.block_k
     # The softmax Jacobian needs sum_c P*dP per row, which equals rowsum(dO * O): O(T*H) once.
@@ -222,7 +235,7 @@ def _flash_bwd(t: _Tiling, residuals, dout_BTKGH):
             delta_BKGQ = lax.dynamic_slice_in_dim(delta_BKGT, start, t.block_q, axis=3)
 
             s_BKGQC = _scores(q_BQKGH, k_BCKH, slopes_KG, q_offset, q_tile, k_tile, t)
-            allowed = _tile_allowed(mask_BKGTS, q_offset, q_tile, k_tile, t)
+            allowed = _tile_allowed(mask_BKGTS, q_offset, q_tile, k_tile, t, segs)
             if allowed is not None:
                 s_BKGQC = jnp.where(allowed, s_BKGQC, -jnp.inf)
             p_BKGQC = jnp.exp(s_BKGQC - lse_BKGQ[..., None])  # masked: exp(-inf) = 0
@@ -261,11 +274,13 @@ def _flash_bwd(t: _Tiling, residuals, dout_BTKGH):
     S = k_BSKH.shape[1]
     dk_BSKH = dk_nBCKH.transpose(1, 0, 2, 3, 4).reshape(B, S, K, H)
     dv_BSKH = dv_nBCKH.transpose(1, 0, 2, 3, 4).reshape(B, S, K, H)
-    # mask, q_offset and the ALiBi slopes are not differentiable: None is a zero cotangent.
+    # mask, q_offset, the ALiBi slopes and segment ids are not differentiable: None is a zero cotangent.
     return (
         dq_BTKGH.astype(q_BTKGH.dtype),
         dk_BSKH.astype(k_BSKH.dtype),
         dv_BSKH.astype(v_BSKH.dtype),
+        None,
+        None,
         None,
         None,
         None,

@@ -34,6 +34,17 @@ def padding_mask_from_ids(ids_BS: jax.Array, pad_id: int) -> jax.Array:
     return (ids_BS != pad_id)[:, None, None, :]
 
 
+def make_segment_mask(q_segment_ids_BT: jax.Array, kv_segment_ids_BS: jax.Array) -> jax.Array:
+    """[B, 1, T, S]: query i of row b may attend key j iff both belong to the same segment.
+
+    Segments are the documents packed into one row (ids 1, 2, ...; 0 marks padding, which then
+    only ever meets padding, so a pad query still sees something and stays finite).
+    """
+    q_BT = jnp.asarray(q_segment_ids_BT, jnp.int32)
+    kv_BS = jnp.asarray(kv_segment_ids_BS, jnp.int32)
+    return (q_BT[:, :, None] == kv_BS[:, None, :])[:, None]
+
+
 def alibi_bias(slopes, q_pos, k_pos) -> jax.Array:
     """ALiBi's additive score bias -slope * |q_pos - k_pos|, shaped slopes.shape + [Q, C].
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from lmlab.ops.attention_masks import alibi_bias, make_causal_mask
+from lmlab.ops.attention_masks import alibi_bias, make_causal_mask, make_segment_mask
 
 
 def naive_attention(
@@ -22,8 +22,10 @@ def naive_attention(
     q_offset: int | jax.Array = 0,
     scale: float,
     alibi_slopes: jax.Array | None = None,
+    segment_ids: tuple[jax.Array, jax.Array] | None = None,
 ) -> jax.Array:
-    """Arguments as in `lmlab.ops.attention.attention` (already validated; mask is 4D or None)."""
+    """Arguments as in `lmlab.ops.attention.attention` (already validated; mask is 4D or None;
+    segment_ids is (q_segment_ids_BT, kv_segment_ids_BS) or None)."""
     T, N = q_BTNH.shape[1], q_BTNH.shape[2]
     S, K = k_BSKH.shape[1], k_BSKH.shape[2]
     # Query head n reads kv head n // (N // K); repeating makes that the plain MHA einsum below.
@@ -38,6 +40,9 @@ def naive_attention(
         scores_BNTS = scores_BNTS + alibi_bias(alibi_slopes, q_pos_T, jnp.arange(S, dtype=jnp.int32))[None]
 
     allowed_BNTS = mask
+    if segment_ids is not None:
+        segment_B1TS = make_segment_mask(*segment_ids)
+        allowed_BNTS = segment_B1TS if allowed_BNTS is None else allowed_BNTS & segment_B1TS
     if causal:
         causal_11TS = make_causal_mask(T, S, q_offset)
         allowed_BNTS = causal_11TS if allowed_BNTS is None else allowed_BNTS & causal_11TS

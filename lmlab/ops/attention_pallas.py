@@ -13,6 +13,8 @@ What the kernels take, so every case of `lmlab.ops.attention.attention` runs on 
   tiles entirely in a query tile's future are skipped.
 - Boolean masks, as int8, either one row per sequence and head ([.., 1, S]: key padding) or a
   full [.., T, S] matrix; lengths are padded to the tile and padded keys are never attended.
+- Segment ids (packed documents): [B, T] and [B, S] int32 rows, compared per tile, so a packed
+  batch costs O(T + S) extra memory, not a [T, S] mask.
 - ALiBi: -slope * |i - j| added to each score tile from the same positions.
 - A query row with no allowed key returns zeros, and its gradients are zeros (never NaN).
 - On a device mesh the kernels run per device on its sequences and heads (`parallel.map_shards`):
@@ -55,6 +57,7 @@ class _Kernel(NamedTuple):
     mask_rows: int  # 0: no mask; 1: one mask row per (batch, head); else Tp rows
     mask_heads: bool  # mask differs per query head
     mask_batch: bool  # mask differs per sequence
+    segments: bool  # q/kv segment id rows come before the mask
     alibi: bool
     head_dim: int  # padded
     interpret: bool
@@ -72,16 +75,19 @@ def pallas_attention(
     block_q: int = 128,
     block_k: int = 128,
     alibi_slopes: jax.Array | None = None,
+    segment_ids: tuple[jax.Array, jax.Array] | None = None,
 ) -> jax.Array:
-    """Arguments as in `lmlab.ops.attention.attention` (already validated; mask is 4D or None)."""
+    """Arguments as in `lmlab.ops.attention.attention` (already validated; mask is 4D or None;
+    segment_ids is (q_segment_ids_BT, kv_segment_ids_BS) or None)."""
     B, T, N, H = q_BTNH.shape
     S, K = k_BSKH.shape[1], k_BSKH.shape[2]
     backend = jax.default_backend()
     if backend == "tpu":
-        if mask is not None or T != S or not is_static_zero(q_offset) or alibi_slopes is not None:
+        if (mask is not None or segment_ids is not None or T != S or not is_static_zero(q_offset)
+                or alibi_slopes is not None):
             raise NotImplementedError(
                 "impl='pallas' on TPU runs jax's flash kernel: self-attention without masks, "
-                "offsets or ALiBi; use 'blockwise'"
+                "segment ids, offsets or ALiBi; use 'blockwise'"
             )
         rows = ("batch", None, "heads", None)
         return parallel.map_shards(functools.partial(_tpu_flash, causal=causal, scale=scale),
@@ -108,23 +114,29 @@ def pallas_attention(
     cfg = _Kernel(
         scale=float(scale), causal=bool(causal), block_q=bq, block_k=bk, kv_len=S, kv_padded=Sp,
         mask_rows=mask_rows, mask_heads=mask is not None and mask.shape[1] > 1,
-        mask_batch=mask is not None and mask.shape[0] > 1, alibi=alibi_slopes is not None,
+        mask_batch=mask is not None and mask.shape[0] > 1, segments=segment_ids is not None,
+        alibi=alibi_slopes is not None,
         head_dim=Hp, interpret=backend != "gpu",
     )
     # XLA cannot partition a Pallas kernel: on a mesh, each device runs it on its own sequences
     # and, under tensor parallelism, its own heads (query and kv heads split together).
     rows = ("batch", None, "heads", None)
     args, names = [q, k, v, q_pos_Tp, slopes_N], [rows, rows, rows, (None,), ("heads",)]
+    extras = []  # the optional inputs, in kernel order: segment id rows, then the mask
+    if segment_ids is not None:  # padded queries are dropped and padded keys never attended
+        extras += [_pad(segment_ids[0], {1: Tp}), _pad(segment_ids[1], {1: Sp})]
+        names += [("batch", None)] * 2
     if mask_i8 is not None:
-        args.append(mask_i8)
+        extras.append(mask_i8)
         names.append(("batch", "heads", None, None))
 
-    def run(q, k, v, q_pos_Tp, slopes_N, mask_i8=None):
+    def run(q, k, v, q_pos_Tp, slopes_N, *extras):
+        mask_i8 = extras[-1] if cfg.mask_rows else None
         local = cfg._replace(mask_batch=mask_i8 is not None and mask_i8.shape[0] > 1,
                              mask_heads=mask_i8 is not None and mask_i8.shape[1] > 1)
-        return _flash(q, k, v, mask_i8, q_pos_Tp, slopes_N, local)
+        return _flash(q, k, v, tuple(extras), q_pos_Tp, slopes_N, local)
 
-    out = parallel.map_shards(run, *args, names=names, out_names=rows)
+    out = parallel.map_shards(run, *args, *extras, names=names, out_names=rows)
     return out[:, :T, :, :H]
 
 
@@ -147,7 +159,7 @@ def _pad(x: jax.Array, sizes: dict[int, int]) -> jax.Array:
 
 
 def _score_tile(q_QH, k_CH, q_pos_Q, k_start, mask_QC, slope, cfg: _Kernel):
-    """[Q, C] fp32 scores of one tile; disallowed pairs are -inf."""
+    """[Q, C] fp32 scores of one tile; disallowed pairs are -inf (mask_QC: bool [Q|1, C] or None)."""
     s_QC = plgpu.dot(q_QH, k_CH, trans_b=True) * cfg.scale
     k_pos_C = k_start + jnp.arange(cfg.block_k, dtype=jnp.int32)
     if cfg.alibi:
@@ -156,16 +168,35 @@ def _score_tile(q_QH, k_CH, q_pos_Q, k_start, mask_QC, slope, cfg: _Kernel):
     if cfg.causal:
         allowed_QC &= k_pos_C[None, :] <= q_pos_Q[:, None]
     if mask_QC is not None:
-        allowed_QC &= mask_QC != 0
+        allowed_QC &= mask_QC
     return jnp.where(allowed_QC, s_QC, -jnp.inf)
 
 
-def _mask_tile(mask_ref, q_start, k_start, cfg: _Kernel):
-    """The [Q|1, C] mask tile from a [rows, Sp] ref (None without a mask)."""
-    if mask_ref is None:
-        return None
-    rows = pl.ds(q_start, cfg.block_q) if cfg.mask_rows > 1 else pl.ds(0, 1)
-    return mask_ref[rows, pl.ds(k_start, cfg.block_k)]
+def _mask_tile(seg_refs, mask_ref, q_start, k_start, cfg: _Kernel):
+    """The bool [Q|1, C] tile that segment ids ([Tp] and [Sp] refs) and the mask ([rows, Sp] ref)
+    allow; None without either."""
+    allowed = None
+    if seg_refs is not None:
+        q_seg_Q = seg_refs[0][pl.ds(q_start, cfg.block_q)]
+        kv_seg_C = seg_refs[1][pl.ds(k_start, cfg.block_k)]
+        allowed = q_seg_Q[:, None] == kv_seg_C[None, :]
+    if mask_ref is not None:
+        rows = pl.ds(q_start, cfg.block_q) if cfg.mask_rows > 1 else pl.ds(0, 1)
+        mask = mask_ref[rows, pl.ds(k_start, cfg.block_k)] != 0
+        allowed = mask if allowed is None else allowed & mask
+    return allowed
+
+
+def _extra_specs(cfg: _Kernel, Tp: int) -> list[pl.BlockSpec]:
+    """BlockSpecs of the optional inputs (segment id rows, then the mask) for a grid
+    (tile, b, query head); whole rows: the kernels slice their own tiles."""
+    specs = []
+    if cfg.segments:
+        specs += [pl.BlockSpec((None, Tp), lambda i, b, h: (b, 0)),
+                  pl.BlockSpec((None, cfg.kv_padded), lambda i, b, h: (b, 0))]
+    if cfg.mask_rows:
+        specs.append(_mask_spec(cfg))
+    return specs
 
 
 def _mask_spec(cfg: _Kernel) -> pl.BlockSpec:
@@ -194,10 +225,14 @@ def _first_query_tile(q_pos_ref, k_start, cfg: _Kernel):
 
 
 def _split_refs(refs, cfg: _Kernel):
-    """(mask ref or None, output refs): the mask is the last input when there is one."""
+    """(segment id refs or None, mask ref or None, output refs): the optional inputs follow the
+    fixed ones, segment ids first."""
+    seg_refs = None
+    if cfg.segments:
+        seg_refs, refs = refs[:2], refs[2:]
     if cfg.mask_rows:
-        return refs[0], refs[1:]
-    return None, refs
+        return seg_refs, refs[0], refs[1:]
+    return seg_refs, None, refs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,7 +240,7 @@ def _split_refs(refs, cfg: _Kernel):
 
 
 def _forward_kernel(q_ref, k_ref, v_ref, q_pos_ref, slopes_ref, *refs, cfg: _Kernel):
-    mask_ref, (o_ref, lse_ref) = _split_refs(refs, cfg)
+    seg_refs, mask_ref, (o_ref, lse_ref) = _split_refs(refs, cfg)
     q_start = pl.program_id(0) * cfg.block_q
     q_QH = q_ref[...]
     q_pos_Q = q_pos_ref[...]
@@ -216,7 +251,7 @@ def _forward_kernel(q_ref, k_ref, v_ref, q_pos_ref, slopes_ref, *refs, cfg: _Ker
         k_start = k_tile * cfg.block_k
         k_CH = k_ref[pl.ds(k_start, cfg.block_k), :]
         v_CH = v_ref[pl.ds(k_start, cfg.block_k), :]
-        mask_QC = _mask_tile(mask_ref, q_start, k_start, cfg)
+        mask_QC = _mask_tile(seg_refs, mask_ref, q_start, k_start, cfg)
         s_QC = _score_tile(q_QH, k_CH, q_pos_Q, k_start, mask_QC, slope, cfg)
         new_max_Q = jnp.maximum(max_Q, jnp.max(s_QC, axis=1))
         # Rows that have seen only masked keys keep max -inf: shift by 0 so exp(-inf) stays 0.
@@ -238,14 +273,11 @@ def _forward_kernel(q_ref, k_ref, v_ref, q_pos_ref, slopes_ref, *refs, cfg: _Ker
     lse_ref[...] = jnp.where(empty_Q, 0.0, max_Q + jnp.log(safe_sum_Q))
 
 
-def _forward(q, k, v, mask_i8, q_pos_Tp, slopes_N, cfg: _Kernel):
+def _forward(q, k, v, extras, q_pos_Tp, slopes_N, cfg: _Kernel):
     B, Tp, N, Hp = q.shape
     Sp, K = k.shape[1], k.shape[2]
-    in_specs = _query_tile_specs(cfg, Tp, Sp, N, Hp, N // K)
-    args = [q, k, v, q_pos_Tp, slopes_N]
-    if cfg.mask_rows:
-        in_specs.append(_mask_spec(cfg))
-        args.append(mask_i8)
+    in_specs = _query_tile_specs(cfg, Tp, Sp, N, Hp, N // K) + _extra_specs(cfg, Tp)
+    args = [q, k, v, q_pos_Tp, slopes_N, *extras]
     row_spec = pl.BlockSpec((None, cfg.block_q, None, Hp), lambda i, b, n: (b, i, n, 0))
     return pl.pallas_call(
         functools.partial(_forward_kernel, cfg=cfg),
@@ -281,7 +313,7 @@ def _query_tile_specs(cfg: _Kernel, Tp: int, Sp: int, N: int, Hp: int, G: int) -
 
 def _dq_kernel(q_ref, k_ref, v_ref, q_pos_ref, slopes_ref, do_ref, lse_ref, delta_ref, *refs,
                cfg: _Kernel):
-    mask_ref, (dq_ref,) = _split_refs(refs, cfg)
+    seg_refs, mask_ref, (dq_ref,) = _split_refs(refs, cfg)
     q_start = pl.program_id(0) * cfg.block_q
     q_QH, do_QH, q_pos_Q = q_ref[...], do_ref[...], q_pos_ref[...]
     lse_Q, delta_Q = lse_ref[...], delta_ref[...]
@@ -291,7 +323,7 @@ def _dq_kernel(q_ref, k_ref, v_ref, q_pos_ref, slopes_ref, do_ref, lse_ref, delt
         k_start = k_tile * cfg.block_k
         k_CH = k_ref[pl.ds(k_start, cfg.block_k), :]
         v_CH = v_ref[pl.ds(k_start, cfg.block_k), :]
-        mask_QC = _mask_tile(mask_ref, q_start, k_start, cfg)
+        mask_QC = _mask_tile(seg_refs, mask_ref, q_start, k_start, cfg)
         s_QC = _score_tile(q_QH, k_CH, q_pos_Q, k_start, mask_QC, slope, cfg)
         p_QC = jnp.exp(s_QC - lse_Q[:, None])  # masked: exp(-inf) = 0
         ds_QC = p_QC * (plgpu.dot(do_QH, v_CH, trans_b=True) - delta_Q[:, None]) * cfg.scale
@@ -306,7 +338,7 @@ def _dkv_kernel(q_ref, k_ref, v_ref, q_pos_ref, slopes_ref, do_ref, lse_ref, del
                 cfg: _Kernel):
     """One key tile against one query head, over all that head's query tiles: the head's share
     of dK/dV (the G shares of a kv head are summed outside, so programs stay independent)."""
-    mask_ref, (dk_ref, dv_ref) = _split_refs(refs, cfg)
+    seg_refs, mask_ref, (dk_ref, dv_ref) = _split_refs(refs, cfg)
     k_start = pl.program_id(0) * cfg.block_k
     k_CH, v_CH = k_ref[...], v_ref[...]
     slope = slopes_ref[pl.program_id(2)]
@@ -317,7 +349,7 @@ def _dkv_kernel(q_ref, k_ref, v_ref, q_pos_ref, slopes_ref, do_ref, lse_ref, del
         rows = pl.ds(q_start, cfg.block_q)
         q_QH, do_QH = q_ref[rows, :], do_ref[rows, :]
         lse_Q, delta_Q = lse_ref[rows], delta_ref[rows]
-        mask_QC = _mask_tile(mask_ref, q_start, k_start, cfg)
+        mask_QC = _mask_tile(seg_refs, mask_ref, q_start, k_start, cfg)
         s_QC = _score_tile(q_QH, k_CH, q_pos_ref[rows], k_start, mask_QC, slope, cfg)
         p_QC = jnp.exp(s_QC - lse_Q[:, None])
         dv_CH += plgpu.dot(p_QC.astype(do_QH.dtype), do_QH, trans_a=True)
@@ -332,14 +364,13 @@ def _dkv_kernel(q_ref, k_ref, v_ref, q_pos_ref, slopes_ref, do_ref, lse_ref, del
     dv_ref[...] = dv_CH.astype(dv_ref.dtype)
 
 
-def _backward(q, k, v, mask_i8, q_pos_Tp, slopes_N, out, lse_BNT, do, cfg: _Kernel):
+def _backward(q, k, v, extras, q_pos_Tp, slopes_N, out, lse_BNT, do, cfg: _Kernel):
     # Powers of two no larger than the forward's tiles, so they divide the padded lengths too.
     cfg = cfg._replace(block_q=min(cfg.block_q, BACKWARD_TILE), block_k=min(cfg.block_k, BACKWARD_TILE))
     B, Tp, N, Hp = q.shape
     Sp, K = k.shape[1], k.shape[2]
     G = N // K
     delta_BNT = jnp.einsum("btnh,btnh->bnt", do.astype(jnp.float32), out.astype(jnp.float32))
-    mask_args = [mask_i8] if cfg.mask_rows else []
 
     row_spec = pl.BlockSpec((None, cfg.block_q, None, Hp), lambda i, b, n: (b, i, n, 0))
     stat_spec = pl.BlockSpec((None, None, cfg.block_q), lambda i, b, n: (b, n, i))
@@ -347,13 +378,13 @@ def _backward(q, k, v, mask_i8, q_pos_Tp, slopes_N, out, lse_BNT, do, cfg: _Kern
         functools.partial(_dq_kernel, cfg=cfg),
         grid=(Tp // cfg.block_q, B, N),
         in_specs=[*_query_tile_specs(cfg, Tp, Sp, N, Hp, G), row_spec, stat_spec, stat_spec,
-                  *([_mask_spec(cfg)] if cfg.mask_rows else [])],
+                  *_extra_specs(cfg, Tp)],
         out_specs=row_spec,
         out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
         compiler_params=_triton_params(cfg),
         interpret=cfg.interpret,
         name="lmlab_flash_dq",
-    )(q, k, v, q_pos_Tp, slopes_N, do, lse_BNT, delta_BNT, *mask_args)
+    )(q, k, v, q_pos_Tp, slopes_N, do, lse_BNT, delta_BNT, *extras)
 
     # Grid over query heads: with GQA each program writes its head's share in fp32, and the G
     # shares of a kv head are summed here (memory of one fp32 q-sized array, for G x programs).
@@ -367,13 +398,13 @@ def _backward(q, k, v, mask_i8, q_pos_Tp, slopes_N, out, lse_BNT, do, cfg: _Kern
         grid=(Sp // cfg.block_k, B, N),
         in_specs=[whole_rows, key_spec, key_spec, pl.BlockSpec((Tp,), lambda j, b, n: (0,)),
                   pl.BlockSpec((N,), lambda j, b, n: (0,)), whole_rows, whole_stats, whole_stats,
-                  *([_mask_spec(cfg)] if cfg.mask_rows else [])],
+                  *_extra_specs(cfg, Tp)],
         out_specs=[share_spec, share_spec],
         out_shape=[jax.ShapeDtypeStruct((B, Sp, N, Hp), share_dtype)] * 2,
         compiler_params=_triton_params(cfg),
         interpret=cfg.interpret,
         name="lmlab_flash_dkv",
-    )(q, k, v, q_pos_Tp, slopes_N, do, lse_BNT, delta_BNT, *mask_args)
+    )(q, k, v, q_pos_Tp, slopes_N, do, lse_BNT, delta_BNT, *extras)
     if G > 1:
         dk, dv = (x.reshape(B, Sp, K, G, Hp).sum(axis=3).astype(k.dtype) for x in (dk, dv))
     return dq, dk, dv
@@ -386,18 +417,19 @@ def _triton_params(cfg: _Kernel):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
-def _flash(q, k, v, mask_i8, q_pos_Tp, slopes_N, cfg: _Kernel):
-    return _forward(q, k, v, mask_i8, q_pos_Tp, slopes_N, cfg)[0]
+def _flash(q, k, v, extras, q_pos_Tp, slopes_N, cfg: _Kernel):
+    """`extras`: the optional kernel inputs, a tuple: (q segment ids, kv segment ids)? (mask)?"""
+    return _forward(q, k, v, extras, q_pos_Tp, slopes_N, cfg)[0]
 
 
-def _flash_fwd(q, k, v, mask_i8, q_pos_Tp, slopes_N, cfg: _Kernel):
-    out, lse_BNT = _forward(q, k, v, mask_i8, q_pos_Tp, slopes_N, cfg)
-    return out, (q, k, v, mask_i8, q_pos_Tp, slopes_N, out, lse_BNT)
+def _flash_fwd(q, k, v, extras, q_pos_Tp, slopes_N, cfg: _Kernel):
+    out, lse_BNT = _forward(q, k, v, extras, q_pos_Tp, slopes_N, cfg)
+    return out, (q, k, v, extras, q_pos_Tp, slopes_N, out, lse_BNT)
 
 
 def _flash_bwd(cfg: _Kernel, residuals, do):
     dq, dk, dv = _backward(*residuals, do, cfg)
-    # The mask, positions and ALiBi slopes are not differentiated: None is a zero cotangent.
+    # Segment ids, mask, positions and ALiBi slopes are not differentiated: None is a zero cotangent.
     return dq, dk, dv, None, None, None
 
 

@@ -85,3 +85,17 @@ def test_finished_beams_keep_their_score_and_pad():
 def test_more_beams_than_tokens_is_refused():
     with pytest.raises(ValueError, match="vocabulary"):
         beam_search(AlwaysEos(), jnp.array([[3, 4]]), beam_size=V, max_new_tokens=3, eos_id=EOS, pad_id=PAD)
+
+
+def test_padded_prompt_batch_searches_each_prompt_as_alone():
+    model = build_model(tiny_model_config(positions="sinusoidal", n_kv_heads=2), V, seed=6)
+    prompts = [[5, 9, 3], [7, 12, 4, 11, 5, 9, 3], [20, 6, 5, 3, 5]]
+    T = max(map(len, prompts))
+    padded = jnp.asarray([[PAD] * (T - len(p)) + p for p in prompts])
+    kwargs = dict(beam_size=3, max_new_tokens=8, eos_id=EOS, pad_id=PAD, length_penalty_alpha=0.6)
+    batch = beam_search(model, padded, prompt_lengths_B=[len(p) for p in prompts], **kwargs)
+    for b, prompt in enumerate(prompts):
+        alone = beam_search(model, jnp.asarray([prompt]), **kwargs)
+        np.testing.assert_array_equal(batch.sequences[b, :, T:], alone.sequences[0, :, len(prompt):])
+        np.testing.assert_array_equal(batch.lengths[b], alone.lengths[0])
+        np.testing.assert_allclose(batch.scores[b], alone.scores[0], rtol=1e-5, atol=1e-5)

@@ -134,3 +134,46 @@ def test_decoding_stops_once_every_row_has_ended():
     np.testing.assert_array_equal(out[0, :6], [1, 2, 7, 7, 5, 5])
     assert (out[0, 4:] == 5).all()
     assert len(calls) == 4  # the prefill and one call per emitted token (7, 7, 5), not 50
+
+
+PROMPTS = [[5, 9, 2], [7, 1, 4, 1, 5, 9, 3], [2, 6, 5, 3, 5]]  # lengths 3, 7, 5
+
+
+def left_padded(prompts, pad=0):
+    T = max(map(len, prompts))
+    return jnp.asarray([[pad] * (T - len(p)) + p for p in prompts]), jnp.asarray([len(p) for p in prompts])
+
+
+# Each position kind is checked with a cache in tests/models/test_gpt.py; here the decoding loops.
+@pytest.mark.parametrize("positions, use_cache", [("rope", True), ("learned", False)])
+def test_padded_prompt_batch_decodes_each_prompt_as_alone(positions, use_cache):
+    model = build_model(tiny_model_config(positions=positions, n_kv_heads=2), 50, seed=4)
+    prompt_BT, lengths_B = left_padded(PROMPTS, pad=11)  # a pad id that is a real token: masking, not luck
+    kwargs = dict(max_new_tokens=10, key=jax.random.key(0), temperature=0.0, use_cache=use_cache)
+    batch = generate(model, prompt_BT, prompt_lengths_B=lengths_B, **kwargs)
+    np.testing.assert_array_equal(batch[:, :7], prompt_BT)  # pads returned as given
+    for row, prompt in zip(np.asarray(batch), PROMPTS):
+        alone = generate(model, jnp.asarray([prompt]), **kwargs)
+        np.testing.assert_array_equal(row[7:], alone[0, len(prompt):])
+    # The lengths are what makes it work: the same batch read as unpadded decodes differently.
+    assert not np.array_equal(batch, generate(model, prompt_BT, **kwargs))
+
+
+def test_prompt_lengths_all_full_change_nothing(model):
+    prompt = jax.random.randint(jax.random.key(2), (2, 6), 0, 50)
+    kwargs = dict(max_new_tokens=8, key=jax.random.key(1), temperature=0.8, top_k=10)
+    np.testing.assert_array_equal(generate(model, prompt, prompt_lengths_B=[6, 6], **kwargs),
+                                  generate(model, prompt, **kwargs))
+
+
+def test_bad_prompt_lengths_are_refused(model):
+    prompt = jnp.ones((2, 4), jnp.int32)
+    kwargs = dict(max_new_tokens=2, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="between 1 and the prompt width 4"):
+        generate(model, prompt, prompt_lengths_B=[4, 5], **kwargs)
+    with pytest.raises(ValueError, match="between 1 and"):
+        generate(model, prompt, prompt_lengths_B=[0, 2], **kwargs)
+    with pytest.raises(ValueError, match="one per prompt"):
+        generate(model, prompt, prompt_lengths_B=[4], **kwargs)
+    with pytest.raises(ValueError, match="decoder-only"):
+        generate(model, prompt, prompt_lengths_B=[4, 4], source=jnp.ones((2, 3), jnp.int32), **kwargs)

@@ -182,3 +182,99 @@ def test_forward_matches_a_numpy_reference(overrides):
         got = nnx.jit(lambda model, tokens: model(tokens)[0])(model, jnp.asarray(tokens))
     want = _reference_logits(params, c, tokens)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+# ---------------------------------------------------------------------------------------------
+# Packed rows: segment ids keep documents apart and restart their positions.
+
+PACKING_VARIANTS = [
+    {"positions": "learned"},
+    {"positions": "sinusoidal"},
+    {"positions": "rope", "n_kv_heads": 2},                               # GQA
+    {"positions": "alibi", "n_kv_heads": 1},                              # MQA
+    {"positions": "rope", "attention_impl": "blockwise", "remat": "full"},  # tiled kernel, remat path
+]
+DOC_LENGTHS = [5, 7, 3]  # three documents, then one padding token: a row of 16
+
+
+def _packed_row(key):
+    docs = [jax.random.randint(k, (n,), 1, VOCAB) for k, n in zip(jax.random.split(key, 3), DOC_LENGTHS)]
+    pad = 16 - sum(DOC_LENGTHS)
+    tokens_1T = jnp.concatenate(docs + [jnp.zeros(pad, jnp.int32)])[None]
+    segments_1T = jnp.asarray(np.repeat([1, 2, 3, 0], DOC_LENGTHS + [pad]))[None]
+    return docs, tokens_1T, segments_1T
+
+
+@pytest.mark.parametrize("overrides", PACKING_VARIANTS, ids=lambda o: "-".join(map(str, o.values())))
+def test_a_packed_row_gives_each_segment_its_logits_alone(overrides):
+    model = build_model(tiny_model_config(**overrides), VOCAB, seed=3)
+    docs, tokens_1T, segments_1T = _packed_row(jax.random.key(3))
+    packed, _ = model(tokens_1T, segment_ids_BT=segments_1T)
+    assert np.isfinite(np.asarray(packed)).all()  # the padding token's row included
+    start = 0
+    for doc in docs:
+        alone, _ = model(doc[None])
+        np.testing.assert_allclose(packed[:, start:start + len(doc)], alone, rtol=2e-5, atol=2e-5)
+        start += len(doc)
+    # Without segment ids the later documents see the earlier ones: the ids are what separates them.
+    unpacked, _ = model(tokens_1T)
+    assert not np.allclose(unpacked[:, 5:12], packed[:, 5:12], atol=1e-3)
+
+
+def test_packed_row_gradient_is_the_sum_of_the_separate_ones():
+    from flax import nnx
+
+    model = build_model(tiny_model_config(positions="rope", n_kv_heads=2, n_layers=1), VOCAB, seed=4)
+    graphdef, state = nnx.split(model)
+    params = nnx.to_pure_dict(state)
+    docs, tokens_1T, segments_1T = _packed_row(jax.random.key(4))
+
+    def nll(params, tokens_1T, segments_1T=None):  # summed next-token loss inside each document
+        logits, _ = nnx.merge(graphdef, nnx.State(params))(tokens_1T, segment_ids_BT=segments_1T)
+        lp = jnp.take_along_axis(jax.nn.log_softmax(logits[:, :-1]), tokens_1T[:, 1:, None], -1)[..., 0]
+        same = (segments_1T[:, 1:] == segments_1T[:, :-1]) & (segments_1T[:, 1:] > 0) if segments_1T is not None \
+            else jnp.ones_like(lp, bool)
+        return -jnp.sum(jnp.where(same, lp, 0.0))
+
+    loss_and_grads = jax.jit(jax.value_and_grad(nll))
+    packed_loss, packed_grads = loss_and_grads(params, tokens_1T, segments_1T)
+    alone = [loss_and_grads(params, doc[None]) for doc in docs]
+    np.testing.assert_allclose(packed_loss, sum(loss for loss, _ in alone), rtol=1e-5)
+    summed = jax.tree.map(lambda *g: sum(g), *[grads for _, grads in alone])
+    for a, b in zip(jax.tree.leaves(packed_grads), jax.tree.leaves(summed)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("positions", ["learned", "rope", "alibi"])
+def test_left_padded_prompt_decodes_like_the_prompt_alone(positions):
+    """Pad slots carry segment 0 in the cache: later queries never see them, positions skip them."""
+    model = build_model(tiny_model_config(positions=positions), VOCAB, seed=5)
+    tokens = jax.random.randint(jax.random.key(5), (1, 9), 1, VOCAB)
+    alone, _ = model(tokens)
+    padded = jnp.concatenate([jnp.full((1, 4), 7, jnp.int32), tokens], axis=1)  # 4 pads, then the prompt
+    segments = (jnp.arange(13) >= 4).astype(jnp.int32)[None]
+    prefill, cache = model(padded[:, :8], segment_ids_BT=segments[:, :8], cache=model.init_cache(1, 13))
+    steps = [prefill[:, 4:]]
+    for i in range(8, 13):
+        logits, cache = model(padded[:, i:i + 1], cache=cache, cache_index=i)
+        steps.append(logits)
+    np.testing.assert_allclose(np.concatenate(steps, axis=1), alone, rtol=2e-5, atol=2e-5)
+    np.testing.assert_array_equal(cache[0]["segment_ids"], segments)
+
+
+def test_explicit_positions_and_argument_errors():
+    model = build_model(tiny_model_config(positions="rope"), VOCAB, seed=6)
+    tokens = jax.random.randint(jax.random.key(6), (1, 6), 1, VOCAB)
+    # Explicit positions 10..15 give the same rotary logits as 0..5: RoPE scores are relative.
+    shifted, _ = model(tokens, positions_BT=jnp.arange(10, 16)[None])
+    np.testing.assert_allclose(shifted, model(tokens)[0], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="positions_BT must have shape"):
+        model(tokens, positions_BT=jnp.arange(5)[None])
+    with pytest.raises(ValueError, match="segment_ids_BT must have shape"):
+        model(tokens, segment_ids_BT=jnp.ones((2, 6), jnp.int32))
+    alibi = build_model(tiny_model_config(positions="alibi"), VOCAB)
+    with pytest.raises(ValueError, match="ALiBi"):
+        alibi(tokens, positions_BT=jnp.arange(6)[None])
+    learned = build_model(tiny_model_config(positions="learned", max_len=8), VOCAB)
+    with pytest.raises(ValueError, match="exceed model.max_len = 8"):
+        learned(jnp.zeros((1, 9), jnp.int32), segment_ids_BT=jnp.ones((1, 9), jnp.int32))

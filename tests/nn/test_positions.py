@@ -77,3 +77,13 @@ def test_absolute_positions_past_max_len_are_refused_not_nan():
     m = ml_collections.ConfigDict(dict(positions="rope", max_len=8, d_model=4, n_heads=1, rope_theta=1e4))
     _, (cos, _) = add_positions(m, jnp.zeros((1, 9, 4)), None, offset=4)
     np.testing.assert_allclose(cos[0, -1], np.cos(12.0 / 1e4 ** (np.arange(0, 4, 2) / 4)), rtol=1e-5)
+
+
+def test_positions_from_segments_restart_at_every_segment():
+    from lmlab.nn.positions import positions_from_segments
+
+    ids = jnp.array([[0, 0, 1, 1, 1, 2, 2, 3], [1, 1, 1, 1, 1, 1, 0, 0], [5, 5, 4, 4, 5, 5, 5, 0]])
+    np.testing.assert_array_equal(positions_from_segments(ids), [[0, 1, 0, 1, 2, 0, 1, 0],
+                                                                 [0, 1, 2, 3, 4, 5, 0, 1],
+                                                                 [0, 1, 0, 1, 0, 1, 2, 0]])
+    assert positions_from_segments(ids).dtype == jnp.int32

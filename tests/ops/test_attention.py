@@ -17,6 +17,7 @@ from lmlab.ops.attention import (
     attention,
     make_causal_mask,
     make_padding_mask,
+    make_segment_mask,
     padding_mask_from_ids,
     select_impl,
 )
@@ -170,6 +171,9 @@ def test_pallas_on_tpu_refuses_what_jax_tpu_kernel_cannot_do(monkeypatch):
         attention(q, k, v, mask=mask, impl="pallas")
     with pytest.raises(NotImplementedError, match="TPU"):
         attention(q[:, :1], k, v, causal=True, q_offset=3, impl="pallas")
+    ids = jnp.ones((2, 8), jnp.int32)
+    with pytest.raises(NotImplementedError, match="segment ids"):
+        attention(q, k, v, q_segment_ids=ids, kv_segment_ids=ids, impl="pallas")
 
 
 def test_auto_matches_naive():
@@ -458,3 +462,113 @@ def test_alibi_is_refused_by_kernels_without_it():
     with pytest.raises(ValueError, match="alibi_slopes"):
         attention(q, q, q, alibi_slopes=jnp.ones(3))
     assert select_impl(backend="gpu", T=4096, S=4096, H=64, dtype=jnp.bfloat16, alibi=True) == "blockwise"
+
+
+# ---------------------------------------------------------------------------------------------
+# Segment ids (packed documents): query i may attend key j only within its own segment.
+
+
+def _segments(lengths, total):
+    """Ids 1, 2, ... for consecutive runs of the given lengths, then 0 (padding) up to `total`."""
+    ids = np.concatenate([np.full(n, s, np.int32) for s, n in enumerate(lengths, 1)])
+    return np.concatenate([ids, np.zeros(total - len(ids), np.int32)])
+
+
+SEGMENT_CASES = [
+    # Three documents and a padded tail; boundaries fall inside and across 16-row tiles.
+    (Case("segments_causal_gqa", T=37, S=37, N=4, K=2, causal=True), [[9, 20, 5], [37]]),
+    (Case("segments_bidirectional", T=37, S=37, mask="padding"), [[16, 16], [3, 3, 3, 20]]),
+]
+
+
+@pytest.mark.parametrize("case, lengths", SEGMENT_CASES, ids=lambda c: getattr(c, "name", ""))
+@pytest.mark.parametrize("impl", ["naive", "blockwise", "pallas"])
+def test_segment_ids_match_numpy_reference_and_mask(impl, case, lengths):
+    q, k, v, w, mask = _inputs(case)
+    ids_BT = jnp.asarray(np.stack([_segments(lens, case.T) for lens in lengths]))
+    allowed = np.asarray(ids_BT)[:, None, :, None] == np.asarray(ids_BT)[:, None, None, :]
+    if mask is not None:
+        allowed = allowed & np.asarray(mask)
+    if case.causal:
+        allowed = allowed & np.tril(np.ones((case.T, case.S), bool))
+
+    @_jit
+    def out_and_grads(q, k, v, w):
+        out, vjp = jax.vjp(lambda q, k, v: attention(
+            q, k, v, mask=mask, causal=case.causal, impl=impl, block_q=16, block_k=16,
+            q_segment_ids=ids_BT, kv_segment_ids=ids_BT), q, k, v)
+        return out, vjp(w)
+
+    out, grads = out_and_grads(q, k, v, w)
+    expected = _numpy_attention(q, k, v, allowed, scale=1 / np.sqrt(case.H))
+    np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-5)
+    # Gradients equal those of the same attention under the equivalent dense boolean mask.
+    _, vjp_dense = jax.vjp(lambda q, k, v: attention(q, k, v, mask=jnp.asarray(allowed), impl="naive"), q, k, v)
+    for name, g, e in zip(("dq", "dk", "dv"), grads, vjp_dense(w)):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(e), err_msg=name, **FP32_TOL)
+
+
+@pytest.mark.parametrize("impl", ["naive", "blockwise", "pallas"])
+def test_segment_ids_in_a_decode_step_hide_padding_slots(impl):
+    """T=1 queries at a traced cache index; left-padded slots carry segment 0 and are not seen."""
+    case = Case("decode_segments", T=1, S=40, N=4, K=2, causal=True)
+    q, k, v, _, _ = _inputs(case)
+    pads = np.array([0, 7])
+    kv_ids = (np.arange(case.S)[None, :] >= pads[:, None]).astype(np.int32)
+
+    @_jit
+    def step(index):
+        return attention(q, k, v, causal=True, q_offset=index, impl=impl, block_q=16, block_k=16,
+                         q_segment_ids=jnp.ones((2, 1), jnp.int32), kv_segment_ids=jnp.asarray(kv_ids))
+
+    for index in (7, 20, 39):
+        allowed = (kv_ids.astype(bool) & (np.arange(case.S) <= index))[:, None, None, :]
+        expected = _numpy_attention(q, k, v, allowed, scale=1 / np.sqrt(case.H))
+        np.testing.assert_allclose(np.asarray(step(jnp.int32(index))), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_pallas_segment_ids_lower_to_triton(monkeypatch):
+    """As test_pallas_kernels_lower_to_triton: the segment id rows and a mask together, GQA."""
+    import lmlab.ops.attention_pallas as attention_pallas
+
+    monkeypatch.setattr(attention_pallas.jax, "default_backend", lambda: "gpu")
+    case = Case("lower_segments", T=37, S=37, N=4, K=2, H=32, causal=True, mask="padding", dtype="bfloat16")
+    q, k, v, _, mask = _inputs(case)
+    ids = jnp.asarray(np.stack([_segments([9, 20, 5], 37), _segments([37], 37)]))
+
+    def out_and_grads(q, k, v):
+        out, vjp = jax.vjp(lambda q, k, v: attention(q, k, v, mask=mask, causal=True, impl="pallas",
+                                                     q_segment_ids=ids, kv_segment_ids=ids), q, k, v)
+        return out, vjp(out)
+
+    hlo = jax.jit(out_and_grads).trace(q, k, v).lower(lowering_platforms=("cuda",)).as_text()
+    assert hlo.count("__gpu$xla.gpu.triton") == 3
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("impl", ["cudnn", "pallas"])
+def test_segment_ids_on_gpu_match_naive_bf16(impl):
+    case = Case("gpu_segments", T=64, S=64, N=4, K=2, H=64, dtype="bfloat16", causal=True)
+    q, k, v, w, _ = _inputs(case)
+    ids = jnp.asarray(np.stack([_segments([20, 30, 13], 64), _segments([64], 64)]))
+
+    def out_and_grads(impl):
+        out, vjp = jax.vjp(lambda q, k, v: attention(q, k, v, causal=True, impl=impl, q_segment_ids=ids,
+                                                     kv_segment_ids=ids), q, k, v)
+        return [np.asarray(x.astype(jnp.float32)) for x in (out, *vjp(w.astype(out.dtype)))]
+
+    _assert_all_close(out_and_grads(impl), out_and_grads("naive"), BF16_TOL)
+
+
+def test_segment_mask_helper_and_errors():
+    same = make_segment_mask(jnp.array([[1, 1, 2, 0]]), jnp.array([[1, 1, 2, 0]]))
+    assert same.shape == (1, 1, 4, 4)
+    np.testing.assert_array_equal(same[0, 0], [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    q, k, v, _, _ = _inputs(Case("errors", T=4, S=4))
+    ids = jnp.ones((2, 4), jnp.int32)
+    with pytest.raises(ValueError, match="both"):
+        attention(q, k, v, q_segment_ids=ids)
+    with pytest.raises(ValueError, match=r"\[B,S\]"):
+        attention(q, k, v, q_segment_ids=ids, kv_segment_ids=ids[:, :3])
+    with pytest.raises(ValueError, match="integers"):
+        attention(q, k, v, q_segment_ids=ids, kv_segment_ids=ids.astype(jnp.float32))
