@@ -6,10 +6,11 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.task = "lm"                   # the objective (lmlab/tasks): lm | mlm | classify | translate
+    c.task = "lm"                   # the objective (lmlab/tasks): lm | mlm | classify | translate | sft
 
     c.data = ml_collections.ConfigDict()
-    c.data.corpus = "shakespeare"   # a name from lmlab.data.available_corpora()
+    c.data.corpus = "shakespeare"   # a name from lmlab.data.available_corpora(); task sft: conversations
+                                    # (a .jsonl file of {"messages": [...]} or translate_en_fr)
     c.data.seq_len = 128            # tokens per training window (the model's context)
     c.data.batch_size = 16          # windows per optimizer micro-step
     c.data.src_len = 64             # encdec: source tokens per pair (longer training pairs are dropped)

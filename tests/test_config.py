@@ -96,3 +96,20 @@ def test_run_config_from_before_a_new_key_gets_its_default(tmp_path):
     loaded = config_lib.load_run_config(tmp_path)
     assert loaded.model.n_classes == 0 and loaded.train.init_from == ""
     assert loaded.to_dict() == config.to_dict()
+
+
+def test_init_from_run_gives_the_model_and_tokenizer_sections_unless_set(tmp_path):
+    """A fine-tuning config need not restate the base model: keys it leaves at configs/base.py's
+    defaults come from the train.init_from run; keys its file or the command line sets stay."""
+    source = config_lib.load("configs/gpt_shakespeare.py", ["--config.model.n_layers=3", "--config.model.d_model=96",
+                                                            "--config.model.n_heads=3", "--config.model.n_kv_heads=1",
+                                                            "--config.tokenizer.vocab_size=999"])
+    config_lib.save(source, tmp_path)
+    c = config_lib.load("configs/smollm2_sft.py", [f"--config.train.init_from={tmp_path}", "--config.model.dropout=0.2"])
+    assert (c.model.n_layers, c.model.d_model, c.model.n_kv_heads, c.model.norm) == (3, 96, 1, "rmsnorm")
+    assert c.tokenizer.vocab_size == 999 and c.model.dropout == 0.2  # overridden on the command line
+    assert c.task == "sft" and c.data.seq_len == 128  # other sections are the config's own
+    # A key the config file itself sets (away from base.py) is kept too.
+    kept = config_lib.load("configs/bert_classify_shakespeare.py", [f"--config.train.init_from={tmp_path}"])
+    assert kept.model.n_classes == 4 and kept.model.dropout == 0.1 and kept.model.family == "bert"
+    assert kept.model.d_model == 96  # ... while the rest comes from the run

@@ -19,6 +19,7 @@ TASKS = {
     "mlm": "lmlab.tasks.mlm:MLMTask",                   # masked LM (BERT family)
     "classify": "lmlab.tasks.classify:ClassifyTask",    # sequence classification (BERT + head)
     "translate": "lmlab.tasks.translation:TranslationTask",  # teacher-forced translation, BLEU
+    "sft": "lmlab.tasks.sft:SFTTask",                   # supervised fine-tuning on conversations (GPT)
 }
 
 
@@ -38,7 +39,7 @@ def get_task(config) -> Task:
     task = cls(config)
     teacher = config.distill.teacher if "distill" in config else ""
     if teacher and "teacher" not in task.frozen_sources():
-        raise ConfigError(f"distill.teacher is set, but task '{config.task}' does not distil (tasks that do: lm)")
+        raise ConfigError(f"distill.teacher is set, but task '{config.task}' does not distil (tasks that do: lm, sft)")
     return task
 
 

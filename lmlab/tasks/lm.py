@@ -23,21 +23,44 @@ def sample_windows(tokens_N: jax.Array, key: jax.Array, batch: int, seq_len: int
     return tokens_N[starts_B[:, None] + jnp.arange(seq_len + 1)].astype(jnp.int32)
 
 
-def lm_loss(model, windows_BT1, dropout_key, *, label_smoothing=0.0, z_loss=0.0, teacher=None, alpha=0.0,
-            temperature=1.0) -> LossOutput:
-    """Next-token loss over every position; with a frozen `teacher` model, mixed with the
-    distillation term (lmlab.compress.distill) at weight `alpha` and `temperature`."""
-    inputs_BT, targets_BT = windows_BT1[:, :-1], windows_BT1[:, 1:]
-    logits_BTV, _ = model(inputs_BT, dropout_key=dropout_key)
+def next_token_loss(model, inputs_BT, targets_BT, dropout_key, *, weights_BT=None, segment_ids_BT=None,
+                    label_smoothing=0.0, z_loss=0.0, teacher=None, alpha=0.0, temperature=1.0) -> LossOutput:
+    """Next-token loss over the targets (all of them, or those of weight 1 in `weights_BT`); with
+    a frozen `teacher` model, mixed with the distillation term (lmlab.compress.distill) at weight
+    `alpha` and `temperature`, masked the same way. `segment_ids_BT`: packed rows (lmlab.data.packing)."""
+    segments = {} if segment_ids_BT is None else {"segment_ids_BT": segment_ids_BT}
+    logits_BTV, _ = model(inputs_BT, dropout_key=dropout_key, **segments)
     objective_BT, nll_BT = token_cross_entropy(logits_BTV, targets_BT, label_smoothing=label_smoothing, z_loss=z_loss)
     per_token = {"nll": nll_BT}
     if teacher is not None:
-        teacher_logits_BTV, _ = teacher(inputs_BT)
+        teacher_logits_BTV, _ = teacher(inputs_BT, **segments)
         objective_BT, distill_metrics = distill_objective(objective_BT, logits_BTV, teacher_logits_BTV, targets_BT,
                                                           alpha=alpha, temperature=temperature)
         per_token.update(distill_metrics, **{"distill/ce": nll_BT})
-    metrics = {name: value_BT.mean() for name, value_BT in per_token.items()}
-    return LossOutput(objective_BT.mean(), jnp.asarray(nll_BT.size, jnp.float32), metrics)
+    if weights_BT is None:  # every target: plain means (the pretraining path, bit for bit as before)
+        metrics = {name: value_BT.mean() for name, value_BT in per_token.items()}
+        return LossOutput(objective_BT.mean(), jnp.asarray(nll_BT.size, jnp.float32), metrics)
+    n_targets = weights_BT.sum()
+    count = jnp.maximum(n_targets, 1.0)
+    metrics = {name: (value_BT * weights_BT).sum() / count for name, value_BT in per_token.items()}
+    return LossOutput((objective_BT * weights_BT).sum() / count, n_targets, metrics)
+
+
+def lm_loss(model, windows_BT1, dropout_key, **kwargs) -> LossOutput:
+    """`next_token_loss` of windows of the token stream: inputs and their shifted targets."""
+    return next_token_loss(model, windows_BT1[:, :-1], windows_BT1[:, 1:], dropout_key, **kwargs)
+
+
+def distill_settings(config, frozen) -> dict:
+    """The keyword arguments of `next_token_loss` that add a frozen teacher, if the task has one."""
+    if "teacher" not in frozen:
+        return {}
+    return dict(teacher=frozen["teacher"], alpha=config.distill.alpha, temperature=config.distill.temperature)
+
+
+def teacher_source(config) -> dict[str, str]:
+    teacher = config.distill.teacher if "distill" in config else ""
+    return {"teacher": teacher} if teacher else {}
 
 
 def make_lm_eval_step(graphdef, teacher_graphdef=None, *, temperature: float = 1.0):
@@ -70,19 +93,15 @@ class LMTask(Task):
         return TaskData(data.tokenizer, {"tokens": np.asarray(data.train_tokens)}, data.val_tokens)
 
     def frozen_sources(self) -> dict[str, str]:
-        teacher = self.config.distill.teacher if "distill" in self.config else ""
-        return {"teacher": teacher} if teacher else {}
+        return teacher_source(self.config)
 
     def sample_batch(self, train_arrays, key):
         return sample_windows(train_arrays["tokens"], key, self.config.data.batch_size, self.config.data.seq_len)
 
     def loss(self, model, batch, dropout_key, frozen):
         t = self.config.train
-        distill = {}
-        if "teacher" in frozen:
-            distill = dict(teacher=frozen["teacher"], alpha=self.config.distill.alpha,
-                           temperature=self.config.distill.temperature)
-        return lm_loss(model, batch, dropout_key, label_smoothing=t.label_smoothing, z_loss=t.z_loss, **distill)
+        return lm_loss(model, batch, dropout_key, label_smoothing=t.label_smoothing, z_loss=t.z_loss,
+                       **distill_settings(self.config, frozen))
 
     def flops_per_token(self, vocab_size: int) -> float:
         return flops.flops_per_token(self.config.model, vocab_size, self.config.data.seq_len)
