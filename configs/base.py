@@ -6,7 +6,7 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.task = "lm"                   # the objective (lmlab/tasks): lm | mlm | classify | translate | sft
+    c.task = "lm"                   # the objective (lmlab/tasks): lm | mlm | classify | translate | sft | dpo | reward
 
     c.data = ml_collections.ConfigDict()
     c.data.corpus = "shakespeare"   # a name from lmlab.data.available_corpora(); task sft: conversations
@@ -46,6 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.attention_impl = "auto"  # auto | naive | blockwise | cudnn | pallas
     c.model.dtype = "float32"       # compute dtype: float32 | bfloat16 (parameters stay float32)
     c.model.remat = "none"          # activation recomputation per block: none | full | dots_saveable
+    c.model.reward_head = False     # GPT: a scalar head on the last token's hidden state (task reward)
     # BERT family only (lmlab/models/bert.py):
     c.model.prenorm = True          # True: pre-norm blocks + final norm (like GPT); False: post-norm, original BERT
     c.model.type_vocab_size = 2     # segment (token type) embeddings; 0: none
@@ -77,6 +78,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.distill.teacher = ""          # a run directory: its frozen model teaches this one (same tokenizer)
     c.distill.alpha = 0.5           # weight of the teacher's soft targets; 1 - alpha on the labels
     c.distill.temperature = 1.0     # softens both distributions; the soft term is scaled by its square
+
+    c.dpo = ml_collections.ConfigDict()  # task dpo (lmlab/tasks/dpo.py)
+    c.dpo.beta = 0.1                # strength of the KL anchor to the reference (Rafailov et al. 2023)
+    c.dpo.label_smoothing = 0.0     # assumed share of flipped preference labels (conservative DPO)
+    c.dpo.reference = ""            # the frozen reference run; empty: train.init_from
 
     c.mesh = ml_collections.ConfigDict()  # device mesh (lmlab/parallel.py); product = device count
     c.mesh.data = -1                # data parallel; -1: the devices the other axes leave

@@ -141,9 +141,9 @@ _NON_NEGATIVE = (
     "train.z_loss", "train.eval_batches", "train.profile_chunks", "model.dropout", "sample.temperature", "sample.top_k",
     "sample.length_penalty",
 )
-_POSITIVE_FLOATS = ("model.rope_theta", "model.norm_eps", "train.eps", "distill.temperature")
+_POSITIVE_FLOATS = ("model.rope_theta", "model.norm_eps", "train.eps", "distill.temperature", "dpo.beta")
 # Checked for range below; first they must be numbers.
-_NUMBERS = ("train.min_lr_ratio", "train.b1", "train.b2", "sample.top_p", "distill.alpha")
+_NUMBERS = ("train.min_lr_ratio", "train.b1", "train.b2", "sample.top_p", "distill.alpha", "dpo.label_smoothing")
 
 
 def _get(config, key):
@@ -204,6 +204,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ConfigError(f"config key 'train.label_smoothing' must be in [0, 1); got {config.train.label_smoothing}")
     if not 0.0 <= config.train.min_lr_ratio <= 1.0:
         raise ConfigError(f"config key 'train.min_lr_ratio' must be in [0, 1]; got {config.train.min_lr_ratio}")
+    if not 0.0 <= config.dpo.label_smoothing < 0.5:
+        raise ConfigError(f"config key 'dpo.label_smoothing' must be in [0, 0.5); got {config.dpo.label_smoothing}")
+    if (config.task == "reward") != bool(m.reward_head):
+        raise ConfigError(f"config key 'model.reward_head' ({m.reward_head}) adds the scalar head of task=reward: it "
+                          f"must be true for task=reward and false otherwise (task={config.task})")
     if not 0.0 <= config.distill.alpha <= 1.0:
         raise ConfigError(f"config key 'distill.alpha' must be in [0, 1]; got {config.distill.alpha}")
     if not isinstance(config.distill.teacher, str):

@@ -75,11 +75,30 @@ class GPT(nnx.Module):
         if not m.tie_embeddings:
             self.lm_head = Linear(m.d_model, vocab_size, use_bias=False, dtype=self.dtype, rngs=rngs,
                                   axes=("embed", "vocab"))
+        if m.get("reward_head", False):  # a scalar score of a sequence (task reward)
+            self.reward_head = Linear(m.d_model, 1, use_bias=True, dtype=self.dtype, rngs=rngs, axes=("embed", None))
 
     def __call__(self, tokens_BT: jax.Array, *, segment_ids_BT: jax.Array | None = None,
                  positions_BT: jax.Array | None = None, cache: list | None = None, cache_index=0,
                  dropout_key: jax.Array | None = None):
-        """Returns (logits_BTV in float32, updated cache or None).
+        """Returns (logits_BTV in float32, updated cache or None); the arguments are `hidden`'s."""
+        x_BTD, new_cache = self.hidden(tokens_BT, segment_ids_BT=segment_ids_BT, positions_BT=positions_BT,
+                                       cache=cache, cache_index=cache_index, dropout_key=dropout_key)
+        logits_BTV = self.embed.attend(x_BTD) if self.config.tie_embeddings else self.lm_head(x_BTD)
+        return logits_BTV.astype(jnp.float32), new_cache
+
+    def reward(self, tokens_BT: jax.Array, last_B: jax.Array, *, segment_ids_BT: jax.Array | None = None,
+               dropout_key: jax.Array | None = None) -> jax.Array:
+        """[B] float32 scores of the sequences, from the reward head on the hidden state of each
+        row's last real token (index `last_B`), as reward models in TRL read them."""
+        x_BTD, _ = self.hidden(tokens_BT, segment_ids_BT=segment_ids_BT, dropout_key=dropout_key)
+        last_BD = jnp.take_along_axis(x_BTD, last_B[:, None, None], axis=1)[:, 0]
+        return self.reward_head(last_BD)[:, 0].astype(jnp.float32)
+
+    def hidden(self, tokens_BT: jax.Array, *, segment_ids_BT: jax.Array | None = None,
+               positions_BT: jax.Array | None = None, cache: list | None = None, cache_index=0,
+               dropout_key: jax.Array | None = None):
+        """Returns (final-normed hidden states x_BTD, updated cache or None).
 
         `segment_ids_BT`: int [B, T], the document of each token (module docstring; 0 = padding).
         `positions_BT`: int [B, T], explicit positions (default: from the segment ids, restarting
@@ -110,9 +129,7 @@ class GPT(nnx.Module):
                                            segment_ids_BT=segment_ids_BT)
                 if cache is not None:
                     new_cache.append(layer_cache)
-        x_BTD = self.final_norm(x_BTD)
-        logits_BTV = self.embed.attend(x_BTD) if m.tie_embeddings else self.lm_head(x_BTD)
-        return logits_BTV.astype(jnp.float32), new_cache
+        return self.final_norm(x_BTD), new_cache
 
     def _positions(self, tokens_BT, segment_ids_BT, positions_BT, cache, cache_index) -> jax.Array | None:
         """The positions_BT for `add_positions`: given, from the segments (of the cache), or None."""

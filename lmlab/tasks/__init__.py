@@ -20,6 +20,8 @@ TASKS = {
     "classify": "lmlab.tasks.classify:ClassifyTask",    # sequence classification (BERT + head)
     "translate": "lmlab.tasks.translation:TranslationTask",  # teacher-forced translation, BLEU
     "sft": "lmlab.tasks.sft:SFTTask",                   # supervised fine-tuning on conversations (GPT)
+    "dpo": "lmlab.tasks.dpo:DPOTask",                   # direct preference optimization (GPT + frozen reference)
+    "reward": "lmlab.tasks.reward:RewardTask",          # Bradley-Terry reward model (GPT + reward head)
 }
 
 

@@ -28,7 +28,7 @@ def test_shipped_configs_name_their_task(path, cls):
 @pytest.mark.parametrize("overrides, words", [
     (["--config.task=mlm"], "task 'mlm' trains model.family bert, not 'gpt'"),
     (["--config.task=translate"], "task 'translate' trains model.family encdec, not 'gpt'"),
-    (["--config.task=dpo"], "config key 'task' must be one of lm, mlm, classify, translate, sft; got 'dpo'"),
+    (["--config.task=ppo"], "config key 'task' must be one of lm, mlm, classify, translate, sft, dpo, reward; got 'ppo'"),
 ])
 def test_wrong_or_unknown_task_is_one_line(overrides, words):
     with pytest.raises(config_lib.ConfigError) as info:
