@@ -25,8 +25,19 @@ class ConfigError(ValueError):
     """A user-facing config problem; the message is one line and names the key."""
 
 
-def load_config_file(path: str | pathlib.Path) -> ml_collections.ConfigDict:
+def find_config_file(path: str | pathlib.Path) -> pathlib.Path:
+    """`path`, or, for a relative path that does not exist here, the same path in lmlab's checkout:
+    `lmlab train configs/gpt_shakespeare.py` works from any directory."""
     path = pathlib.Path(path)
+    shipped = BASE_CONFIG.parent.parent / path
+    if not path.exists() and not path.is_absolute() and shipped.is_file():
+        log.info("config %s: not in this directory; using lmlab's %s", path, shipped)
+        return shipped
+    return path
+
+
+def load_config_file(path: str | pathlib.Path) -> ml_collections.ConfigDict:
+    path = find_config_file(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     if path.suffix != ".py":

@@ -140,3 +140,15 @@ def test_config_outside_the_repo_imports_the_shipped_configs(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["7"]
+
+
+def test_shipped_config_path_works_from_any_directory(tmp_path, monkeypatch):
+    """The README's `lmlab train configs/gpt_shakespeare.py`, pasted in another directory."""
+    monkeypatch.chdir(tmp_path)
+    assert config_lib.load("configs/gpt_shakespeare.py").to_dict() == config_lib.load(
+        pathlib.Path(config_lib.__file__).resolve().parent.parent / CONFIG).to_dict()
+    (tmp_path / "configs").mkdir()  # a file of the same relative path here is the one meant
+    (tmp_path / "configs" / "gpt_shakespeare.py").write_text(
+        "from configs import base\n\ndef get_config():\n    c = base.get_config()\n    c.train.steps = 11\n"
+        "    c.train.warmup_steps = 1\n    return c\n")
+    assert config_lib.load("configs/gpt_shakespeare.py").train.steps == 11

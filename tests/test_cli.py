@@ -1,0 +1,70 @@
+"""The command line as a user types it: subprocesses of `python -m lmlab.cli` on tiny run
+directories (randomly initialised, not trained; tests/tiny_runs.py)."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from lmlab import predict
+from lmlab.runs import load_run
+from tests.tiny_runs import BERT, CLASSIFIER, GPT, write_tiny_run
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def lmlab(*args, cwd=None):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "lmlab.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return {name: write_tiny_run(root / name, kind) for name, kind in
+            (("gpt", GPT), ("bert", BERT), ("classifier", CLASSIFIER))}
+
+
+def test_sample_prompt_escapes_as_typed_in_bash(runs):
+    """`--prompt "ROMEO:\\n"` in bash passes a backslash and an n: it means a newline."""
+    proc = lmlab("sample", runs["gpt"], "--prompt", r"ROMEO:\n\tx\\n", "--max-new-tokens", 3, "--temperature", 0)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ROMEO:\n\tx\\n") and len(proc.stdout) > len("ROMEO:\n\tx\\n") + 1
+    raw = lmlab("sample", runs["gpt"], "--prompt", r"ROMEO:\n", "--raw-prompt", "--max-new-tokens", 3,
+                "--temperature", 0)
+    assert raw.returncode == 0, raw.stderr
+    assert raw.stdout.startswith("ROMEO:\\n")
+
+
+def test_fill_mask_prints_the_top_k_tokens_and_probabilities(runs):
+    proc = lmlab("sample", runs["bert"], "--fill", "To b[MASK], or not", "--top-k", 3)
+    assert proc.returncode == 0, proc.stderr
+    run = load_run(runs["bert"])
+    (expected,) = predict.fill_mask(run.model, run.tokenizer, "To b[MASK], or not", top_k=3)
+    lines = [line.split("\t") for line in proc.stdout.splitlines()]
+    assert [float(p) for p, _, _ in lines] == pytest.approx([c.prob for c in expected], abs=6e-5)
+    assert [text for _, _, text in lines] == [c.text for c in expected]
+    assert "step 0" in proc.stderr  # an untrained model's predictions come with a warning
+
+
+def test_classifier_run_classifies_the_prompt(runs):
+    passage = "But soft, what light"
+    proc = lmlab("sample", runs["classifier"], "--prompt", passage)
+    assert proc.returncode == 0, proc.stderr
+    run = load_run(runs["classifier"])
+    probs = predict.classify(run.model, run.tokenizer, passage, run.config.data.seq_len)
+    expected = sorted(zip(probs, ["hamlet", "the-tempest"]), reverse=True)
+    lines = [line.split("\t") for line in proc.stdout.splitlines()]
+    assert [name for _, name in lines] == [name for _, name in expected]
+    assert [float(p) for p, _ in lines] == pytest.approx([p for p, _ in expected], abs=6e-5)
+
+
+def test_argument_errors_name_the_command(runs):
+    proc = lmlab("sample", runs["bert"], "--prompt", "x")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"lmlab sample: error: {runs['bert']} is a masked-LM (bert) run: it fills in masks, "
+        "e.g. --fill \"To be or not to [MASK]\" (see 'lmlab sample -h')")
