@@ -8,6 +8,7 @@ arguments) or 1 (bad data, corrupt files, non-finite loss); LMLAB_DEBUG=1 shows 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -140,19 +141,30 @@ def cmd_train(args, overrides) -> int:
 def cmd_eval(args, overrides) -> int:
     from flax import nnx
 
+    from lmlab import config as config_lib
+    from lmlab.eval import progress
     from lmlab.runs import load_run
     from lmlab.tasks import get_task
 
     if overrides:
         raise UsageError("lmlab eval takes no --config overrides")
-    if args.batch_size < 0:
-        raise UsageError(f"need --batch-size >= 0 (0: the run's data.batch_size), got {args.batch_size}")
+    if args.batch_size < 0 or args.max_batches < 0:
+        raise UsageError(f"need --batch-size >= 0 (0: the run's data.batch_size) and --max-batches >= 0 (0: all), "
+                         f"got {args.batch_size} and {args.max_batches}")
     run = load_run(args.run_dir)
+    config = run.config
+    if args.max_batches:
+        if config.model.family == "encdec":
+            raise UsageError("--max-batches: a translation run's dev and test splits are evaluated whole")
+        # The periodic evaluation's subset: max_batches evenly spaced batches of the held-out split.
+        config = config_lib.apply_overrides(config, [f"train.eval_batches={args.max_batches}"] +
+                                            ([f"data.batch_size={args.batch_size}"] if args.batch_size else []))
     graphdef, _ = nnx.split(run.model)
-    task = get_task(run.config)
-    evaluator = task.make_evaluator(graphdef, task.prepare(run.run_dir))
-    result = evaluator(run.params, full=True, batch_size=args.batch_size)
-    print(json.dumps({"step": run.step, **result}))
+    task = get_task(config)
+    evaluator = task.make_evaluator(graphdef, task.prepare_heldout(run.run_dir))
+    with progress.shown("eval") if not args.no_progress else contextlib.nullcontext():
+        result = evaluator(run.params, full=not args.max_batches, batch_size=args.batch_size)
+    print(json.dumps({"step": run.step, **result, **({"max_batches": args.max_batches} if args.max_batches else {})}))
     return 0
 
 
@@ -352,9 +364,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-samples", action="store_true", help="skip the samples printed after training")
     p.set_defaults(fn=cmd_train)
 
-    p = sub.add_parser("eval", help="held-out loss, perplexity and bits per byte of a run")
+    p = sub.add_parser("eval", help="held-out loss, perplexity and bits per byte of a run",
+                       description="Evaluates the latest checkpoint on the run's held-out split (only that split "
+                                   "is tokenized) and prints one JSON object; a progress bar goes to stderr.")
     p.add_argument("run_dir")
-    p.add_argument("--batch-size", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=0, help="held-out rows per batch (default 0: the run's "
+                   "data.batch_size); larger is faster where memory allows; the metrics do not depend on it")
+    p.add_argument("--max-batches", type=int, default=0, metavar="N", help="evaluate N evenly spaced batches "
+                   "instead of the whole split (0: all; reported as \"max_batches\" in the JSON)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_eval)
 
     p = sub.add_parser("sample", help="generate text from a run (a translation run translates the prompt; "

@@ -1,6 +1,7 @@
 """The command line as a user types it: subprocesses of `python -m lmlab.cli` on tiny run
 directories (randomly initialised, not trained; tests/tiny_runs.py)."""
 
+import json
 import os
 import pathlib
 import subprocess
@@ -68,3 +69,28 @@ def test_argument_errors_name_the_command(runs):
     assert proc.stderr.strip().splitlines()[-1] == (
         f"lmlab sample: error: {runs['bert']} is a masked-LM (bert) run: it fills in masks, "
         "e.g. --fill \"To be or not to [MASK]\" (see 'lmlab sample -h')")
+
+
+def test_eval_max_batches_progress_and_heldout_split_only(runs, tmp_path):
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from lmlab.data.token_file import read_token_file
+    from lmlab.eval.lm import eval_windows
+
+    proc = lmlab("eval", runs["gpt"], "--max-batches", 2, "--batch-size", 3, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["max_batches"] == 2 and result["step"] == 0
+    assert "eval: 100%" in proc.stderr and "2/2" in proc.stderr  # the progress bar
+    assert (runs["gpt"] / "data" / "val.bin").exists() and not (runs["gpt"] / "data" / "train.bin").exists()
+    # The same 6 evenly spaced windows, scored by a plain forward pass.
+    run = load_run(runs["gpt"])
+    windows, weights = eval_windows(read_token_file(runs["gpt"] / "data" / "val.bin"), 16, 6)
+    graphdef, state = nnx.split(run.model)
+    logits = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x)[0])(state, windows[:, :-1])
+    logp = np.asarray(jax.nn.log_softmax(logits, -1))
+    nll = -np.take_along_axis(logp, windows[:, 1:, None], -1)[..., 0]
+    assert len(windows) == 2 * 3 and result["val_tokens"] == weights.sum()  # the last window is partial
+    assert result["val_loss"] == pytest.approx(float((nll * weights).sum() / weights.sum()), rel=1e-5)

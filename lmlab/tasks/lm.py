@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmlab import parallel
-from lmlab.data.prepare import prepare
+from lmlab.data.prepare import prepare, prepare_heldout
 from lmlab.eval.lm import eval_windows, evaluate
 from lmlab.tasks.base import Task, TaskData
 from lmlab.train.losses import token_cross_entropy
@@ -48,6 +48,10 @@ class LMTask(Task):
         if len(data.train_tokens) <= self.config.data.seq_len + 1:
             raise ValueError(f"training split has {len(data.train_tokens)} tokens, fewer than data.seq_len + 2")
         return TaskData(data.tokenizer, {"tokens": np.asarray(data.train_tokens)}, data.val_tokens)
+
+    def prepare_heldout(self, run_dir: pathlib.Path) -> TaskData:
+        data = prepare_heldout(self.config, run_dir)
+        return TaskData(data.tokenizer, {}, data.val_tokens)
 
     def sample_batch(self, train_arrays, key):
         return sample_windows(train_arrays["tokens"], key, self.config.data.batch_size, self.config.data.seq_len)
