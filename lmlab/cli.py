@@ -453,6 +453,14 @@ def _join_processes() -> None:
     only process 0 prints results (its logger alone stays at INFO)."""
     from lmlab import parallel
 
+    if parallel.distributed_args() is None:
+        return
+    # C++ libraries write to file descriptor 1 (gloo: "[Gloo] Rank 0 is connected to 1 peer
+    # ranks..."), which is the results stream: point it at stderr and print results to a copy.
+    sys.stdout.flush()
+    results_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = os.fdopen(results_fd, "w", buffering=1)
     if parallel.initialize_distributed() and not parallel.is_primary():
         sys.stdout = open(os.devnull, "w")
 
