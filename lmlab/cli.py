@@ -412,7 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--text", action="append", required=True, help="a sentence; repeat for several")
     p.add_argument("--word", help="also compare this word's contextual embeddings where it occurs")
-    p.add_argument("--json", action="store_true", help='print {"embeddings", "similarity"} as JSON')
+    p.add_argument("--json", action="store_true", help='print {"embeddings", "similarity"} as JSON, with '
+                   '--word also "word": {"word", "occurrences", "similarity"}')
     p.add_argument("--export", metavar="DIR", help="write vectors.tsv + metadata.tsv (TensorBoard projector) "
                    "and pca.png there")
     p.set_defaults(fn=cmd_embed)

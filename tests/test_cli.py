@@ -94,3 +94,19 @@ def test_eval_max_batches_progress_and_heldout_split_only(runs, tmp_path):
     nll = -np.take_along_axis(logp, windows[:, 1:, None], -1)[..., 0]
     assert len(windows) == 2 * 3 and result["val_tokens"] == weights.sum()  # the last window is partial
     assert result["val_loss"] == pytest.approx(float((nll * weights).sum() / weights.sum()), rel=1e-5)
+
+
+def test_embed_json_has_the_keys_its_help_names(runs):
+    import re
+
+    help_text = " ".join(lmlab("embed", "-h").stdout.split())
+    described = re.search(r"--json print (\{.*?\}) as JSON, with --word also \"word\": (\{.*?\})", help_text)
+    assert described, help_text
+    top, word = (set(re.findall(r'"(\w+)"', group)) for group in described.groups())
+    proc = lmlab("embed", runs["bert"], "--text", "To be, or not", "--text", "to be", "--word", "be", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert set(result) == top | {"word"} and set(result["word"]) == word
+    assert len(result["word"]["occurrences"]) == 2
+    plain = lmlab("embed", runs["bert"], "--text", "To be, or not", "--text", "to be", "--json")
+    assert set(json.loads(plain.stdout)) == top
