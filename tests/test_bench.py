@@ -98,7 +98,8 @@ def test_bench_decode_cli_json_and_length_error(tiny_run, capsys):
     # max_len is 64: a longer decode is refused with one error line and exit status 2.
     assert cli.main(["bench", "decode", str(tiny_run), "--new-tokens", "60", "--prompt-len", "8"]) == 2
     captured = capsys.readouterr()
-    assert captured.out == "" and captured.err.strip().startswith("lmlab bench decode: error:") and "max_len" in captured.err
+    assert captured.out == "" and "max_len" in captured.err
+    assert captured.err.strip().startswith("lmlab bench decode: error:")
 
 
 TINY_LAYERS = ["--config.model.n_layers=1", "--config.model.d_model=32", "--config.model.n_heads=2",

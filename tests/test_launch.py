@@ -1,7 +1,6 @@
 """launch.sh from another directory and with options but no command, run against a stand-in
 interpreter (LMLAB_PYTHON) that records where and how it was called instead of running lmlab."""
 
-import json
 import os
 import pathlib
 import shutil
@@ -47,7 +46,7 @@ def launch(checkout, *args):
 
 
 def test_commands_run_in_the_callers_directory(checkout):
-    root, _, elsewhere, _ = checkout
+    _, _, elsewhere, _ = checkout
     cwd, argv = launch(checkout, "eval", "runs/my_run")
     assert cwd == str(elsewhere)  # so runs/my_run is the caller's, as with `lmlab eval runs/my_run`
     assert argv == ["-m", "lmlab.cli", "eval", "runs/my_run"]
@@ -63,6 +62,6 @@ def test_options_without_a_command_go_to_the_main_job(checkout):
 
 
 def test_tests_run_in_the_checkout(checkout):
-    root, _, _, env = checkout
+    root = checkout[0]
     cwd, argv = launch(checkout, "test", "tests/train", "-x")
     assert cwd == str(root) and argv == ["-m", "pytest", "-n", "2", "--dist", "loadfile", "tests/train", "-x"]

@@ -54,7 +54,8 @@ def test_fill_mask_refuses_text_without_a_mask_and_a_classifier(bert, classifier
 
 def test_classify_averages_the_windows_of_a_long_passage(classifier):
     tok, seq_len = classifier.tokenizer, classifier.config.data.seq_len
-    assert predict.is_classifier(classifier.config) and predict.class_names(classifier.config) == ["hamlet", "the-tempest"]
+    assert predict.is_classifier(classifier.config)
+    assert predict.class_names(classifier.config) == ["hamlet", "the-tempest"]
     text = "But soft, what light through yonder window breaks?"  # 50 chars: windows of 14, 14, 14, 8
     ids = tok.encode(text)
     L = seq_len - 2

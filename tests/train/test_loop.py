@@ -242,7 +242,8 @@ def test_final_full_evaluation_is_in_metrics_jsonl_and_equals_eval_json(tmp_path
     records = read_metrics(run_dir)
     final = records[-1]
     assert final["step"] == 8 and final["final_val_loss"] == pytest.approx(summary["val_loss"], rel=1e-6)
-    assert final["final_val_tokens"] == summary["val_tokens"] == json.loads((run_dir / "eval.json").read_text())["val_tokens"]
+    eval_json = json.loads((run_dir / "eval.json").read_text())
+    assert final["final_val_tokens"] == summary["val_tokens"] == eval_json["val_tokens"]
     periodic = [m for m in records if "val_loss" in m][-1]  # eval_batches=2 of the held-out windows
     assert periodic["step"] == 8 and periodic["val_loss"] != final["final_val_loss"]
     assert tensorboard_scalars(run_dir)[("final_val_loss", 8)] == pytest.approx(summary["val_loss"], rel=1e-6)
