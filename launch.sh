@@ -5,6 +5,9 @@
 #   ./launch.sh setup      set up only (e.g. once on a SLURM login node before `srun`)
 #   ./launch.sh devices    set up, then print this process's view of processes and devices
 #   ./launch.sh CMD ...    set up, then run `lmlab CMD ...` (train, eval, sample, ...)
+#   ./launch.sh --config.train.steps=50 ...   options without a command go to the main job
+# Commands run in the caller's directory: relative paths mean what they mean in the caller's shell
+# (`path/to/launch.sh eval runs/x` reads ./runs/x); only the setup happens in the checkout.
 # LMLAB_PYTHON=/path/to/python uses that interpreter (e.g. one with CUDA/TPU JAX preinstalled)
 # instead of creating .venv; lmlab is then installed into it in editable mode if missing.
 # LMLAB_PIP_EXTRA="jax[tpu]" (or "jax[cuda12]") is installed along with lmlab.
@@ -19,9 +22,9 @@
 # srun passes the environment through; processes that share the checkout (a network filesystem)
 # also share .venv, which one process at a time sets up (the others wait on a lock).
 set -euo pipefail
-cd "$(dirname "$0")"
+ROOT="$(cd "$(dirname "$0")" && pwd)"
 
-LOCK=.lmlab-setup.lock
+LOCK="$ROOT/.lmlab-setup.lock"
 
 # mkdir is atomic on local and network filesystems: the first process sets up, the others wait
 # and then find the install stamp current.
@@ -48,22 +51,22 @@ setup() {
   if [[ -n "${LMLAB_PYTHON:-}" ]]; then
     PY="$LMLAB_PYTHON"
   else
-    PY=.venv/bin/python
+    PY="$ROOT/.venv/bin/python"
     if [[ ! -x "$PY" ]]; then
-      echo "launch.sh: creating .venv" >&2
-      python3 -m venv .venv
+      echo "launch.sh: creating $ROOT/.venv" >&2
+      python3 -m venv "$ROOT/.venv"
     fi
   fi
   # Reinstall only when pyproject.toml (or LMLAB_PIP_EXTRA) changed since the last install into this interpreter.
   local stamp; stamp="$("$PY" -c 'import sys; print(sys.prefix)')/.lmlab-installed"
-  local want; want="$(cat pyproject.toml)"
+  local want; want="$(cat "$ROOT/pyproject.toml")"
   if [[ -n "${LMLAB_PIP_EXTRA:-}" ]]; then want+=$'\n'"# extra: $LMLAB_PIP_EXTRA"; fi
   if [[ ! -f "$stamp" ]] || [[ "$(cat "$stamp")" != "$want" ]]; then
     echo "launch.sh: installing lmlab and its dependencies into $("$PY" -c 'import sys; print(sys.prefix)')" >&2
     local log; log="$(mktemp)"
     # Build-backend chatter is noise on success; show it only if the install fails.
     # shellcheck disable=SC2086  # LMLAB_PIP_EXTRA may name several requirements
-    if ! { "$PY" -m pip install --quiet --upgrade pip && "$PY" -m pip install --quiet -e ".[dev]" ${LMLAB_PIP_EXTRA:-}; } >"$log" 2>&1; then
+    if ! { "$PY" -m pip install --quiet --upgrade pip && "$PY" -m pip install --quiet -e "$ROOT[dev]" ${LMLAB_PIP_EXTRA:-}; } >"$log" 2>&1; then
       cat "$log" >&2; rm -f "$log"
       echo "launch.sh: installing failed (see above)" >&2
       exit 1
@@ -74,15 +77,18 @@ setup() {
   unlock
 }
 
-cmd="${1:-main}"
-[[ $# -gt 0 ]] && shift
+# No command, or options first (`./launch.sh --config.train.steps=50`): the main job.
+cmd=main
+if [[ $# -gt 0 && "$1" != -* ]]; then cmd="$1"; shift; fi
 setup
 case "$cmd" in
   main)
-    exec "$PY" -m lmlab.cli train configs/gpt_shakespeare.py "$@" ;;
+    exec "$PY" -m lmlab.cli train "$ROOT/configs/gpt_shakespeare.py" "$@" ;;
   test)
     # One worker per test file (module fixtures stay shared); most of the suite is single-threaded
     # XLA compilation, so two workers nearly halve it on a 2-core machine. LMLAB_TEST_WORKERS=0: serial.
+    # The tests read configs/ and fixtures relative to the checkout: they run there.
+    cd "$ROOT"
     workers="${LMLAB_TEST_WORKERS:-2}"
     if [ "$workers" = "0" ]; then exec "$PY" -m pytest "$@"; fi
     exec "$PY" -m pytest -n "$workers" --dist loadfile "$@" ;;

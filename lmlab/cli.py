@@ -1,18 +1,20 @@
 """`lmlab train | eval | sample | bench | import | embed`: parse arguments, call the library, print results to stdout.
 
-Logs and progress go to stderr. User errors end with one line `lmlab: error: ...` and exit status 2
-(bad config or arguments) or 1 (bad data, corrupt files, non-finite loss); LMLAB_DEBUG=1 shows the
-traceback instead.
+Logs and progress go to stderr. User errors end with one line `lmlab: error: ...` (`lmlab CMD: error:
+... (see 'lmlab CMD -h')` for an argument the command cannot take) and exit status 2 (bad config or
+arguments) or 1 (bad data, corrupt files, non-finite loss); LMLAB_DEBUG=1 shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
 import os
 import pathlib
+import re
 import sys
 
 log = logging.getLogger("lmlab")
@@ -139,25 +141,80 @@ def cmd_train(args, overrides) -> int:
 def cmd_eval(args, overrides) -> int:
     from flax import nnx
 
+    from lmlab import config as config_lib
+    from lmlab.eval import progress
     from lmlab.runs import load_run
     from lmlab.tasks import get_task
 
     if overrides:
         raise UsageError("lmlab eval takes no --config overrides")
-    if args.batch_size < 0:
-        raise UsageError(f"need --batch-size >= 0 (0: the run's data.batch_size), got {args.batch_size}")
+    if args.batch_size < 0 or args.max_batches < 0:
+        raise UsageError(f"need --batch-size >= 0 (0: the run's data.batch_size) and --max-batches >= 0 (0: all), "
+                         f"got {args.batch_size} and {args.max_batches}")
     run = load_run(args.run_dir)
+    config = run.config
+    if args.max_batches:
+        if config.model.family == "encdec":
+            raise UsageError("--max-batches: a translation run's dev and test splits are evaluated whole")
+        # The periodic evaluation's subset: max_batches evenly spaced batches of the held-out split.
+        config = config_lib.apply_overrides(config, [f"train.eval_batches={args.max_batches}"] +
+                                            ([f"data.batch_size={args.batch_size}"] if args.batch_size else []))
     graphdef, _ = nnx.split(run.model)
-    task = get_task(run.config)
-    evaluator = task.make_evaluator(graphdef, task.prepare(run.run_dir))
-    result = evaluator(run.params, full=True, batch_size=args.batch_size)
-    print(json.dumps({"step": run.step, **result}))
+    task = get_task(config)
+    evaluator = task.make_evaluator(graphdef, task.prepare_heldout(run.run_dir))
+    with progress.shown("eval") if not args.no_progress else contextlib.nullcontext():
+        result = evaluator(run.params, full=not args.max_batches, batch_size=args.batch_size)
+    print(json.dumps({"step": run.step, **result, **({"max_batches": args.max_batches} if args.max_batches else {})}))
+    return 0
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
+
+
+def unescape(text: str | None) -> str | None:
+    """`\\n`, `\\t` and `\\\\` typed in a shell argument ("ROMEO:\\n" in bash is a backslash and an n)
+    as the newline, tab and backslash they stand for; any other backslash stays as typed."""
+    if text is None:
+        return None
+    return re.sub(r"\\([nt\\])", lambda m: _ESCAPES[m.group(1)], text)
+
+
+def _sample_encoder(run, args) -> int:
+    """A BERT-family run: fill-mask (--fill) with a masked LM, class probabilities of the --prompt
+    passage with a classifier."""
+    from lmlab import predict
+
+    if args.beam or args.chat is not None:
+        raise UsageError(f"{run.run_dir} is an encoder (bert) run: --beam and --chat need a decoder")
+    classifier = predict.is_classifier(run.config)
+    if classifier and args.fill is not None:
+        raise UsageError(f"{run.run_dir} is a classifier: give the passage to classify as --prompt, not --fill")
+    if not classifier and args.fill is None:
+        raise UsageError(f"{run.run_dir} is a masked-LM (bert) run: it fills in masks, "
+                         'e.g. --fill "To be or not to [MASK]"')
+    if run.step == 0:
+        log.warning("%s is at step 0: its parameters (at least the MLM head of an imported encoder) are "
+                    "untrained, so the predictions are noise", run.run_dir)
+    if classifier:
+        probs = predict.classify(run.model, run.tokenizer, args.prompt, run.config.data.seq_len)
+        for k in sorted(range(len(probs)), key=lambda k: -probs[k]):
+            print(f"{probs[k]:.4f}\t{predict.class_names(run.config)[k]}")
+        return 0
+    results = predict.fill_mask(run.model, run.tokenizer, args.fill, top_k=args.top_k or 5,
+                                max_len=run.config.model.max_len)
+    for i, candidates in enumerate(results):
+        if len(results) > 1:
+            print(f"[MASK] {i + 1} of {len(results)}:")
+        for c in candidates:
+            print(f"{c.prob:.4f}\t{c.token.strip() or repr(c.token)}\t{c.text}")
     return 0
 
 
 def cmd_sample(args, overrides) -> int:
     from lmlab.runs import load_run
 
+    if not args.raw_prompt:
+        args.prompt, args.chat, args.system, args.fill = map(unescape, (args.prompt, args.chat, args.system, args.fill))
     if overrides:
         raise UsageError("lmlab sample takes no --config overrides")
     if args.beam < 0 or args.num_samples < 1:
@@ -172,9 +229,10 @@ def cmd_sample(args, overrides) -> int:
     if args.chat is not None and args.beam:
         raise UsageError("--chat samples a reply; it does not combine with --beam")
     run = load_run(args.run_dir)
-    if run.config.model.family not in ("gpt", "encdec"):
-        raise UsageError(f"lmlab sample needs a model with a decoder; {run.run_dir} is a "
-                         f"'{run.config.model.family}' run, which only encodes (try lmlab eval or lmlab embed)")
+    if run.config.model.family == "bert":
+        return _sample_encoder(run, args)
+    if args.fill is not None:
+        raise UsageError(f"--fill needs a masked-LM (bert) run; {run.run_dir} is a '{run.config.model.family}' run")
     if run.config.model.family == "encdec":  # a translation run translates the prompt
         texts = _translate_texts(run, [args.prompt], beam=args.beam, length_penalty=args.length_penalty,
                                  temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
@@ -340,14 +398,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-samples", action="store_true", help="skip the samples printed after training")
     p.set_defaults(fn=cmd_train)
 
-    p = sub.add_parser("eval", help="held-out loss, perplexity and bits per byte of a run")
+    p = sub.add_parser("eval", help="held-out loss, perplexity and bits per byte of a run",
+                       description="Evaluates the latest checkpoint on the run's held-out split (only that split "
+                                   "is tokenized) and prints one JSON object; a progress bar goes to stderr.")
     p.add_argument("run_dir")
-    p.add_argument("--batch-size", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=0, help="held-out rows per batch (default 0: the run's "
+                   "data.batch_size); larger is faster where memory allows; the metrics do not depend on it")
+    p.add_argument("--max-batches", type=int, default=0, metavar="N", help="evaluate N evenly spaced batches "
+                   "instead of the whole split (0: all; reported as \"max_batches\" in the JSON)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_eval)
 
-    p = sub.add_parser("sample", help="generate text from a run (a translation run translates the prompt)")
+    p = sub.add_parser("sample", help="generate text from a run (a translation run translates the prompt; "
+                       "a BERT run fills in [MASK]s or classifies the prompt)",
+                       description="Texts given here may use \\n, \\t and \\\\ for a newline, a tab and a "
+                                   "backslash (--raw-prompt: take them as typed).")
     p.add_argument("run_dir")
-    p.add_argument("--prompt", default="\n")
+    p.add_argument("--prompt", default="\n", help="the text to continue (a classifier run: the passage to classify)")
+    p.add_argument("--raw-prompt", action="store_true", help="no \\n / \\t / \\\\ escapes in the texts")
+    p.add_argument("--fill", metavar="TEXT", help="BERT masked-LM runs: the --top-k (default 5) most likely tokens "
+                   "and their probabilities at each [MASK] of TEXT")
     p.add_argument("--max-new-tokens", type=int, default=200)
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     p.add_argument("--top-k", type=int, default=0, help="0 = off")
@@ -388,7 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--text", action="append", required=True, help="a sentence; repeat for several")
     p.add_argument("--word", help="also compare this word's contextual embeddings where it occurs")
-    p.add_argument("--json", action="store_true", help='print {"embeddings", "similarity"} as JSON')
+    p.add_argument("--json", action="store_true", help='print {"embeddings", "similarity"} as JSON, with '
+                   '--word also "word": {"word", "occurrences", "similarity"}')
     p.add_argument("--export", metavar="DIR", help="write vectors.tsv + metadata.tsv (TensorBoard projector) "
                    "and pca.png there")
     p.set_defaults(fn=cmd_embed)
@@ -429,6 +500,14 @@ def _join_processes() -> None:
     only process 0 prints results (its logger alone stays at INFO)."""
     from lmlab import parallel
 
+    if parallel.distributed_args() is None:
+        return
+    # C++ libraries write to file descriptor 1 (gloo: "[Gloo] Rank 0 is connected to 1 peer
+    # ranks..."), which is the results stream: point it at stderr and print results to a copy.
+    sys.stdout.flush()
+    results_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = os.fdopen(results_fd, "w", buffering=1)
     if parallel.initialize_distributed() and not parallel.is_primary():
         sys.stdout = open(os.devnull, "w")
 
@@ -439,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(args_only)
     if overrides and args.command not in ("train", "bench"):
-        parser.error(f"--config overrides only apply to 'train' (got {overrides[0]})")
+        return _usage_error(args, f"--config overrides only apply to 'train' and 'bench train' (got {overrides[0]})")
     _setup_logging(args.verbose)
 
     from lmlab.config import ConfigError
@@ -449,7 +528,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _join_processes()
         return args.fn(args, overrides)
-    except (ConfigError, UsageError) as e:
+    except UsageError as e:
+        if debug:
+            raise
+        return _usage_error(args, str(e))
+    except ConfigError as e:
         if debug:
             raise
         print(f"lmlab: error: {e}", file=sys.stderr)
@@ -473,6 +556,13 @@ def main(argv: list[str] | None = None) -> int:
               "to keep the tokens per step), set model.remat=dots_saveable or full, or shard over more "
               "devices (mesh.fsdp)", file=sys.stderr)
         return 1
+
+
+def _usage_error(args, message: str) -> int:
+    """An argument the command cannot take: one line, prefixed like argparse's own errors."""
+    prog = " ".join(["lmlab", args.command] + ([args.bench_kind] if args.command == "bench" else []))
+    print(f"{prog}: error: {message} (see '{prog} -h')", file=sys.stderr)
+    return 2
 
 
 def _out_of_memory(e: Exception) -> bool:

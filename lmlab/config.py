@@ -8,8 +8,10 @@ naming the key; the CLI turns it into exit status 2.
 from __future__ import annotations
 
 import ast
+import difflib
 import importlib.util
 import json
+import logging
 import math
 import pathlib
 import sys
@@ -17,22 +19,34 @@ from typing import Any, Iterable
 
 import ml_collections
 
+log = logging.getLogger("lmlab")
 
 class ConfigError(ValueError):
     """A user-facing config problem; the message is one line and names the key."""
 
 
-def load_config_file(path: str | pathlib.Path) -> ml_collections.ConfigDict:
+def find_config_file(path: str | pathlib.Path) -> pathlib.Path:
+    """`path`, or, for a relative path that does not exist here, the same path in lmlab's checkout:
+    `lmlab train configs/gpt_shakespeare.py` works from any directory."""
     path = pathlib.Path(path)
+    shipped = BASE_CONFIG.parent.parent / path
+    if not path.exists() and not path.is_absolute() and shipped.is_file():
+        log.info("config %s: not in this directory; using lmlab's %s", path, shipped)
+        return shipped
+    return path
+
+
+def load_config_file(path: str | pathlib.Path) -> ml_collections.ConfigDict:
+    path = find_config_file(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     if path.suffix != ".py":
         raise ConfigError(f"config file {path} is not a Python file (.py) with a get_config() function")
-    # Config files import shared defaults as `configs.base`: make their parent package importable.
-    root = str(path.resolve().parent.parent)
-    added = root not in sys.path
-    if added:
-        sys.path.insert(0, root)
+    # Config files import shared defaults as `configs.base`: make their parent package importable,
+    # and lmlab's own configs/ too, so a config in the user's own folder (~/exp/my.py) can build on them.
+    roots = [str(path.resolve().parent.parent), str(BASE_CONFIG.parent.parent)]
+    added = [root for root in dict.fromkeys(roots) if root not in sys.path]
+    sys.path[:0] = added
     try:
         spec = importlib.util.spec_from_file_location(f"_lmlab_config_{path.stem}", path)
         module = importlib.util.module_from_spec(spec)
@@ -40,7 +54,7 @@ def load_config_file(path: str | pathlib.Path) -> ml_collections.ConfigDict:
     except Exception as e:  # a config file is user code: report, don't dump a traceback
         raise ConfigError(f"cannot load config {path}: {type(e).__name__}: {e}") from e
     finally:
-        if added:
+        for root in added:
             sys.path.remove(root)
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config file {path} has no get_config() function")
@@ -92,15 +106,22 @@ def _parse_value(key: str, text: str, current: Any) -> Any:
     raise ConfigError(f"config key '{key}' cannot be set from the command line")
 
 
+def _did_you_mean(config: ml_collections.ConfigDict, key: str) -> str:
+    """'; did you mean 'train.steps'?' for the real key nearest to a misspelled one, else ''."""
+    close = difflib.get_close_matches(key, sorted(_leaf_keys(config.to_dict())), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
 def _lookup(config: ml_collections.ConfigDict, key: str) -> tuple[ml_collections.ConfigDict, str]:
     parts = key.split(".")
     node = config
     for i, part in enumerate(parts[:-1]):
         if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
-            raise ConfigError(f"unknown config key '{key}' (no section '{'.'.join(parts[: i + 1])}')")
+            raise ConfigError(f"unknown config key '{key}' (no section '{'.'.join(parts[: i + 1])}')"
+                              + _did_you_mean(config, key))
         node = node[part]
     if parts[-1] not in node:
-        raise ConfigError(f"unknown config key '{key}'")
+        raise ConfigError(f"unknown config key '{key}'" + _did_you_mean(config, key))
     if isinstance(node[parts[-1]], ml_collections.ConfigDict):
         raise ConfigError(f"config key '{key}' is a section; set one of its keys instead")
     return node, parts[-1]
@@ -303,6 +324,7 @@ def load(path: str | pathlib.Path, overrides: Iterable[str] = ()) -> ml_collecti
     overrides = list(overrides)
     config = inherit_from_init(apply_overrides(config, overrides), config, overrides)
     config = validate(config)
+    _warn_short_run(config.train)
     return config
 
 
@@ -327,6 +349,13 @@ def inherit_from_init(config, file_config, overrides: Iterable[str]) -> ml_colle
                 continue
             config[section][key] = value
     return config
+def _warn_short_run(t) -> None:
+    """A run shorter than its warmup (`--config.train.steps=50` on a recipe with warmup 200) is
+    all warmup: the learning rate peaks at the last step and never decays (train.optimizer)."""
+    if t.steps < t.warmup_steps:
+        log.warning("train.steps=%d is below train.warmup_steps=%d: the whole run is warmup (the learning rate "
+                    "reaches its peak at the last step and never decays); lower train.warmup_steps too",
+                    t.steps, t.warmup_steps)
 
 
 def _leaf_keys(d: dict, prefix: str = "") -> set[str]:

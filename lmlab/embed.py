@@ -115,17 +115,25 @@ def _is_whole_word(tokenizer, ids: Sequence[int], occurrence: Occurrence) -> boo
 
 def pca_2d(x_ND: np.ndarray) -> np.ndarray:
     """[N, 2]: coordinates on the two leading principal components (numpy SVD of the centered data)."""
+    return pca_2d_explained(x_ND)[0]
+
+
+def pca_2d_explained(x_ND: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(coordinates [N, 2], [2] fraction of the total variance each of the two components explains)."""
     centered = x_ND - x_ND.mean(0, keepdims=True)
     if len(x_ND) < 2:
-        return np.zeros((len(x_ND), 2), np.float32)
-    _, _, vt = np.linalg.svd(centered, full_matrices=False)
+        return np.zeros((len(x_ND), 2), np.float32), np.zeros(2)
+    _, s, vt = np.linalg.svd(centered, full_matrices=False)
     coords = centered @ vt[:2].T
-    return np.pad(coords, ((0, 0), (0, 2 - coords.shape[1]))).astype(np.float32)
+    variance = s**2
+    explained = variance[:2] / max(variance.sum(), np.finfo(np.float64).tiny)
+    return (np.pad(coords, ((0, 0), (0, 2 - coords.shape[1]))).astype(np.float32),
+            np.pad(explained, (0, 2 - len(explained))))
 
 
 def export_projector(directory: str | pathlib.Path, texts: Sequence[str], embeddings: np.ndarray) -> list[pathlib.Path]:
     """TensorBoard projector files (vectors.tsv, metadata.tsv) and pca.png, a 2-D PCA scatter plot."""
-    from lmlab.plot import scatter_png
+    from lmlab.plot import scatter_png, shorten
 
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -136,6 +144,8 @@ def export_projector(directory: str | pathlib.Path, texts: Sequence[str], embedd
     # inside a text would break the TSV.
     metadata.write_text("".join(" ".join(t.split()) + "\n" for t in texts), encoding="utf-8")
     png = directory / "pca.png"
-    scatter_png(png, pca_2d(embeddings), labels=[str(i) for i in range(len(texts))],
-                title="sentence embeddings, PCA")
+    coords, explained = pca_2d_explained(embeddings)
+    scatter_png(png, coords, labels=[f"{i}: {shorten(t)}" for i, t in enumerate(texts)],
+                title=f"sentence embeddings, PCA ({len(texts)} texts)",
+                axis_labels=(f"PC1: {explained[0]:.0%} of variance", f"PC2: {explained[1]:.0%} of variance"))
     return [vectors, metadata, png]

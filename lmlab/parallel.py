@@ -46,6 +46,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from lmlab import config as config_lib
+from lmlab.eval import progress
 
 log = logging.getLogger("lmlab")
 
@@ -385,11 +386,12 @@ def eval_batches(arrays: Sequence[np.ndarray], batch_size: int, mesh: Mesh | Non
 def eval_sums(step, params, arrays: Sequence[np.ndarray], batch_size: int) -> tuple[float, ...]:
     """Runs step(params, *batch) -> tuple of sums over `eval_batches` of `arrays` on the mesh the
     parameters live on, and returns each sum over all batches (as Python floats, added in batch
-    order). The results are fetched once at the end, so batches are dispatched back to back."""
+    order). Every batch is dispatched before the first result is fetched, so they run back to
+    back; fetching them in order drives the progress bar (lmlab.eval.progress) as they finish."""
     outputs = [step(params, *batch) for batch in eval_batches(arrays, batch_size, mesh_of(params))]
     totals = [0.0] * (len(outputs[0]) if outputs else 0)
-    for values in jax.device_get(outputs):
-        totals = [total + float(value) for total, value in zip(totals, values)]
+    for output in progress.track(outputs, total=len(outputs)):
+        totals = [total + float(value) for total, value in zip(totals, jax.device_get(output))]
     return tuple(totals)
 
 

@@ -98,7 +98,8 @@ def test_bench_decode_cli_json_and_length_error(tiny_run, capsys):
     # max_len is 64: a longer decode is refused with one error line and exit status 2.
     assert cli.main(["bench", "decode", str(tiny_run), "--new-tokens", "60", "--prompt-len", "8"]) == 2
     captured = capsys.readouterr()
-    assert captured.out == "" and captured.err.strip().startswith("lmlab: error:") and "max_len" in captured.err
+    assert captured.out == "" and "max_len" in captured.err
+    assert captured.err.strip().startswith("lmlab bench decode: error:")
 
 
 TINY_LAYERS = ["--config.model.n_layers=1", "--config.model.d_model=32", "--config.model.n_heads=2",
@@ -148,7 +149,7 @@ def test_bench_decode_refuses_an_encoder_only_run(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     (line,) = captured.err.strip().splitlines()  # one line, no traceback
-    assert line.startswith("lmlab: error:") and "needs a model with a decoder" in line and "'bert'" in line
+    assert line.startswith("lmlab bench decode: error:") and "needs a model with a decoder" in line and "'bert'" in line
 
 
 def test_config_overrides_are_refused_outside_bench_train(capsys):

@@ -1,4 +1,5 @@
 import json
+import pathlib
 import subprocess
 import sys
 
@@ -113,3 +114,58 @@ def test_init_from_run_gives_the_model_and_tokenizer_sections_unless_set(tmp_pat
     kept = config_lib.load("configs/bert_classify_shakespeare.py", [f"--config.train.init_from={tmp_path}"])
     assert kept.model.n_classes == 4 and kept.model.dropout == 0.1 and kept.model.family == "bert"
     assert kept.model.d_model == 96  # ... while the rest comes from the run
+
+
+@pytest.mark.parametrize("override, suggestion", [
+    ("--config.train.step=3", "train.steps"),
+    ("--config.trian.steps=3", "train.steps"),
+    ("--config.model.n_head=3", "model.n_heads"),
+])
+def test_misspelled_key_suggests_the_nearest_real_one(override, suggestion):
+    with pytest.raises(config_lib.ConfigError, match=f"did you mean '{suggestion}'") as info:
+        config_lib.load(CONFIG, [override])
+    assert "\n" not in str(info.value)
+
+
+def test_key_nothing_like_a_real_one_gets_no_suggestion():
+    with pytest.raises(config_lib.ConfigError) as info:
+        config_lib.load(CONFIG, ["--config.train.zzzzzzzz=1"])
+    assert "did you mean" not in str(info.value)
+
+
+def test_steps_below_warmup_warn(caplog):
+    with caplog.at_level("WARNING", logger="lmlab"):
+        config_lib.load(CONFIG, ["--config.train.steps=50"])  # the recipe warms up for 200 steps
+    assert "train.steps=50 is below train.warmup_steps=200" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lmlab"):
+        config_lib.load(CONFIG, ["--config.train.steps=50", "--config.train.warmup_steps=5"])
+    assert "warmup" not in caplog.text
+
+
+def test_config_outside_the_repo_imports_the_shipped_configs(tmp_path):
+    """`lmlab train ~/exp/my.py`: the user's folder has no configs/ package; lmlab's must be found
+    (the subprocess imports lmlab, then drops the checkout from sys.path, as an installed lmlab has it)."""
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "my.py").write_text("from configs import base\nfrom configs.gpt_shakespeare import get_config as shipped\n\n"
+                               "def get_config():\n    c = shipped()\n    c.train.steps = 7\n    return c\n")
+    repo = str(pathlib.Path(config_lib.__file__).resolve().parent.parent)
+    script = ("import sys\nfrom lmlab import config\n"
+              f"sys.path[:] = [p for p in sys.path if p not in ('', {repo!r})]\n"
+              f"print(config.load({str(exp / 'my.py')!r}).train.steps)\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["7"]
+
+
+def test_shipped_config_path_works_from_any_directory(tmp_path, monkeypatch):
+    """The README's `lmlab train configs/gpt_shakespeare.py`, pasted in another directory."""
+    monkeypatch.chdir(tmp_path)
+    assert config_lib.load("configs/gpt_shakespeare.py").to_dict() == config_lib.load(
+        pathlib.Path(config_lib.__file__).resolve().parent.parent / CONFIG).to_dict()
+    (tmp_path / "configs").mkdir()  # a file of the same relative path here is the one meant
+    (tmp_path / "configs" / "gpt_shakespeare.py").write_text(
+        "from configs import base\n\ndef get_config():\n    c = base.get_config()\n    c.train.steps = 11\n"
+        "    c.train.warmup_steps = 1\n    return c\n")
+    assert config_lib.load("configs/gpt_shakespeare.py").train.steps == 11

@@ -176,8 +176,9 @@ def test_two_processes_train_like_one_process(tmp_path, launch):
     summary, summary_single = _json_lines(out0)[-1], _json_lines(out_single)[-1]
     assert summary["val_loss"] == pytest.approx(summary_single["val_loss"], rel=1e-5)
     assert json.loads((multi / "eval.json").read_text())["val_loss"] == summary["val_loss"]
-    # Only process 0 prints results and logs progress (gloo's own C++ "connected" lines aside).
-    assert _json_lines(out1) == [] and "compiled" in err0 and "compiled" not in err1
+    # Only process 0 prints results (gloo's own C++ "connected" lines go to stderr) and logs progress.
+    assert out0.splitlines() == [json.dumps(summary)] and out1 == ""
+    assert "compiled" in err0 and "compiled" not in err1
     assert "mesh: data=2 x fsdp=2 x tensor=1 (2 process(es))" in err0
 
     # The checkpoint the two processes wrote (parameters split over fsdp) restores on one device
@@ -192,3 +193,29 @@ def test_two_processes_train_like_one_process(tmp_path, launch):
     assert {len(x.sharding.device_set) for x in jax.tree.leaves(run.params)} == {1}
     for a, b in zip(jax.tree.leaves(run.params), jax.tree.leaves(reference.params)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+JOIN_AND_GATHER = """
+import json, sys
+import numpy as np
+from lmlab import cli
+cli._join_processes()
+from jax.experimental import multihost_utils
+print(json.dumps(multihost_utils.process_allgather(np.array([int(sys.argv[1])])).ravel().tolist()))
+"""
+
+
+@pytest.mark.skipif(not _gloo_available(), reason="this jaxlib has no gloo CPU collectives")
+def test_gloo_connection_lines_stay_off_stdout(tmp_path):
+    """gloo prints "[Gloo] Rank 0 is connected to 1 peer ranks..." from C++ on file descriptor 1;
+    stdout is the results stream (one JSON line from process 0, nothing from the others)."""
+    port = _free_port()
+    procs = [subprocess.Popen([sys.executable, "-c", JOIN_AND_GATHER, str(i)], cwd=ROOT, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=dict(os.environ, JAX_PLATFORMS="cpu", LMLAB_COORDINATOR=f"localhost:{port}",
+                                       LMLAB_NUM_PROCESSES="2", LMLAB_PROCESS_ID=str(i)))
+             for i in (0, 1)]
+    (out0, err0), (out1, err1) = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], err0[-2000:] + err1[-2000:]
+    assert out0 == "[0, 1]\n" and out1 == ""
+    assert "[Gloo] Rank 0 is connected" in err0 and "[Gloo] Rank 1 is connected" in err1

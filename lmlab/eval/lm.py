@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from lmlab.eval import progress
+
 
 def eval_windows(tokens_N: np.ndarray, seq_len: int, max_windows: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Non-overlapping [n, seq_len + 1] windows covering every token once as a target.
@@ -46,7 +48,7 @@ def evaluate(eval_step, params, windows: np.ndarray, weights: np.ndarray, byte_l
     pad = (-n) % batch_size  # one compiled shape: pad the last batch with weight-0 rows
     windows = np.concatenate([windows, np.zeros((pad, windows.shape[1]), windows.dtype)])
     weights = np.concatenate([weights, np.zeros((pad, weights.shape[1]), weights.dtype)])
-    for i in range(0, len(windows), batch_size):
+    for i in progress.track(range(0, len(windows), batch_size)):
         for key, value in eval_step(params, windows[i:i + batch_size], weights[i:i + batch_size]).items():
             totals[key] = totals.get(key, 0.0) + float(value)
     n_tokens = float(weights.sum())

@@ -63,6 +63,11 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def prepare(self, run_dir: pathlib.Path) -> TaskData: ...
 
+    def prepare_heldout(self, run_dir: pathlib.Path) -> TaskData:
+        """What `make_evaluator` needs, for evaluating a trained run (`lmlab eval`); tasks whose
+        training data is costly to build skip it here."""
+        return self.prepare(run_dir)
+
     @abc.abstractmethod
     def sample_batch(self, train_arrays: dict[str, jax.Array], key: jax.Array) -> Any: ...
 

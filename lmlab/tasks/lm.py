@@ -11,7 +11,7 @@ from flax import nnx
 
 from lmlab import flops, parallel
 from lmlab.compress.distill import distill_objective
-from lmlab.data.prepare import prepare
+from lmlab.data.prepare import prepare, prepare_heldout
 from lmlab.eval.lm import eval_windows, evaluate
 from lmlab.tasks.base import LossOutput, Task, TaskData
 from lmlab.train.losses import token_cross_entropy
@@ -91,6 +91,10 @@ class LMTask(Task):
         if len(data.train_tokens) <= self.config.data.seq_len + 1:
             raise ValueError(f"training split has {len(data.train_tokens)} tokens, fewer than data.seq_len + 2")
         return TaskData(data.tokenizer, {"tokens": np.asarray(data.train_tokens)}, data.val_tokens)
+
+    def prepare_heldout(self, run_dir: pathlib.Path) -> TaskData:
+        data = prepare_heldout(self.config, run_dir)
+        return TaskData(data.tokenizer, {}, data.val_tokens)
 
     def frozen_sources(self) -> dict[str, str]:
         return teacher_source(self.config)

@@ -28,8 +28,8 @@ import numpy as np
 
 from lmlab import flops, parallel
 from lmlab.data.mlm import heldout_examples, mask_tokens, max_selected, sample_examples, tokenizer_special_ids
-from lmlab.data.prepare import prepare
 from lmlab.config import ConfigError
+from lmlab.data.prepare import prepare, prepare_heldout
 from lmlab.tasks.base import LossOutput, Task, TaskData
 from lmlab.train.losses import token_cross_entropy
 
@@ -104,6 +104,11 @@ class MLMTask(Task):
         if len(data.train_tokens) < self.config.data.seq_len - 1:
             raise ValueError(f"training split has {len(data.train_tokens)} tokens, fewer than data.seq_len - 1")
         return TaskData(data.tokenizer, {"tokens": np.asarray(data.train_tokens)}, np.asarray(data.val_tokens))
+
+    def prepare_heldout(self, run_dir: pathlib.Path) -> TaskData:
+        data = prepare_heldout(self.config, run_dir)
+        self.ids = bert_ids(data.tokenizer)
+        return TaskData(data.tokenizer, {}, np.asarray(data.val_tokens))
 
     def synthetic_train_arrays(self, vocab_size, key):
         if self.ids is None:  # `lmlab bench train` never prepares data: stand-in ids after pad/bos/eos/unk

@@ -49,6 +49,6 @@ def load_init_params(state: dict, source_run) -> dict:
         return jnp.asarray(src[name], value.dtype) if name in src else value
 
     params = jax.tree_util.tree_map_with_path(pick, state["params"])
-    log.info("initialised %d parameters from %s (step %d); %d fresh: %s", len(copied), source_run, source.step,
-             len(fresh), ", ".join(fresh[:6]) + (" ..." if len(fresh) > 6 else ""))
+    shown = f"; {len(fresh)} fresh: " + ", ".join(fresh[:6]) + (" ..." if len(fresh) > 6 else "") if fresh else ""
+    log.info("initialised %d parameters from %s (step %d)%s", len(copied), source_run, source.step, shown)
     return {**state, "params": params}

@@ -28,7 +28,7 @@ from lmlab.models import count_params
 from lmlab.tasks import get_task
 from lmlab.train import frozen as frozen_lib
 from lmlab.train.checkpoint import Checkpointer
-from lmlab.train.metrics import MetricsWriter, MetricWindow
+from lmlab.train.metrics import MetricsWriter, MetricWindow, write_final_metrics
 from lmlab.train.optimizer import make_schedule
 from lmlab.train.init_from import load_init_params
 from lmlab.train.state import init_state
@@ -71,11 +71,12 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 def _check_resume_compatible(saved, config, run_dir) -> None:
     """Refuses to resume a run whose data, tokenizer or model would differ from its checkpoints."""
     was, now = _flatten(saved.to_dict()), _flatten(config.to_dict())
-    for key in sorted(set(was) | set(now)):
-        if key.split(".")[0] in _FROZEN_SECTIONS and was.get(key) != now.get(key):
-            raise config_lib.ConfigError(
-                f"run directory {run_dir} was created with {key}={was.get(key)!r}, this command asks for "
-                f"{now.get(key)!r}; use another --workdir to start a new run")
+    differ = [key for key in sorted(set(was) | set(now))
+              if key.split(".")[0] in _FROZEN_SECTIONS and was.get(key) != now.get(key)]
+    if differ:  # every one, so a single corrected command resumes
+        changes = ", ".join(f"{key}={was.get(key)!r} (this command: {now.get(key)!r})" for key in differ)
+        raise config_lib.ConfigError(f"run directory {run_dir} was created with {changes}; use another --workdir "
+                                     "to start a new run")
     clip_was, clip_now = was.get("train.grad_clip", 0), now.get("train.grad_clip", 0)
     if (clip_was > 0) != (clip_now > 0):  # clipping on/off changes the optimizer state's layout
         raise config_lib.ConfigError(
@@ -256,4 +257,5 @@ def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
     summary = {"step": step, **final, "params": count_params(model)}
     if primary:
         (run_dir / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_final_metrics(run_dir, step, final)  # as final_val_*: the periodic val_* cover eval_batches only
     return summary

@@ -1,4 +1,9 @@
-"""metrics.jsonl (one JSON object per logged step) and TensorBoard events in the run directory."""
+"""metrics.jsonl (one JSON object per logged step) and TensorBoard events in the run directory.
+
+Periodic evaluations (every train.eval_every steps, on train.eval_batches batches) log `val_*`;
+the end-of-run evaluation on the whole held-out split (eval.json) logs the same metrics as
+`final_val_*` at the last step, so the two can be told apart in both places.
+"""
 
 from __future__ import annotations
 
@@ -22,18 +27,30 @@ def _record(line: str) -> dict | None:
     return record if ok else None
 
 
+FINAL_PREFIX = "final_"
+
+
+def _is_final(record: dict) -> bool:
+    return any(key.startswith(FINAL_PREFIX) for key in record)
+
+
 class MetricsWriter:
-    def __init__(self, run_dir: pathlib.Path, *, resume_step: int = 0, tensorboard: bool = True):
+    def __init__(self, run_dir: pathlib.Path, *, resume_step: int | None = 0, tensorboard: bool = True,
+                 tb_suffix: str = ""):
+        """resume_step None: append to what is there (no trimming, no TensorBoard purge). tb_suffix
+        ends the event file's name: a second writer in the same second would otherwise replace
+        the first one's file (the name is the time in seconds and the host)."""
         self.path = pathlib.Path(run_dir) / "metrics.jsonl"
         # A resumed run replays the steps after its checkpoint: drop the lines the dead run wrote
         # past it, so the file reads as one uninterrupted run.
-        if self.path.exists():
+        if resume_step is not None and self.path.exists():
             lines = [line for line in self.path.read_text(errors="replace").splitlines() if line.strip()]
             records = [_record(line) for line in lines]
             if None in records:
                 log.warning("%s: dropped %d unreadable line(s)", self.path, records.count(None))
+            # A final evaluation belongs to the run that ended there; a resumed run writes its own.
             kept = [line for line, record in zip(lines, records)
-                    if record is not None and record.get("step", 0) <= resume_step]
+                    if record is not None and record.get("step", 0) <= resume_step and not _is_final(record)]
             with atomic_write(self.path, "w", encoding="utf-8") as f:
                 f.write("".join(line + "\n" for line in kept))
         self._file = self.path.open("a")
@@ -41,7 +58,8 @@ class MetricsWriter:
         if tensorboard:
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(str(pathlib.Path(run_dir) / "tb"), flush_secs=10, purge_step=resume_step + 1)
+            self._tb = SummaryWriter(str(pathlib.Path(run_dir) / "tb"), flush_secs=10, filename_suffix=tb_suffix,
+                                     purge_step=None if resume_step is None else resume_step + 1)
 
     def write(self, step: int, metrics: dict) -> None:
         record = {"step": int(step)}
@@ -75,6 +93,18 @@ class MetricWindow:
         means = {key: total / self._count for key, total in self._sums.items()} if self._count else {}
         self._sums, self._count = {}, 0
         return means
+
+
+def write_final_metrics(run_dir: pathlib.Path, step: int, metrics: dict, *, tensorboard: bool = True) -> None:
+    """The end-of-run (whole held-out split) metrics as `final_<name>` at `step`: one metrics.jsonl
+    line and TensorBoard scalars, after the periodic `val_*` values of the same step."""
+    numbers = {FINAL_PREFIX + key: value for key, value in metrics.items()
+               if isinstance(value, (int, float)) and not isinstance(value, bool)}
+    writer = MetricsWriter(run_dir, resume_step=None, tensorboard=tensorboard, tb_suffix=".final")
+    try:
+        writer.write(step, numbers)
+    finally:
+        writer.close()
 
 
 def read_metrics(run_dir) -> list[dict]:

@@ -85,3 +85,47 @@ def test_scatter_plot_draws_every_point(tmp_path):
     canvas = plot.render_scatter(xy, ["0", "1", "2"])
     for colour in plot._COLORS[:3]:
         assert (canvas == colour).all(-1).sum() == (2 * plot.DOT + 1) ** 2
+
+
+def test_scatter_uses_one_scale_for_both_axes():
+    """Stretching each axis to fill the frame drew (0,0)-(1,0.05) as far apart as the most
+    different pair; on one scale pixel distances are data distances times a constant."""
+    xy = np.array([[0.0, 0.0], [1.0, 0.05], [1.0, -0.05], [0.3, 0.02]])
+    px = plot.to_pixels(xy)
+    data = np.linalg.norm(xy[:, None] - xy[None], axis=-1)
+    pixels = np.linalg.norm(px[:, None] - px[None], axis=-1)
+    ratios = pixels[data > 0] / data[data > 0]
+    assert ratios.max() / ratios.min() < 1.06  # integer pixels round short distances
+    assert px[:, 0].min() == plot.MARGIN and px[:, 0].max() == plot.WIDTH - plot.MARGIN  # the wide axis fills
+    assert abs(px[1, 1] - px[2, 1]) == round(0.1 * (plot.WIDTH - 2 * plot.MARGIN))
+
+
+def test_scatter_draws_title_axis_labels_and_text_labels():
+    canvas = plot.render_scatter(np.array([[0.0, 0.0], [1.0, 1.0]]), ["0: TO BE", "1: NOT"], title="PCA",
+                                 axis_labels=("PC1: 60%", "PC2: 40%"))
+    ink = (canvas == 0).all(-1)
+
+    def found(mask):
+        h, w = mask.shape
+        return any((ink[y:y + h, x:x + w] == mask).all() for y in range(canvas.shape[0] - h)
+                   for x in range(canvas.shape[1] - w) if ink[y:y + h, x:x + w].sum() == mask.sum())
+
+    for text in ("PCA", "0: TO BE", "PC1: 60%"):
+        assert found(plot.text_mask(text)), text
+    assert found(np.rot90(plot.text_mask("PC2: 40%")))  # the y label reads bottom to top
+    assert plot.text_mask("to be").tolist() == plot.text_mask("TO BE").tolist()
+
+
+def test_shorten_cuts_at_a_word():
+    assert plot.shorten("I  ate\tan apple.") == "I ate an apple."
+    assert plot.shorten("The new iPhone has a faster chip than the old one", 32) == "The new iPhone has a faster..."
+    assert len(plot.shorten("x" * 100, 32)) == 32
+
+
+def test_pca_explained_variance_equals_the_covariance_eigenvalues():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((20, 6)) * np.array([5.0, 3.0, 1.0, 0.5, 0.2, 0.1])
+    coords, explained = embed.pca_2d_explained(x)
+    eigenvalues = np.sort(np.linalg.eigvalsh(np.cov(x, rowvar=False)))[::-1]
+    np.testing.assert_allclose(explained, eigenvalues[:2] / eigenvalues.sum(), rtol=1e-6)
+    np.testing.assert_allclose(coords.var(0, ddof=1), eigenvalues[:2], rtol=1e-4)

@@ -220,3 +220,30 @@ def test_chunk_size_lands_on_every_boundary_and_says_when_it_shrinks(tmp_path, c
         loop.train(tiny_config(3, "--config.train.steps_per_call=2", "--config.train.eval_every=3",
                                "--config.train.checkpoint_every=3"), tmp_path / "odd", progress=False)
     assert any("running 1 step(s) per call, not train.steps_per_call=2" in r.message for r in caplog.records)
+
+
+def test_refused_resume_names_every_differing_key(tmp_path):
+    saved = tiny_config(8)
+    wanted = tiny_config(8, "--config.model.d_model=64", "--config.seed=3", "--config.data.seq_len=16")
+    with pytest.raises(config_lib.ConfigError) as info:
+        loop._check_resume_compatible(saved, wanted, tmp_path)
+    message = str(info.value)
+    for change in ("data.seq_len=32 (this command: 16)", "model.d_model=32 (this command: 64)",
+                   "seed=0 (this command: 3)"):
+        assert change in message
+    assert "\n" not in message
+
+
+def test_final_full_evaluation_is_in_metrics_jsonl_and_equals_eval_json(tmp_path):
+    from tests.train.test_metrics import tensorboard_scalars
+
+    run_dir = tmp_path / "run"
+    summary = loop.train(tiny_config(8), run_dir, progress=False)
+    records = read_metrics(run_dir)
+    final = records[-1]
+    assert final["step"] == 8 and final["final_val_loss"] == pytest.approx(summary["val_loss"], rel=1e-6)
+    eval_json = json.loads((run_dir / "eval.json").read_text())
+    assert final["final_val_tokens"] == summary["val_tokens"] == eval_json["val_tokens"]
+    periodic = [m for m in records if "val_loss" in m][-1]  # eval_batches=2 of the held-out windows
+    assert periodic["step"] == 8 and periodic["val_loss"] != final["final_val_loss"]
+    assert tensorboard_scalars(run_dir)[("final_val_loss", 8)] == pytest.approx(summary["val_loss"], rel=1e-6)

@@ -75,3 +75,16 @@ def test_init_from_with_a_different_shape_is_a_config_error(source_run):
     _, _, _, state = init_state(tiny("--config.model.d_model=32"), source.tokenizer.vocab_size)
     with pytest.raises(config_lib.ConfigError, match="shape"):
         load_init_params(state, source_run)
+
+
+def test_init_from_log_names_fresh_parameters_only_when_there_are_some(source_run, caplog):
+    vocab = load_run(source_run).tokenizer.vocab_size
+    with caplog.at_level("INFO", logger="lmlab"):
+        load_init_params(init_state(tiny(), vocab)[3], source_run)
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("initialised")]
+    assert "fresh" not in line  # was "...; 0 fresh: " with nothing after it
+    caplog.clear()
+    with caplog.at_level("INFO", logger="lmlab"):
+        load_init_params(init_state(tiny("--config.model.positions=learned"), vocab)[3], source_run)
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("initialised")]
+    assert "; 1 fresh: pos_embed" in line
