@@ -187,6 +187,17 @@ def test_token_file_with_ids_outside_the_vocabulary_is_refused(tmp_path):
         prepare(None, tmp_path)
 
 
+def test_token_file_overwritten_with_in_range_ids_is_refused(tmp_path):
+    """Used to pass every check: eval reported a wrong val_loss with exit 0, a resume trained on it."""
+    tokenizer = train_tokenizer("char", "abc abc", vocab_size=64, special_tokens=("<|endoftext|>",),
+                                out_dir=tmp_path / "tokenizer")
+    write_token_file(tmp_path / "data" / "train.bin", [1, 2, 3], vocab_size=tokenizer.vocab_size)
+    write_token_file(tmp_path / "data" / "val.bin", [1, 2, 3, 4], vocab_size=tokenizer.vocab_size)
+    (tmp_path / "data" / "val.bin").write_bytes(bytes([2, 0]) * 4)  # id 2 four times: in range, same size
+    with pytest.raises(ValueError, match=r"val.bin: contents changed since it was written"):
+        prepare(None, tmp_path)
+
+
 def test_torn_metrics_line_does_not_block_a_resume(tmp_path, caplog):
     good = [{"step": 2, "loss": 1.0}, {"step": 4, "loss": 0.5}, {"step": 6, "loss": 0.4}]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in good) + '{"step": 8, "lo')
