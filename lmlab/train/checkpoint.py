@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import pathlib
 import re
+import shutil
 import threading
 import time
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
@@ -46,7 +49,16 @@ class _SavesWithoutMetrics(logging.Filter):
         return "did not provide metrics" not in record.getMessage()
 
 
+class _SaveFailureTracebacks(logging.Filter):
+    """A failed background save makes orbax log one traceback per thread involved (4 to 17 of
+    them, hundreds of lines); Checkpointer raises the failure itself, in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and record.levelno >= logging.ERROR and "orbax" in record.pathname)
+
+
 logging.getLogger("absl").addFilter(_SavesWithoutMetrics())
+logging.getLogger("absl").addFilter(_SaveFailureTracebacks())
 
 
 _CHECKSUMS = "state_checksums"  # the record's key for state_checksums(state) at save time
@@ -54,6 +66,22 @@ _CHECKSUMS = "state_checksums"  # the record's key for state_checksums(state) at
 
 class CheckpointError(ValueError):
     """Checkpoints that exist but do not fit the run's state (the CLI reports it in one line)."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full disk): one line, exit status 1."""
+
+
+def _checkpoint_bytes(state) -> int:
+    """About what a checkpoint of `state` takes on disk: the arrays (compression gains little on
+    trained weights) plus orbax's metadata, under 1.5 KiB per array."""
+    leaves = jax.tree.leaves(state)
+    data = sum(int(getattr(x, "nbytes", 0)) or np.asarray(x).nbytes for x in leaves)
+    return int(data * 1.02) + 1536 * len(leaves) + (16 << 10)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
 
 
 def _path_shapes(tree) -> dict[str, tuple]:
@@ -172,6 +200,9 @@ class Checkpointer:
         self.keep = keep
         self.moved_aside: list[pathlib.Path] = []  # damaged checkpoints restore_latest moved to corrupt-*
         self.skipped: list[int] = []  # damaged steps it left in place (a read-only directory)
+        self._pending: int | None = None  # the step being written in the background
+        self._pending_bytes = 0
+        self._failed = False  # a save failed: orbax's manager keeps raising it, and is not waited for again
         self._manager = self._open()
 
     def _open(self) -> ocp.CheckpointManager:
@@ -191,13 +222,62 @@ class Checkpointer:
             return sorted(self._manager.all_steps())
 
     def save(self, step: int, state, record: dict, *, val_loss: float | None = None) -> None:
+        """Starts writing checkpoint `step` in the background (wait() or the next save finishes it).
+
+        Raises CheckpointWriteError, with nothing half-written left, when the disk lacks the room
+        for it (checked first), or when the write fails: at this save if the disk was nearly full
+        (the write is then waited for), else at the next save, wait() or close()."""
+        self._finish()
+        needed = _checkpoint_bytes(state)
+        free = shutil.disk_usage(self.directory).free
+        if parallel.any_process(free < needed):
+            raise CheckpointWriteError(self._no_room(step, needed, free))
+        tight = parallel.any_process(free < 2 * needed)
         metrics = {"val_loss": float(val_loss)} if val_loss is not None else None
         record = {**record, _CHECKSUMS: state_checksums(state)}
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record))
-        self._manager.save(step, args=args, metrics=metrics, force=True)
+        self._pending, self._pending_bytes = step, needed
+        try:
+            self._manager.save(step, args=args, metrics=metrics, force=True)
+        except Exception as e:
+            raise self._write_failed(e) from None
+        if tight:
+            self._finish()
+
+    def _finish(self) -> None:
+        """Waits for the save in flight; its failure becomes one CheckpointWriteError."""
+        if self._failed:
+            return
+        try:
+            self._manager.wait_until_finished()
+        except Exception as e:
+            raise self._write_failed(e) from None
+        self._pending = None
+
+    def _no_room(self, step: int, needed: int, free: int) -> str:
+        latest = self.steps()
+        resume = f"resume from step {latest[-1]}" if latest else "start it again"
+        return (f"no space left on device for the checkpoint of step {step} in {self.directory}: it needs about "
+                f"{_mb(needed)}, {_mb(free)} free; free some space, then run the same command to {resume}")
+
+    def _write_failed(self, e: Exception) -> CheckpointWriteError:
+        """Removes what the failed save left (`<step>.orbax-checkpoint-tmp*`) and says what failed."""
+        self._failed = True
+        step = self._pending
+        if parallel.is_primary():
+            for tmp in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
+                shutil.rmtree(tmp, ignore_errors=True)
+        chain, cause = [], e
+        while cause is not None and len(chain) < 16:
+            chain.append(cause)
+            cause = cause.__cause__ or cause.__context__
+        if any(getattr(c, "errno", None) == errno.ENOSPC or "No space left on device" in str(c) for c in chain):
+            return CheckpointWriteError(self._no_room(step, self._pending_bytes, shutil.disk_usage(self.directory).free))
+        return CheckpointWriteError(f"writing the checkpoint of step {step} in {self.directory} failed: "
+                                    f"{_damage_reason(e)}")
 
     def wait(self) -> None:
-        self._manager.wait_until_finished()
+        self._finish()
 
     def _layout_mismatch(self, step: int, like_state) -> str | None:
         """How checkpoint `step`'s arrays differ from `like_state`'s (paths, shapes), or None when they
@@ -270,5 +350,8 @@ class Checkpointer:
             self._manager = self._open()
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        try:
+            self._finish()
+        finally:
+            with contextlib.suppress(Exception) if self._failed else contextlib.nullcontext():
+                self._manager.close()

@@ -1,6 +1,8 @@
 import asyncio
 import gc
+import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -261,3 +263,77 @@ def test_read_only_mount_skips_a_damaged_checkpoint(tmp_path, caplog):
         _check_skipped_not_moved(mounted, state, caplog)
     finally:
         subprocess.run(["umount", str(mounted)], check=True)
+
+
+# --- full disks ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 300 KiB tmpfs (needs root; skipped where mounting is not permitted)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs is not permitted here")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+BIG = {"w": jnp.asarray(np.random.default_rng(0).normal(size=100_000).astype(np.float32))}  # 400 kB
+
+
+def test_a_checkpoint_the_disk_has_no_room_for_is_refused_at_its_save(small_disk):
+    """It used to fail in orbax's background threads (hundreds of lines of tracebacks) and surface
+    only at the next save, leaving *.orbax-checkpoint-tmp behind."""
+    ckpt = Checkpointer(small_disk / "ckpt")
+    with pytest.raises(checkpoint.CheckpointWriteError) as info:
+        ckpt.save(1, BIG, {"step": 1})
+    ckpt.close()
+    message = str(info.value)
+    assert message.startswith(f"no space left on device for the checkpoint of step 1 in {small_disk / 'ckpt'}: "
+                              "it needs about 0.4 MB, 0.3 MB free") and "\n" not in message
+    assert isinstance(info.value, OSError)  # the CLI's exit status 1
+    assert list((small_disk / "ckpt").iterdir()) == []
+
+
+def test_a_write_that_fails_midway_is_one_error_and_leaves_nothing(small_disk, monkeypatch, caplog):
+    monkeypatch.setattr(checkpoint, "_checkpoint_bytes", lambda state: 1)  # the room check passes
+    ckpt = Checkpointer(small_disk / "ckpt")
+    with caplog.at_level("ERROR"):
+        ckpt.save(1, BIG, {"step": 1})  # in the background
+        with pytest.raises(checkpoint.CheckpointWriteError, match="^no space left on device for the checkpoint "
+                                                                  "of step 1 in "):
+            ckpt.wait()
+        ckpt.close()  # once reported, not raised again
+    assert list((small_disk / "ckpt").iterdir()) == []  # no *.orbax-checkpoint-tmp
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage()[:200] for r in caplog.records]
+
+
+@pytest.mark.slow  # a training subprocess: ~25 s on 2 cores
+def test_train_on_a_full_disk_ends_with_one_line(tmp_path):
+    """End to end: the data and the first checkpoint fit, the second does not. Used to print 4 to
+    17 orbax tracebacks (up to 409 lines), fail one checkpoint interval late, and leave
+    *.orbax-checkpoint-tmp behind."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1300k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs is not permitted here")
+    try:
+        run_dir = disk / "run"
+        tiny = ["--config.data.corpus=shakespeare_tiny", "--config.tokenizer.kind=char", "--config.data.seq_len=32",
+                "--config.data.batch_size=4", "--config.model.n_layers=2", "--config.model.d_model=32",
+                "--config.model.n_heads=2", "--config.model.n_kv_heads=2", "--config.model.d_ff=64",
+                "--config.model.max_len=64", "--config.train.steps=40", "--config.train.steps_per_call=4",
+                "--config.train.eval_every=8", "--config.train.checkpoint_every=8", "--config.train.eval_batches=2"]
+        result = subprocess.run([sys.executable, "-m", "lmlab.cli", "train", "configs/gpt_shakespeare.py", *tiny,
+                                 "--workdir", str(run_dir), "--no-progress", "--no-samples"],
+                                capture_output=True, text=True)
+        assert result.returncode == 1, result.stderr[-3000:]
+        lines = result.stderr.strip().splitlines()
+        assert "Traceback" not in result.stderr and len(lines) < 15, result.stderr[-3000:]
+        assert re.match(f"lmlab: error: no space left on device for the checkpoint of step 16 in "
+                        f"{re.escape(str(run_dir / 'checkpoints'))}: it needs about 0.7 MB, 0.[01] MB free", lines[-1]), lines
+        assert lines[-1].endswith("then run the same command to resume from step 8")
+        assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["8"]
+        assert max(json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()) == 16
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
