@@ -54,7 +54,10 @@ class _SaveFailureTracebacks(logging.Filter):
     them, hundreds of lines); Checkpointer raises the failure itself, in one line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and record.levelno >= logging.ERROR and "orbax" in record.pathname)
+        if record.exc_info and record.levelno >= logging.ERROR and "orbax" in record.pathname:
+            log.debug("orbax: %s", record.getMessage())  # for -v
+            return False
+        return True
 
 
 logging.getLogger("absl").addFilter(_SavesWithoutMetrics())
@@ -272,7 +275,8 @@ class Checkpointer:
             chain.append(cause)
             cause = cause.__cause__ or cause.__context__
         if any(getattr(c, "errno", None) == errno.ENOSPC or "No space left on device" in str(c) for c in chain):
-            return CheckpointWriteError(self._no_room(step, self._pending_bytes, shutil.disk_usage(self.directory).free))
+            free = shutil.disk_usage(self.directory).free
+            return CheckpointWriteError(self._no_room(step, self._pending_bytes, free))
         return CheckpointWriteError(f"writing the checkpoint of step {step} in {self.directory} failed: "
                                     f"{_damage_reason(e)}")
 

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -126,7 +125,8 @@ def test_checksums_equal_a_naive_reference():
              "host": np.arange(4.0)}  # float64: two words per element
     assert checkpoint.state_checksums(state) == {
         "w": naive_checksum(np.asarray(state["w"])), "h": naive_checksum(np.asarray(state["h"])),
-        "n/step": naive_checksum(np.asarray(state["n"]["step"])), "n/mask": naive_checksum(np.asarray(state["n"]["mask"])),
+        "n/step": naive_checksum(np.asarray(state["n"]["step"])),
+        "n/mask": naive_checksum(np.asarray(state["n"]["mask"])),
         "host": naive_checksum(state["host"])}
 
 
@@ -330,8 +330,9 @@ def test_train_on_a_full_disk_ends_with_one_line(tmp_path):
         assert result.returncode == 1, result.stderr[-3000:]
         lines = result.stderr.strip().splitlines()
         assert "Traceback" not in result.stderr and len(lines) < 15, result.stderr[-3000:]
-        assert re.match(f"lmlab: error: no space left on device for the checkpoint of step 16 in "
-                        f"{re.escape(str(run_dir / 'checkpoints'))}: it needs about 0.7 MB, 0.[01] MB free", lines[-1]), lines
+        expected = (f"lmlab: error: no space left on device for the checkpoint of step 16 in "
+                    f"{re.escape(str(run_dir / 'checkpoints'))}: it needs about 0.7 MB, 0.[01] MB free")
+        assert re.match(expected, lines[-1]), lines
         assert lines[-1].endswith("then run the same command to resume from step 8")
         assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["8"]
         assert max(json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()) == 16
