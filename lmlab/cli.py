@@ -16,6 +16,8 @@ import os
 import pathlib
 import re
 import sys
+import threading
+import time
 
 log = logging.getLogger("lmlab")
 
@@ -62,6 +64,50 @@ def _generate_texts(run_or_model, tokenizer, prompts, *, max_new_tokens, tempera
             new_ids = new_ids[: new_ids.index(tokenizer.eos_id)]
         texts.append(prompt + tokenizer.decode(new_ids))
     return texts
+
+
+def _check_text(flag: str, text: str) -> None:
+    """Command-line text that is not valid UTF-8 reaches Python as lone surrogates (U+DC80..U+DCFF
+    for the bytes 0x80..0xFF); no tokenizer can encode it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        code = ord(text[e.start])
+        what = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"lone surrogate U+{code:04X}"
+        raise UsageError(f"{flag} is not valid UTF-8: {what} at character {e.start} (check the terminal's or "
+                         "the file's encoding)") from None
+
+
+def _check_room(run, prompt: str, max_new_tokens: int) -> None:
+    """Learned and sinusoidal positions end at model.max_len: refused before decoding, with what fits."""
+    m = run.config.model
+    n_prompt = len(run.tokenizer.encode(prompt) or [run.tokenizer.bos_id])
+    if m.positions in ("learned", "sinusoidal") and n_prompt + max_new_tokens > m.max_len:
+        raise UsageError(f"the prompt ({n_prompt} tokens) + --max-new-tokens {max_new_tokens} exceed this run's "
+                         f"model.max_len = {m.max_len} ({m.positions} positions); use --max-new-tokens "
+                         f"{max(m.max_len - n_prompt, 0)} or less")
+
+
+HEARTBEAT_S = 30.0
+
+
+@contextlib.contextmanager
+def _heartbeat(what: str):
+    """Decoding is one compiled loop that prints nothing until it ends: a long one says on stderr,
+    every HEARTBEAT_S seconds, that it is still running."""
+    stop, t0 = threading.Event(), time.monotonic()
+
+    def beat():
+        while not stop.wait(HEARTBEAT_S):
+            log.info("%s: still running, %.0f s so far", what, time.monotonic() - t0)
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _beam_texts(run, args) -> list[str]:
@@ -228,27 +274,18 @@ def cmd_sample(args, overrides) -> int:
         raise UsageError("--system needs --chat")
     if args.chat is not None and args.beam:
         raise UsageError("--chat samples a reply; it does not combine with --beam")
+    for flag, text in (("--prompt", args.prompt), ("--chat", args.chat), ("--system", args.system)):
+        if text is not None:
+            _check_text(flag, text)
     run = load_run(args.run_dir)
     if run.config.model.family == "bert":
         return _sample_encoder(run, args)
     if args.fill is not None:
         raise UsageError(f"--fill needs a masked-LM (bert) run; {run.run_dir} is a '{run.config.model.family}' run")
-    if run.config.model.family == "encdec":  # a translation run translates the prompt
-        texts = _translate_texts(run, [args.prompt], beam=args.beam, length_penalty=args.length_penalty,
-                                 temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                                 num_samples=args.num_samples, max_new_tokens=args.max_new_tokens)
-    elif args.chat is not None:
-        from lmlab.chat import chat_reply, messages_for
-
-        texts = [chat_reply(run.model, run.tokenizer, messages_for(args.chat, args.system),
-                            max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                            top_p=args.top_p, seed=args.seed + i) for i in range(args.num_samples)]
-    elif args.beam:
-        texts = _beam_texts(run, args)
-    else:
-        texts = _generate_texts(run.model, run.tokenizer, [args.prompt] * args.num_samples,
-                                max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    if run.config.model.family == "gpt" and args.chat is None:
+        _check_room(run, args.prompt, args.max_new_tokens)
+    with _heartbeat(f"generating up to {args.max_new_tokens} new tokens"):
+        texts = _sample_texts(run, args)
     for i, text in enumerate(texts):
         if i:
             print("-" * 40)
@@ -288,6 +325,25 @@ def cmd_chat(args, overrides) -> int:
     except KeyboardInterrupt:
         print(file=sys.stderr)
     return 0
+
+
+def _sample_texts(run, args) -> list[str]:
+    """What `lmlab sample` prints: translations, chat replies, best beams or samples."""
+    if run.config.model.family == "encdec":  # a translation run translates the prompt
+        return _translate_texts(run, [args.prompt], beam=args.beam, length_penalty=args.length_penalty,
+                                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                                num_samples=args.num_samples, max_new_tokens=args.max_new_tokens)
+    if args.chat is not None:
+        from lmlab.chat import chat_reply, messages_for
+
+        return [chat_reply(run.model, run.tokenizer, messages_for(args.chat, args.system),
+                           max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                           top_p=args.top_p, seed=args.seed + i) for i in range(args.num_samples)]
+    if args.beam:
+        return _beam_texts(run, args)
+    return _generate_texts(run.model, run.tokenizer, [args.prompt] * args.num_samples,
+                           max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                           top_k=args.top_k, top_p=args.top_p, seed=args.seed)
 
 
 def cmd_import(args, overrides) -> int:

@@ -415,19 +415,26 @@ def _with_defaults(saved: dict, defaults: dict) -> dict:
 
 
 def load_run_config(run_dir: str | pathlib.Path) -> ml_collections.ConfigDict:
-    """A run's saved config; keys introduced since it was written get their (behaviour-preserving) defaults."""
+    """A run's saved config; keys introduced since it was written get their (behaviour-preserving) defaults.
+
+    A directory without config.json is a wrong argument (ConfigError); a config.json that cannot
+    be read as a valid config is damaged data (ValueError naming the file: exit status 1)."""
     path = pathlib.Path(run_dir) / "config.json"
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not an lmlab run directory (no config.json)")
     try:
         saved = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path} is not valid JSON: {e}") from None
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(saved, dict):
-        raise ConfigError(f"{path} is not an lmlab config: expected a JSON object, got {type(saved).__name__}")
+        raise ValueError(f"{path} is not an lmlab config: expected a JSON object, got {type(saved).__name__}")
     if isinstance(saved.get("model"), dict) and "task" not in saved:
         saved["task"] = infer_task(saved)
-    config = _from_data(saved)
-    if BASE_CONFIG.is_file():
-        config = ml_collections.ConfigDict(_with_defaults(config.to_dict(), load_config_file(BASE_CONFIG).to_dict()))
-    return validate(config)
+    base = load_config_file(BASE_CONFIG).to_dict() if BASE_CONFIG.is_file() else None
+    try:
+        config = _from_data(saved)
+        if base is not None:
+            config = ml_collections.ConfigDict(_with_defaults(config.to_dict(), base))
+        return validate(config)
+    except ConfigError as e:
+        raise ValueError(f"{path}: {e}") from None

@@ -41,6 +41,9 @@ def load_run(run_dir: str | pathlib.Path, mesh=None) -> LoadedRun:
     if restored is None and checkpointer.moved_aside:
         raise FileNotFoundError(f"{run_dir} has no readable checkpoint: {len(checkpointer.moved_aside)} damaged "
                                 f"one(s) moved to {checkpointer.directory}/corrupt-*")
+    if restored is None and checkpointer.skipped:
+        raise FileNotFoundError(f"{run_dir} has no readable checkpoint: step(s) "
+                                f"{', '.join(map(str, checkpointer.skipped))} are damaged (left in place: read-only)")
     if restored is None:
         raise FileNotFoundError(f"{run_dir} has no readable checkpoint yet; train it first")
     step, state, _ = restored

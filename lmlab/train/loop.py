@@ -27,6 +27,7 @@ from lmlab import parallel
 from lmlab.models import count_params
 from lmlab.tasks import get_task
 from lmlab.train import frozen as frozen_lib
+from lmlab.train import rundir_lock
 from lmlab.train.checkpoint import Checkpointer
 from lmlab.train.metrics import MetricsWriter, MetricWindow, write_final_metrics
 from lmlab.train.optimizer import make_schedule
@@ -95,24 +96,27 @@ def _chunk_size(config, start_step: int) -> int:
 def train(config, run_dir: str | pathlib.Path, *, progress: bool = True) -> dict:
     """Trains (or resumes) the run in `run_dir`; returns the final evaluation summary.
 
-    A run directory this call starts afresh is removed again when the run fails before its first
-    checkpoint with a bad-input error (ValueError, OSError: an unknown corpus, a tokenizer that
-    cannot be trained, a missing init_from run, a kernel the backend lacks), so that the corrected
-    command starts a new run instead of being refused as a resume with different settings.
+    The run directory is locked for the call (lmlab.train.rundir_lock): a second `train` on it
+    raises RunDirBusy before touching anything. A run directory this call starts afresh is removed
+    again when the run fails before its first checkpoint, for any reason (an unknown corpus, out of
+    memory at the first step, Ctrl-C while compiling), so that the corrected command starts a new
+    run instead of being refused as a resume with different settings.
     """
     run_dir = pathlib.Path(run_dir)
     existed = run_dir.exists()
-    fresh = not existed or (run_dir.is_dir() and not any(run_dir.iterdir()))
-    try:
-        return _train(config, run_dir, progress=progress)
-    except (ValueError, OSError):  # ConfigError is a ValueError
-        checkpoints = run_dir / "checkpoints"
-        if fresh and parallel.is_primary() and not (checkpoints.is_dir() and any(checkpoints.iterdir())):
-            shutil.rmtree(run_dir, ignore_errors=True)
-            if existed:
-                run_dir.mkdir(exist_ok=True)  # it was there, empty, before this call
-            log.info("removed what this failed run wrote to %s", run_dir)
-        raise
+    fresh = not existed or (run_dir.is_dir() and not any(p.name != rundir_lock.LOCK_NAME for p in run_dir.iterdir()))
+    parallel.initialize_distributed()  # the lock is process 0's
+    with rundir_lock.hold(run_dir):
+        try:
+            return _train(config, run_dir, progress=progress)
+        except BaseException:
+            checkpoints = run_dir / "checkpoints"
+            if fresh and parallel.is_primary() and not (checkpoints.is_dir() and any(checkpoints.iterdir())):
+                shutil.rmtree(run_dir, ignore_errors=True)
+                if existed:
+                    run_dir.mkdir(exist_ok=True)  # it was there, empty, before this call
+                log.info("removed what this failed run wrote to %s", run_dir)
+            raise
 
 
 def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:

@@ -41,6 +41,9 @@ def test_round_trip(tmp_path, vocab_size, dtype):
     raw = path.read_bytes()
     assert raw == ids.astype(np.dtype(dtype).newbyteorder("<")).tobytes()  # little-endian, no header
     metadata = json.loads((tmp_path / "train.bin.json").read_text())
+    stat = path.stat()
+    assert metadata.pop("verified") == {"size": len(raw), "mtime_ns": stat.st_mtime_ns,
+                                        "ctime_ns": stat.st_ctime_ns, "inode": stat.st_ino}
     assert metadata == {
         "dtype": dtype,
         "n_tokens": 4,
@@ -123,9 +126,62 @@ def test_verify_detects_corruption_of_the_same_size(tmp_path):
     data = bytearray(path.read_bytes())
     data[10] ^= 0xFF
     path.write_bytes(bytes(data))
-    read_token_file(path)  # the cheap default check only looks at the size
+    read_token_file(path, verify=False)  # the size alone looks right
     with pytest.raises(ValueError, match="sha256"):
         read_token_file(path, verify=True)
+
+
+def test_an_overwritten_file_is_refused_on_open_even_with_its_old_mtime(tmp_path):
+    """In-range ids of the same length used to pass every check: eval reported a wrong val_loss
+    and a resume trained on them, although the metadata holds the sha256."""
+    path = tmp_path / "val.bin"
+    write_token_file(path, np.arange(100) % 7, vocab_size=7)
+    old = path.stat()
+    path.write_bytes(token_file.token_dtype(7).type(3).tobytes() * 100)  # in range, same size
+    os.utime(path, ns=(old.st_atime_ns, old.st_mtime_ns))
+    with pytest.raises(ValueError) as error:
+        read_token_file(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: contents changed since it was written (sha256 ")
+    assert "\n" not in message and f"delete {tmp_path} to rebuild it" in message
+
+
+def test_the_hash_is_computed_only_when_the_file_changed(tmp_path, monkeypatch):
+    hashed = []
+    real = token_file._sha256_of
+    monkeypatch.setattr(token_file, "_sha256_of", lambda p: hashed.append(p.name) or real(p))
+    path = tmp_path / "t.bin"
+    ids = np.arange(50)
+    write_token_file(path, ids, vocab_size=50)
+    read_token_file(path)
+    read_token_file(path)
+    assert hashed == []  # the writer's own hash counts
+    os.utime(path)  # touched: same bytes, but it may have changed
+    np.testing.assert_array_equal(read_token_file(path), ids)
+    np.testing.assert_array_equal(read_token_file(path), ids)
+    assert hashed == ["t.bin"]  # once, then recorded again
+    read_token_file(path, verify=True)
+    assert hashed == ["t.bin", "t.bin"]
+    assert files_in(tmp_path) == ["t.bin", "t.bin.json"]
+
+
+def test_a_read_only_directory_verifies_on_every_open(tmp_path, monkeypatch):
+    path = tmp_path / "t.bin"
+    write_token_file(path, np.arange(50), vocab_size=50)
+    os.utime(path)
+    metadata = (tmp_path / "t.bin.json").read_text()
+
+    def read_only(final):
+        raise PermissionError(13, "Read-only file system", str(final))
+
+    monkeypatch.setattr(token_file, "_temp_file", read_only)
+    hashed = []
+    real = token_file._sha256_of
+    monkeypatch.setattr(token_file, "_sha256_of", lambda p: hashed.append(p.name) or real(p))
+    np.testing.assert_array_equal(read_token_file(path), np.arange(50))
+    np.testing.assert_array_equal(read_token_file(path), np.arange(50))
+    assert hashed == ["t.bin", "t.bin"]
+    assert (tmp_path / "t.bin.json").read_text() == metadata
 
 
 def test_missing_metadata_is_an_error(tmp_path):

@@ -99,3 +99,12 @@ def test_padded_prompt_batch_searches_each_prompt_as_alone():
         np.testing.assert_array_equal(batch.sequences[b, :, T:], alone.sequences[0, :, len(prompt):])
         np.testing.assert_array_equal(batch.lengths[b], alone.lengths[0])
         np.testing.assert_allclose(batch.scores[b], alone.scores[0], rtol=1e-5, atol=1e-5)
+
+
+def test_past_max_len_is_refused_like_sampling(prompts):
+    """Used to return fewer tokens with no error where sampling refuses."""
+    bounded = build_model(tiny_model_config(positions="learned", max_len=16), V, seed=5)
+    for decode in (lambda: beam_search(bounded, prompts, beam_size=2, max_new_tokens=12, eos_id=-1, pad_id=PAD),
+                   lambda: generate(bounded, prompts, max_new_tokens=12, key=jax.random.key(0))):
+        with pytest.raises(ValueError, match="prompt \\+ max_new_tokens = 17 exceeds model.max_len = 16"):
+            decode()
