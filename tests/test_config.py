@@ -96,3 +96,10 @@ def test_run_config_from_before_a_new_key_gets_its_default(tmp_path):
     loaded = config_lib.load_run_config(tmp_path)
     assert loaded.model.n_classes == 0 and loaded.train.init_from == ""
     assert loaded.to_dict() == config.to_dict()
+
+
+def test_no_positions_only_for_causal_decoders():
+    assert config_lib.load(CONFIG, ["model.positions=none"]).model.positions == "none"
+    for other in ("configs/bert_shakespeare.py", "configs/translate_en_fr.py"):
+        with pytest.raises(config_lib.ConfigError, match="'model.positions' = none needs model.family gpt"):
+            config_lib.load(other, ["model.positions=none"])
