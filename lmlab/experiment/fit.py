@@ -1,0 +1,69 @@
+"""Least-squares fit of a saturating power law L(N) = E + A * N^-alpha (Kaplan et al. 2020,
+Hoffmann et al. 2022), without scipy.
+
+For a fixed alpha the model is linear in (E, A), so the fit is one linear least-squares solve per
+alpha (variable projection): a log-spaced grid over alpha finds the basin, a golden-section search
+refines it. N is divided by its geometric mean inside (A is scaled back), so the two columns of
+the linear system stay comparable whatever the size range.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+ALPHA_RANGE = (1e-3, 4.0)
+
+
+@dataclass(frozen=True)
+class PowerLawFit:
+    E: float
+    A: float
+    alpha: float
+    rss: float            # residual sum of squares
+    n: int                # points
+    at_bound: bool        # alpha at the end of ALPHA_RANGE: no interior optimum (e.g. L does not fall with N)
+
+    def predict(self, N) -> np.ndarray:
+        return self.E + self.A * np.asarray(N, np.float64) ** -self.alpha
+
+    @property
+    def rms(self) -> float:
+        return math.sqrt(self.rss / self.n)
+
+
+def _solve(x: np.ndarray, L: np.ndarray, alpha: float) -> tuple[float, float, float]:
+    """(E, A_scaled, rss) of the linear fit L ~ E + A_scaled * x^-alpha."""
+    X = np.stack([np.ones_like(x), x ** -alpha], axis=1)
+    coef, *_ = np.linalg.lstsq(X, L, rcond=None)
+    rss = float(((X @ coef - L) ** 2).sum())
+    return float(coef[0]), float(coef[1]), rss
+
+
+def fit_power_law(N, L, *, grid: int = 400, iterations: int = 100) -> PowerLawFit:
+    N, L = np.asarray(N, np.float64), np.asarray(L, np.float64)
+    if N.shape != L.shape or N.ndim != 1 or len(N) < 3:
+        raise ValueError(f"need N and L as two equal-length 1-D sequences of at least 3 points; got {N.shape}, {L.shape}")
+    if (N <= 0).any() or not (np.isfinite(N).all() and np.isfinite(L).all()):
+        raise ValueError("N must be positive and N, L finite")
+    if len(np.unique(N)) < 2:
+        raise ValueError("need at least 2 distinct sizes N to fit a power law")
+    scale = math.exp(np.log(N).mean())
+    x = N / scale
+    alphas = np.geomspace(*ALPHA_RANGE, grid)
+    rss = [_solve(x, L, a)[2] for a in alphas]
+    i = int(np.argmin(rss))
+    lo, hi = alphas[max(i - 1, 0)], alphas[min(i + 1, grid - 1)]
+    g = (math.sqrt(5) - 1) / 2
+    for _ in range(iterations):  # golden section on the bracket around the best grid point
+        a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+        if _solve(x, L, a)[2] < _solve(x, L, b)[2]:
+            hi = b
+        else:
+            lo = a
+    alpha = (lo + hi) / 2
+    E, A_scaled, best = _solve(x, L, alpha)
+    return PowerLawFit(E=E, A=A_scaled * scale ** alpha, alpha=alpha, rss=best, n=len(N),
+                       at_bound=i in (0, grid - 1))
