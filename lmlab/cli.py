@@ -1,4 +1,4 @@
-"""`lmlab train | eval | sample | bench | import | embed`: parse arguments, call the library, print results to stdout.
+"""`lmlab train | eval | sample | bench | import | embed | experiment`: parse arguments, call the library, print results to stdout.
 
 Logs and progress go to stderr. User errors end with one line `lmlab: error: ...` and exit status 2
 (bad config or arguments) or 1 (bad data, corrupt files, non-finite loss); LMLAB_DEBUG=1 shows the
@@ -137,20 +137,17 @@ def cmd_train(args, overrides) -> int:
 
 
 def cmd_eval(args, overrides) -> int:
-    from flax import nnx
-
+    from lmlab.eval.run import evaluate_run
     from lmlab.runs import load_run
-    from lmlab.tasks import get_task
 
     if overrides:
         raise UsageError("lmlab eval takes no --config overrides")
     if args.batch_size < 0:
         raise UsageError(f"need --batch-size >= 0 (0: the run's data.batch_size), got {args.batch_size}")
+    if args.seq_len < 0:
+        raise UsageError(f"need --seq-len >= 0 (0: the run's data.seq_len), got {args.seq_len}")
     run = load_run(args.run_dir)
-    graphdef, _ = nnx.split(run.model)
-    task = get_task(run.config)
-    evaluator = task.make_evaluator(graphdef, task.prepare(run.run_dir))
-    result = evaluator(run.params, full=True, batch_size=args.batch_size)
+    result = evaluate_run(run, seq_len=args.seq_len, batch_size=args.batch_size)
     print(json.dumps({"step": run.step, **result}))
     return 0
 
@@ -293,6 +290,33 @@ def cmd_bench(args, overrides) -> int:
     return 0
 
 
+def cmd_experiment(args, overrides) -> int:
+    from lmlab.experiment import run_experiment
+
+    outcome, written = run_experiment(
+        args.file, scale=args.scale, seeds=args.seeds, jobs=args.jobs, executor=args.executor,
+        report_only=args.report, runs_dir=args.runs_dir, results=args.results_dir, sbatch=args.sbatch or [],
+        command=_experiment_command(args))
+    for path in written:
+        log.info("wrote %s", path)
+    failed = {i: text for i, text in outcome.items() if text not in ("done", "skipped")}
+    for text in failed.values():
+        print(f"lmlab: run {text}", file=sys.stderr)
+    print(json.dumps({"runs": len(outcome), "done": sum(t == "done" for t in outcome.values()),
+                      "skipped": sum(t == "skipped" for t in outcome.values()), "failed": len(failed),
+                      "written": [str(p) for p in written]}))
+    return 1 if failed else 0
+
+
+def _experiment_command(args) -> str:
+    """The command line that reproduces this report, as the results file shows it."""
+    parts = ["lmlab experiment", args.file, f"--scale {args.scale}"]
+    parts += [f"--seeds {args.seeds}"] if args.seeds is not None else []
+    parts += [f"--jobs {args.jobs}"] if args.jobs is not None else []
+    parts += [f"--executor {args.executor}"] if args.executor != "local" else []
+    return " ".join(parts)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lmlab", description="Language-model experiments in JAX/Flax NNX.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -309,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="held-out loss, perplexity and bits per byte of a run")
     p.add_argument("run_dir")
     p.add_argument("--batch-size", type=int, default=0)
+    p.add_argument("--seq-len", type=int, default=0, help="held-out windows of N tokens (0: the training length); "
+                   "learned and sinusoidal positions reach model.max_len at most")
     p.set_defaults(fn=cmd_eval)
 
     p = sub.add_parser("sample", help="generate text from a run (a translation run translates the prompt)")
@@ -346,6 +372,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export", metavar="DIR", help="write vectors.tsv + metadata.tsv (TensorBoard projector) "
                    "and pca.png there")
     p.set_defaults(fn=cmd_embed)
+
+    p = sub.add_parser("experiment", help="run an ablation (variants x seeds) and write its table, JSON and plot",
+                       description="Trains every unfinished run of FILE's variants and seeds (finished ones are "
+                       "skipped, interrupted ones resume), measures them, and writes NAME.md / NAME.json / NAME.png.")
+    p.add_argument("file", help="experiment file, e.g. experiments/positions.py")
+    p.add_argument("--scale", choices=("tiny", "full"), default="full",
+                   help="tiny: shrunk to seconds per run; its results go under the runs directory, not experiments/results")
+    p.add_argument("--seeds", type=int, help="seeds per variant (default: the experiment file's)")
+    p.add_argument("--jobs", type=int, help="runs at a time (local default 1; slurm default: no limit)")
+    p.add_argument("--executor", choices=("local", "slurm"), default="local",
+                   help="slurm: one sbatch job array, followed with squeue")
+    p.add_argument("--report", action="store_true", help="only aggregate the runs that exist; train nothing")
+    p.add_argument("--runs-dir", default="runs/experiments", help="where runs live (default runs/experiments)")
+    p.add_argument("--results-dir", help="where NAME.md/.json/.png go (default: experiments/results at full "
+                   "scale, RUNS_DIR/NAME-tiny/results at tiny)")
+    p.add_argument("--sbatch", action="append", metavar="KEY=VALUE",
+                   help="an sbatch option for every array task, e.g. --sbatch partition=gpu --sbatch time=2:00:00")
+    p.set_defaults(fn=cmd_experiment)
 
     p = sub.add_parser("bench", help="benchmarks: train throughput and MFU, attention kernels, decoding",
                        description="Prints one JSON object to stdout; logs go to stderr.")

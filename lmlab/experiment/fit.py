@@ -67,3 +67,34 @@ def fit_power_law(N, L, *, grid: int = 400, iterations: int = 100) -> PowerLawFi
     E, A_scaled, best = _solve(x, L, alpha)
     return PowerLawFit(E=E, A=A_scaled * scale ** alpha, alpha=alpha, rss=best, n=len(N),
                        at_bound=i in (0, grid - 1))
+
+
+# Literature exponents for N (parameters): Kaplan et al. 2020 (non-embedding N, loss in nats per
+# token, compute-efficient frontier) and Hoffmann et al. 2022 (all parameters, L(N, D) fit).
+KAPLAN_ALPHA_N, HOFFMANN_ALPHA = 0.076, 0.34
+
+
+def scaling_law_analysis(x: str = "params_non_embedding", y: str = "val_bpb"):
+    """`analyze=` for an experiment file: fits L(N) = E + A N^-alpha to every finished run's
+    (x, y) and returns (markdown, the fit as a dict)."""
+
+    def analyze(report) -> tuple[str, dict | None]:
+        N, L = report.points(x, y)
+        try:
+            fit = fit_power_law(N, L)
+        except ValueError as e:
+            return f"## Fit\n\nNo fit: {e}.", None
+        lines = ["## Fit", "",
+                 f"Least squares over {fit.n} runs (one point per seed), N = {x}, L = {y}:",
+                 f"L(N) = {fit.E:.4f} + {fit.A:.4g} * N^-{fit.alpha:.4f}; residual RMS {fit.rms:.4f}.", "",
+                 f"Exponent against the literature: Kaplan et al. 2020 alpha_N ~ {KAPLAN_ALPHA_N} (non-embedding "
+                 f"parameters, nats per token, models trained to convergence on WebText2); Hoffmann et al. 2022 "
+                 f"alpha = {HOFFMANN_ALPHA} (all parameters, in a joint fit with data size). At a fixed token "
+                 "budget the larger models here are undertrained, which flattens the curve at the large end."]
+        if fit.at_bound:
+            lines += ["", "**The fit has no interior optimum** (alpha at the end of its search range): the loss "
+                      "does not follow a falling power law over these sizes, so the parameters mean nothing."]
+        return "\n".join(lines), {"E": fit.E, "A": fit.A, "alpha": fit.alpha, "rss": fit.rss, "rms": fit.rms,
+                                   "points": fit.n, "at_bound": fit.at_bound, "x": x, "y": y}
+
+    return analyze
