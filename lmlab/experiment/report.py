@@ -15,6 +15,7 @@ import pathlib
 import subprocess
 from dataclasses import dataclass, field
 
+from lmlab.experiment import plots
 from lmlab.experiment.runner import MEASUREMENTS, Context, finished, read_json, trained
 from lmlab.experiment.spec import Experiment, Job
 
@@ -48,9 +49,9 @@ def run_record(job: Job, experiment: Experiment) -> dict:
     summary = read_json(job.run_dir / "eval.json") or {}
     measured = read_json(job.run_dir / MEASUREMENTS) or {}
     metrics = {k: summary.get(k) for k in TRAIN_METRICS if k in summary}
-    for name, values in measured.items():
-        if name != "host" and isinstance(values, dict):
-            metrics.update(values)
+    for m in experiment.measures:  # in the experiment's order: the table's default column order
+        if isinstance(measured.get(m.name), dict):
+            metrics.update(measured[m.name])
     status = ("finished" if finished(job, experiment) else "trained, not measured" if trained(job)
               else "not trained")
     return {"variant": job.variant, "seed": job.seed, "run_dir": str(job.run_dir), "status": status,
@@ -164,15 +165,14 @@ def write(ctx: Context, jobs: list[Job], out_dir: pathlib.Path, command: str) ->
                               "summary": report.summary, "analysis": analysis, "runs": report.runs},
                              indent=1, sort_keys=False) + "\n")
     written = [md, js]
-    if ctx.experiment.plot is not None:
-        try:
-            import matplotlib
-        except ImportError:
-            log.warning("matplotlib is not installed: no %s (pip install 'lmlab[plot]')", png)
-        else:
-            matplotlib.use("Agg")
-            ctx.experiment.plot(report, png)
-            written.append(png)
+    try:
+        import matplotlib  # optional: the table and JSON do not need it
+    except ImportError:
+        log.warning("matplotlib is not installed: no %s (pip install 'lmlab[plot]')", png)
+    else:
+        matplotlib.use("Agg")
+        (ctx.experiment.plot or plots.bars((ctx.experiment.primary,)))(report, png)
+        written.append(png)
     return written
 
 

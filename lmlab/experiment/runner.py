@@ -66,7 +66,7 @@ def read_json(path: pathlib.Path):
 
 def write_json(path: pathlib.Path, data) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
     tmp.replace(path)
 
 
