@@ -114,8 +114,10 @@ def check(experiment: Experiment, path) -> None:
     unknown = sorted(set(experiment.tiny_variants) - seen)
     if unknown:
         raise ConfigError(f"{path}: tiny_variants names '{unknown[0]}', which is not a variant")
-    if isinstance(experiment.seeds, bool) or not isinstance(experiment.seeds, int) or experiment.seeds < 1:
-        raise ConfigError(f"{path}: seeds must be a positive integer; got {experiment.seeds!r}")
+    for key in ("seeds", "tiny_seeds"):
+        value = getattr(experiment, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{path}: {key} must be a positive integer; got {value!r}")
 
 
 def overrides_for(experiment: Experiment, variant: str, scale: str) -> list[str]:

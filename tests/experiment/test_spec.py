@@ -50,6 +50,7 @@ def test_values_format_as_the_command_line_parses_them():
     ("EXPERIMENT = Experiment(base=BASE, variants=[('a/b', {})])", "variant name 'a/b'"),
     ("EXPERIMENT = Experiment(base=BASE, variants=[('a', {})], tiny_variants={'c': {}})", "'c', which is not a variant"),
     ("EXPERIMENT = Experiment(base=BASE, variants=[('a', {'model.n_kv_heads': 3})])", "'model.n_kv_heads'"),
+    ("EXPERIMENT = Experiment(base=BASE, variants=[('a', {})], tiny_seeds=0)", "tiny_seeds must be a positive integer"),
     ("EXPERIMENT = 3", "must define EXPERIMENT"),
     ("import nonexistent_module_xyz", "ModuleNotFoundError"),
 ])
