@@ -317,6 +317,26 @@ def _experiment_command(args) -> str:
     return " ".join(parts)
 
 
+def _add_experiment_parser(sub) -> None:
+    p = sub.add_parser("experiment", help="run an ablation (variants x seeds) and write its table, JSON and plot",
+                       description="Trains every unfinished run of FILE's variants and seeds (finished ones are "
+                       "skipped, interrupted ones resume), measures them, and writes NAME.md / NAME.json / NAME.png.")
+    p.add_argument("file", help="experiment file, e.g. experiments/positions.py")
+    p.add_argument("--scale", choices=("tiny", "full"), default="full",
+                   help="tiny: shrunk to seconds per run; its results go under the runs directory, not experiments/results")
+    p.add_argument("--seeds", type=int, help="seeds per variant (default: the experiment file's)")
+    p.add_argument("--jobs", type=int, help="runs at a time (local default 1; slurm default: no limit)")
+    p.add_argument("--executor", choices=("local", "slurm"), default="local",
+                   help="slurm: one sbatch job array, followed with squeue")
+    p.add_argument("--report", action="store_true", help="only aggregate the runs that exist; train nothing")
+    p.add_argument("--runs-dir", default="runs/experiments", help="where runs live (default runs/experiments)")
+    p.add_argument("--results-dir", help="where NAME.md/.json/.png go (default: experiments/results at full "
+                   "scale, RUNS_DIR/NAME-tiny/results at tiny)")
+    p.add_argument("--sbatch", action="append", metavar="KEY=VALUE",
+                   help="an sbatch option for every array task, e.g. --sbatch partition=gpu --sbatch time=2:00:00")
+    p.set_defaults(fn=cmd_experiment)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lmlab", description="Language-model experiments in JAX/Flax NNX.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -373,23 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "and pca.png there")
     p.set_defaults(fn=cmd_embed)
 
-    p = sub.add_parser("experiment", help="run an ablation (variants x seeds) and write its table, JSON and plot",
-                       description="Trains every unfinished run of FILE's variants and seeds (finished ones are "
-                       "skipped, interrupted ones resume), measures them, and writes NAME.md / NAME.json / NAME.png.")
-    p.add_argument("file", help="experiment file, e.g. experiments/positions.py")
-    p.add_argument("--scale", choices=("tiny", "full"), default="full",
-                   help="tiny: shrunk to seconds per run; its results go under the runs directory, not experiments/results")
-    p.add_argument("--seeds", type=int, help="seeds per variant (default: the experiment file's)")
-    p.add_argument("--jobs", type=int, help="runs at a time (local default 1; slurm default: no limit)")
-    p.add_argument("--executor", choices=("local", "slurm"), default="local",
-                   help="slurm: one sbatch job array, followed with squeue")
-    p.add_argument("--report", action="store_true", help="only aggregate the runs that exist; train nothing")
-    p.add_argument("--runs-dir", default="runs/experiments", help="where runs live (default runs/experiments)")
-    p.add_argument("--results-dir", help="where NAME.md/.json/.png go (default: experiments/results at full "
-                   "scale, RUNS_DIR/NAME-tiny/results at tiny)")
-    p.add_argument("--sbatch", action="append", metavar="KEY=VALUE",
-                   help="an sbatch option for every array task, e.g. --sbatch partition=gpu --sbatch time=2:00:00")
-    p.set_defaults(fn=cmd_experiment)
+    _add_experiment_parser(sub)
 
     p = sub.add_parser("bench", help="benchmarks: train throughput and MFU, attention kernels, decoding",
                        description="Prints one JSON object to stdout; logs go to stderr.")
