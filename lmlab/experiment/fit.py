@@ -92,8 +92,9 @@ def scaling_law_analysis(x: str = "params_non_embedding", y: str = "val_bpb"):
                  f"alpha = {HOFFMANN_ALPHA} (all parameters, in a joint fit with data size). At a fixed token "
                  "budget the larger models here are undertrained, which flattens the curve at the large end."]
         if fit.at_bound:
-            lines += ["", "**The fit has no interior optimum** (alpha at the end of its search range): the loss "
-                      "does not follow a falling power law over these sizes, so the parameters mean nothing."]
+            lines += ["", "**The fit has no interior optimum** (alpha at the end of its search range): over these "
+                      "sizes the loss is not a saturating power law (it falls log-linearly, or does not fall), so "
+                      "E, A and alpha are not identified."]
         return "\n".join(lines), {"E": fit.E, "A": fit.A, "alpha": fit.alpha, "rss": fit.rss, "rms": fit.rms,
                                    "points": fit.n, "at_bound": fit.at_bound, "x": x, "y": y}
 
