@@ -155,7 +155,12 @@ def run_local(ctx: Context, jobs: list[Job], n_parallel: int) -> dict[int, str]:
             procs[job.index] = proc = subprocess.Popen(ctx.worker_command(job.index), cwd=ctx.root, stdout=out,
                                                        stderr=subprocess.STDOUT, start_new_session=True)
             rc = proc.wait()
-        outcome[job.index] = "done" if rc == 0 else f"failed (exit status {rc}); log: {path}"
+        if rc == 0:
+            outcome[job.index] = "done"
+        elif stopping:
+            outcome[job.index] = f"stopped (exit status {rc}); log: {path}"
+        else:
+            outcome[job.index] = f"failed (exit status {rc}); log: {path}"
         log.info("%s/seed-%d: %s", job.variant, job.seed, outcome[job.index])
 
     def stop(signum, _frame):
@@ -172,5 +177,6 @@ def run_local(ctx: Context, jobs: list[Job], n_parallel: int) -> dict[int, str]:
         for s, handler in previous.items():
             signal.signal(s, handler)
     if stopping:
+        log.warning("stopped: the unfinished runs resume from their last checkpoint when the same command runs again")
         raise KeyboardInterrupt
     return outcome
