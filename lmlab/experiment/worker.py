@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 
+from lmlab.config import ConfigError
 from lmlab.experiment.runner import Context, run_job
 
 
@@ -25,9 +26,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname).1s %(message)s", datefmt="%H:%M:%S")
     for noisy in ("absl", "orbax", "jax._src.xla_bridge"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    ctx = Context.load(args.experiment, scale=args.scale, seeds=args.seeds, runs_dir=args.runs_dir)
+    try:
+        ctx = Context.load(args.experiment, scale=args.scale, seeds=args.seeds, runs_dir=args.runs_dir)
+        jobs = ctx.jobs()
+    except ConfigError as e:  # the file changed since the runner checked it
+        print(f"lmlab: error: {e}", file=sys.stderr)
+        return 2
     index = int(os.environ["SLURM_ARRAY_TASK_ID"] if args.job == "slurm" else args.job)
-    return run_job(ctx, ctx.jobs()[index])
+    if not 0 <= index < len(jobs):  # e.g. the experiment file lost variants after the array was submitted
+        print(f"lmlab: error: run {index} is not in experiment '{ctx.name}' ({len(jobs)} runs)", file=sys.stderr)
+        return 2
+    return run_job(ctx, jobs[index])
 
 
 if __name__ == "__main__":
