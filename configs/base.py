@@ -35,7 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.n_kv_heads = 4          # = n_heads: MHA; a divisor: GQA; 1: MQA
     c.model.d_ff = 512
     c.model.max_len = 1024          # longest sequence the positions support (learned table size)
-    c.model.positions = "rope"      # learned | sinusoidal | rope | alibi
+    c.model.positions = "rope"      # learned | sinusoidal | rope | alibi | none (NoPE: causal decoders only)
     c.model.rope_theta = 10000.0
     c.model.norm = "layernorm"      # layernorm | rmsnorm
     c.model.norm_eps = 1e-5

@@ -1,4 +1,4 @@
-"""`lmlab train | eval | sample | bench | import | embed`: parse arguments, call the library, print results to stdout.
+"""`lmlab train | eval | sample | bench | import | embed | experiment`: parse arguments, call the library, print results to stdout.
 
 Logs and progress go to stderr. User errors end with one line `lmlab: error: ...` (`lmlab CMD: error:
 ... (see 'lmlab CMD -h')` for an argument the command cannot take) and exit status 2 (bad config or
@@ -185,74 +185,20 @@ def cmd_train(args, overrides) -> int:
 
 
 def cmd_eval(args, overrides) -> int:
-    from flax import nnx
-
-    from lmlab import config as config_lib
     from lmlab.eval import progress
+    from lmlab.eval.run import evaluate_run
     from lmlab.runs import load_run
-    from lmlab.tasks import get_task
 
     if overrides:
         raise UsageError("lmlab eval takes no --config overrides")
-    if args.batch_size < 0 or args.max_batches < 0:
-        raise UsageError(f"need --batch-size >= 0 (0: the run's data.batch_size) and --max-batches >= 0 (0: all), "
-                         f"got {args.batch_size} and {args.max_batches}")
+    if args.batch_size < 0 or args.max_batches < 0 or args.seq_len < 0:
+        raise UsageError(f"need --batch-size >= 0 (0: the run's data.batch_size), --max-batches >= 0 (0: all) and "
+                         f"--seq-len >= 0 (0: the run's data.seq_len), got {args.batch_size}, {args.max_batches} "
+                         f"and {args.seq_len}")
     run = load_run(args.run_dir)
-    config = run.config
-    if args.max_batches:
-        if config.model.family == "encdec":
-            raise UsageError("--max-batches: a translation run's dev and test splits are evaluated whole")
-        # The periodic evaluation's subset: max_batches evenly spaced batches of the held-out split.
-        config = config_lib.apply_overrides(config, [f"train.eval_batches={args.max_batches}"] +
-                                            ([f"data.batch_size={args.batch_size}"] if args.batch_size else []))
-    graphdef, _ = nnx.split(run.model)
-    task = get_task(config)
-    evaluator = task.make_evaluator(graphdef, task.prepare_heldout(run.run_dir))
     with progress.shown("eval") if not args.no_progress else contextlib.nullcontext():
-        result = evaluator(run.params, full=not args.max_batches, batch_size=args.batch_size)
-    print(json.dumps({"step": run.step, **result, **({"max_batches": args.max_batches} if args.max_batches else {})}))
-    return 0
-
-
-_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
-
-
-def unescape(text: str | None) -> str | None:
-    """`\\n`, `\\t` and `\\\\` typed in a shell argument ("ROMEO:\\n" in bash is a backslash and an n)
-    as the newline, tab and backslash they stand for; any other backslash stays as typed."""
-    if text is None:
-        return None
-    return re.sub(r"\\([nt\\])", lambda m: _ESCAPES[m.group(1)], text)
-
-
-def _sample_encoder(run, args) -> int:
-    """A BERT-family run: fill-mask (--fill) with a masked LM, class probabilities of the --prompt
-    passage with a classifier."""
-    from lmlab import predict
-
-    if args.beam or args.chat is not None:
-        raise UsageError(f"{run.run_dir} is an encoder (bert) run: --beam and --chat need a decoder")
-    classifier = predict.is_classifier(run.config)
-    if classifier and args.fill is not None:
-        raise UsageError(f"{run.run_dir} is a classifier: give the passage to classify as --prompt, not --fill")
-    if not classifier and args.fill is None:
-        raise UsageError(f"{run.run_dir} is a masked-LM (bert) run: it fills in masks, "
-                         'e.g. --fill "To be or not to [MASK]"')
-    if run.step == 0:
-        log.warning("%s is at step 0: its parameters (at least the MLM head of an imported encoder) are "
-                    "untrained, so the predictions are noise", run.run_dir)
-    if classifier:
-        probs = predict.classify(run.model, run.tokenizer, args.prompt, run.config.data.seq_len)
-        for k in sorted(range(len(probs)), key=lambda k: -probs[k]):
-            print(f"{probs[k]:.4f}\t{predict.class_names(run.config)[k]}")
-        return 0
-    results = predict.fill_mask(run.model, run.tokenizer, args.fill, top_k=args.top_k or 5,
-                                max_len=run.config.model.max_len)
-    for i, candidates in enumerate(results):
-        if len(results) > 1:
-            print(f"[MASK] {i + 1} of {len(results)}:")
-        for c in candidates:
-            print(f"{c.prob:.4f}\t{c.token.strip() or repr(c.token)}\t{c.text}")
+        result = evaluate_run(run, seq_len=args.seq_len, batch_size=args.batch_size, max_batches=args.max_batches)
+    print(json.dumps({"step": run.step, **result}))
     return 0
 
 
@@ -441,6 +387,53 @@ def cmd_bench(args, overrides) -> int:
     return 0
 
 
+def cmd_experiment(args, overrides) -> int:
+    from lmlab.experiment import run_experiment
+
+    outcome, written = run_experiment(
+        args.file, scale=args.scale, seeds=args.seeds, jobs=args.jobs, executor=args.executor,
+        report_only=args.report, runs_dir=args.runs_dir, results=args.results_dir, sbatch=args.sbatch or [],
+        command=_experiment_command(args))
+    for path in written:
+        log.info("wrote %s", path)
+    failed = {i: text for i, text in outcome.items() if text not in ("done", "skipped")}
+    for text in failed.values():
+        print(f"lmlab: run {text}", file=sys.stderr)
+    print(json.dumps({"runs": len(outcome), "done": sum(t == "done" for t in outcome.values()),
+                      "skipped": sum(t == "skipped" for t in outcome.values()), "failed": len(failed),
+                      "written": [str(p) for p in written]}))
+    return 1 if failed else 0
+
+
+def _experiment_command(args) -> str:
+    """The command line that reproduces this report, as the results file shows it."""
+    parts = ["lmlab experiment", args.file, f"--scale {args.scale}"]
+    parts += [f"--seeds {args.seeds}"] if args.seeds is not None else []
+    parts += [f"--jobs {args.jobs}"] if args.jobs is not None else []
+    parts += [f"--executor {args.executor}"] if args.executor != "local" else []
+    return " ".join(parts)
+
+
+def _add_experiment_parser(sub) -> None:
+    p = sub.add_parser("experiment", help="run an ablation (variants x seeds) and write its table, JSON and plot",
+                       description="Trains every unfinished run of FILE's variants and seeds (finished ones are "
+                       "skipped, interrupted ones resume), measures them, and writes NAME.md / NAME.json / NAME.png.")
+    p.add_argument("file", help="experiment file, e.g. experiments/positions.py")
+    p.add_argument("--scale", choices=("tiny", "full"), default="full",
+                   help="tiny: shrunk to seconds per run; its results go under the runs directory, not experiments/results")
+    p.add_argument("--seeds", type=int, help="seeds per variant (default: the experiment file's)")
+    p.add_argument("--jobs", type=int, help="runs at a time (local default 1; slurm default: no limit)")
+    p.add_argument("--executor", choices=("local", "slurm"), default="local",
+                   help="slurm: one sbatch job array, followed with squeue")
+    p.add_argument("--report", action="store_true", help="only aggregate the runs that exist; train nothing")
+    p.add_argument("--runs-dir", default="runs/experiments", help="where runs live (default runs/experiments)")
+    p.add_argument("--results-dir", help="where NAME.md/.json/.png go (default: experiments/results at full "
+                   "scale, RUNS_DIR/NAME-tiny/results at tiny)")
+    p.add_argument("--sbatch", action="append", metavar="KEY=VALUE",
+                   help="an sbatch option for every array task, e.g. --sbatch partition=gpu --sbatch time=2:00:00")
+    p.set_defaults(fn=cmd_experiment)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lmlab", description="Language-model experiments in JAX/Flax NNX.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -463,6 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batches", type=int, default=0, metavar="N", help="evaluate N evenly spaced batches "
                    "instead of the whole split (0: all; reported as \"max_batches\" in the JSON)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--seq-len", type=int, default=0, help="held-out windows of N tokens (0: the training length); "
+                   "learned and sinusoidal positions reach model.max_len at most")
     p.set_defaults(fn=cmd_eval)
 
     p = sub.add_parser("sample", help="generate text from a run (a translation run translates the prompt; "
@@ -519,6 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export", metavar="DIR", help="write vectors.tsv + metadata.tsv (TensorBoard projector) "
                    "and pca.png there")
     p.set_defaults(fn=cmd_embed)
+
+    _add_experiment_parser(sub)
 
     p = sub.add_parser("bench", help="benchmarks: train throughput and MFU, attention kernels, decoding",
                        description="Prints one JSON object to stdout; logs go to stderr.")

@@ -143,7 +143,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
 _CHOICES = {
     "tokenizer.kind": ("bpe", "char", "bytelevel_bpe", "wordpiece"),  # the last two: imported, pretrained only
     "model.family": ("gpt", "bert", "encdec"),
-    "model.positions": ("learned", "sinusoidal", "rope", "alibi"),
+    "model.positions": ("learned", "sinusoidal", "rope", "alibi", "none"),
     "model.norm": ("layernorm", "rmsnorm"),
     "model.mlp": ("gelu", "gelu_exact", "swiglu"),
     "model.attention_impl": ("auto", "naive", "blockwise", "cudnn", "pallas"),
@@ -213,6 +213,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ConfigError(f"config key 'model.d_model' ({m.d_model}) must be divisible by model.n_heads ({m.n_heads})")
     if m.n_heads % m.n_kv_heads:
         raise ConfigError(f"config key 'model.n_kv_heads' ({m.n_kv_heads}) must divide model.n_heads ({m.n_heads})")
+    if m.positions == "none" and m.family != "gpt":  # only causal masking tells a decoder the order
+        raise ConfigError(f"config key 'model.positions' = none needs model.family gpt (a causal decoder); "
+                          f"a '{m.family}' encoder without positions cannot tell word order")
     if m.positions == "rope" and (m.d_model // m.n_heads) % 2:
         raise ConfigError("config key 'model.positions' = rope needs an even head dimension (d_model / n_heads)")
     if m.family != "encdec" and config.data.seq_len > m.max_len:  # encdec: data.src_len / tgt_len instead

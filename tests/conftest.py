@@ -44,3 +44,26 @@ def pytest_collection_modifyitems(config, items):
                 has_gpu = _has_gpu()
             if not has_gpu:
                 item.add_marker(pytest.mark.skip(reason="needs a GPU"))
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A SLURM cluster that answers here (.ci/slurm_up.sh starts a one-node one). Skipped without
+    sbatch or a responding controller, unless LMLAB_REQUIRE_SLURM=1 (CI), which makes that a failure."""
+    import shutil
+    import subprocess
+
+    required = os.environ.get("LMLAB_REQUIRE_SLURM") == "1"
+    if shutil.which("sbatch") is None:
+        if required:
+            pytest.fail("LMLAB_REQUIRE_SLURM=1 but sbatch is not on PATH (run .ci/slurm_up.sh up)")
+        pytest.skip("needs SLURM (sbatch not on PATH; .ci/slurm_up.sh up starts a local cluster)")
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=20)
+        states = out.stdout.split() if out.returncode == 0 else []
+    except subprocess.TimeoutExpired:
+        states = []
+    if not any(s.rstrip("*~#") in ("idle", "mix", "alloc", "comp") for s in states):
+        if required:
+            pytest.fail(f"LMLAB_REQUIRE_SLURM=1 but no SLURM node is up (sinfo: {states or out.stderr.strip()})")
+        pytest.skip("needs a running SLURM cluster (.ci/slurm_up.sh up)")

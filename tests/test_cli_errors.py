@@ -307,6 +307,11 @@ def test_eval_negative_batch_size(tmp_path, capsys):
     assert "--batch-size" in one_error_line(capsys)
 
 
+def test_eval_negative_seq_len(tmp_path, capsys):
+    assert cli.main(["eval", str(tmp_path), "--seq-len", "-8"]) == 2
+    assert "--seq-len >= 0" in one_error_line(capsys)
+
+
 def test_embed_empty_word(tmp_path, capsys):
     assert cli.main(["embed", str(tmp_path), "--text", "a b", "--word", ""]) == 2
     assert "--word" in one_error_line(capsys)

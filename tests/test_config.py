@@ -169,3 +169,8 @@ def test_shipped_config_path_works_from_any_directory(tmp_path, monkeypatch):
         "from configs import base\n\ndef get_config():\n    c = base.get_config()\n    c.train.steps = 11\n"
         "    c.train.warmup_steps = 1\n    return c\n")
     assert config_lib.load("configs/gpt_shakespeare.py").train.steps == 11
+def test_no_positions_only_for_causal_decoders():
+    assert config_lib.load(CONFIG, ["model.positions=none"]).model.positions == "none"
+    for other in ("configs/bert_shakespeare.py", "configs/translate_en_fr.py"):
+        with pytest.raises(config_lib.ConfigError, match="'model.positions' = none needs model.family gpt"):
+            config_lib.load(other, ["model.positions=none"])

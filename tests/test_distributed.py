@@ -219,3 +219,35 @@ def test_gloo_connection_lines_stay_off_stdout(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], err0[-2000:] + err1[-2000:]
     assert out0 == "[0, 1]\n" and out1 == ""
     assert "[Gloo] Rank 0 is connected" in err0 and "[Gloo] Rank 1 is connected" in err1
+@pytest.mark.skipif(not _gloo_available(), reason="this jaxlib has no gloo CPU collectives")
+def test_two_processes_under_real_srun(slurm_cluster, tmp_path):
+    """The same two-process run as above, started by a real SLURM (`srun --ntasks=2`, the local
+    cluster of .ci/slurm_up.sh) instead of a faked environment: JAX finds the coordinator, process
+    count and ids from the step SLURM made, and the run trains like one process."""
+    multi, single = tmp_path / "srun", tmp_path / "one_process"
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0")
+    for key in [k for k in env if k.startswith(("SLURM_", "LMLAB_COORDINATOR", "LMLAB_NUM_PROCESSES", "LMLAB_PROCESS_ID"))]:
+        env.pop(key)
+    cmd = ["srun", "--ntasks=2", "--cpus-per-task=1", "--kill-on-bad-exit=1", "--export=ALL", "--chdir", str(ROOT),
+           sys.executable, "-m", "lmlab.cli", "train", "configs/gpt_shakespeare.py", *TINY, "--config.mesh.data=2",
+           "--config.mesh.fsdp=2", "--workdir", str(multi), "--no-progress", "--no-samples"]
+    srun = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    reference = _train(single)
+    try:
+        out, err = srun.communicate(timeout=400)
+        reference.communicate(timeout=400)
+    except subprocess.TimeoutExpired:
+        srun.kill()
+        reference.kill()
+        raise
+    assert srun.returncode == 0, err[-3000:]
+    assert reference.returncode == 0
+    assert "mesh: data=2 x fsdp=2 x tensor=1 (2 process(es))" in err
+    assert len(_json_lines(out)) == 1  # process 0 alone prints the summary
+    two, one = _metrics(multi), _metrics(single)
+    assert [m["step"] for m in two] == [m["step"] for m in one]
+    for a, b in zip(two, one):
+        for key in ("loss", "grad_norm", "val_loss"):
+            if key in b:
+                assert a[key] == pytest.approx(b[key], rel=1e-5), (a, b)

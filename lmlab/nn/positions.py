@@ -1,5 +1,8 @@
 """Position information: learned and sinusoidal absolute tables, rotary embeddings (RoPE), ALiBi slopes.
 
+`none` (NoPE) adds nothing: a causal decoder still tells positions apart through its mask
+(Haviv et al. 2022), which is why the positions experiment keeps it as a control.
+
 `learned_table` and `add_positions` are what every model family uses, driven by `model.positions`.
 """
 
@@ -96,7 +99,7 @@ def add_positions(m, x_BTD: jax.Array, table_LD: nnx.Param | None, *, offset=0,
 
     Positions are `positions_BT` if given (packed rows), else offset .. offset + T - 1 (the KV-cache
     index when decoding). learned adds rows of `table_LD`, sinusoidal of a fixed table; rope only
-    returns the tables; alibi does neither: attention biases its scores by distance.
+    returns the tables; alibi does neither: attention biases its scores by distance; none does nothing.
     """
     B, T, _ = x_BTD.shape
     if positions_BT is None:

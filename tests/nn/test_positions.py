@@ -87,3 +87,32 @@ def test_positions_from_segments_restart_at_every_segment():
                                                                  [0, 1, 2, 3, 4, 5, 0, 1],
                                                                  [0, 1, 0, 1, 0, 1, 2, 0]])
     assert positions_from_segments(ids).dtype == jnp.int32
+def test_no_positions_add_nothing_and_a_causal_decoder_sees_only_the_prefix_set():
+    """NoPE: the embeddings pass through unchanged, so the last logits of a one-layer causal GPT
+    depend on which tokens precede the last one, not on their order (deeper layers see prefix
+    states that do); with RoPE they do depend on it."""
+    import ml_collections
+    from flax import nnx
+
+    from lmlab import config as config_lib
+    from lmlab.models import build_model
+    from lmlab.nn.positions import add_positions, learned_table
+
+    m = ml_collections.ConfigDict(dict(positions="none", max_len=8, d_model=4, n_heads=1))
+    x = jax.random.normal(jax.random.key(0), (2, 20, 4))  # longer than max_len: no table, no limit
+    assert learned_table(m, init_std=0.02, rngs=nnx.Rngs(params=0)) is None
+    out, rope = add_positions(m, x, None, offset=5)
+    assert rope is None
+    np.testing.assert_array_equal(out, x)
+
+    tokens = jnp.array([[5, 9, 2, 7, 3, 11]])
+    shuffled = jnp.array([[7, 2, 5, 9, 3, 11]])  # the same prefix in another order, same last token
+    last = {}
+    for kind in ("none", "rope"):
+        c = config_lib.load_config_file("configs/gpt_shakespeare.py").model
+        c.n_layers, c.d_model, c.n_heads, c.n_kv_heads, c.d_ff, c.max_len, c.positions = 1, 32, 4, 4, 64, 16, kind
+        model = build_model(c, 16, seed=0)
+        last[kind] = [np.asarray(model(t)[0][0, -1]) for t in (tokens, shuffled)]
+    # Logits are ~0.1 at init (std 0.02 weights): rounding differs by ~1e-8, order by ~1e-4.
+    np.testing.assert_allclose(last["none"][0], last["none"][1], rtol=0, atol=1e-6)
+    assert np.abs(last["rope"][0] - last["rope"][1]).max() > 2e-5

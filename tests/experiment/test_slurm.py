@@ -1,0 +1,39 @@
+"""The SLURM executor against a real cluster (.ci/slurm_up.sh): one sbatch job array, a finished
+run in the table, a failed array task named with its log."""
+
+import json
+import pathlib
+import re
+import textwrap
+
+from lmlab import cli
+
+BASE = pathlib.Path(__file__).resolve().parents[2] / "configs" / "gpt_shakespeare.py"
+
+
+def test_experiment_runs_as_a_job_array(slurm_cluster, tmp_path, capsys):
+    path = tmp_path / "experiments" / "slurm_ablation.py"
+    path.parent.mkdir()
+    path.write_text(f"from lmlab.experiment import Experiment, Size\nBASE = {str(BASE)!r}\n" + textwrap.dedent("""
+        EXPERIMENT = Experiment(base=BASE, variants=[("ok", {}), ("broken", {"data.corpus": "no_such_corpus"})],
+                                tiny_seeds=1, measures=[Size()], slurm={"cpus-per-task": 1})
+    """))
+    runs = tmp_path / "runs"
+    rc = cli.main(["experiment", str(path), "--scale", "tiny", "--executor", "slurm", "--runs-dir", str(runs)])
+    out, err = capsys.readouterr()
+    assert rc == 1
+    exp = runs / "slurm_ablation-tiny"
+    script = (exp / "slurm" / "array.sh").read_text()
+    assert "#SBATCH --array=0,1\n" in script and "#SBATCH --cpus-per-task=1\n" in script
+    job_id = json.loads((exp / "slurm" / "active.json").read_text())["job_id"]
+
+    failed = [line for line in err.splitlines() if line.startswith("lmlab: run failed")]
+    log = exp / "logs" / f"slurm-{job_id}_1.log"
+    assert failed == [f"lmlab: run failed (SLURM array task {job_id}_1: FAILED, exit code 1:0); log: {log}"]
+    assert "no_such_corpus" in log.read_text()
+    assert json.loads(out.strip().splitlines()[-1])["failed"] == 1
+
+    md = (exp / "results" / "slurm_ablation.md").read_text()
+    assert re.search(r"^\| ok \| 1 \| \d\.\d{4} \|", md, re.M) and "| broken | 0 |" in md
+    assert "broken/seed-0 (not trained)" in md
+    assert (exp / "ok" / "seed-0" / "measurements.json").exists()
