@@ -15,7 +15,7 @@ import pathlib
 import subprocess
 from dataclasses import dataclass, field
 
-from lmlab.experiment import plots
+from lmlab.experiment.plots import bars
 from lmlab.experiment.runner import MEASUREMENTS, Context, finished, read_json, trained
 from lmlab.experiment.spec import Experiment, Job
 
@@ -171,7 +171,7 @@ def write(ctx: Context, jobs: list[Job], out_dir: pathlib.Path, command: str) ->
         log.warning("matplotlib is not installed: no %s (pip install 'lmlab[plot]')", png)
     else:
         matplotlib.use("Agg")
-        (ctx.experiment.plot or plots.bars((ctx.experiment.primary,)))(report, png)
+        (ctx.experiment.plot or bars((ctx.experiment.primary,)))(report, png)
         written.append(png)
     return written
 
