@@ -1,4 +1,4 @@
-"""`lmlab train | eval | sample | bench | import | embed`: parse arguments, call the library, print results to stdout.
+"""`lmlab train | eval | sample | bench | import | embed | bpe`: parse arguments, call the library, print results to stdout.
 
 Logs and progress go to stderr. User errors end with one line `lmlab: error: ...` and exit status 2
 (bad config or arguments) or 1 (bad data, corrupt files, non-finite loss); LMLAB_DEBUG=1 shows the
@@ -252,6 +252,35 @@ def cmd_embed(args, overrides) -> int:
     return 0
 
 
+def cmd_bpe(args, overrides) -> int:
+    import time
+
+    from lmlab.tokenizers import bpe_trainer, bytebpe
+    from lmlab.tokenizers.base import validate_special_tokens
+
+    if overrides:
+        raise UsageError("lmlab bpe takes no --config overrides")
+    try:
+        specials = validate_special_tokens(args.special_token)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    smallest = bytebpe.NUM_RESERVED + len(specials) + bpe_trainer.NUM_BYTES
+    if args.vocab_size < smallest:
+        raise UsageError(f"need --vocab-size >= {smallest} (pad/bos/eos, special tokens, 256 bytes), "
+                         f"got {args.vocab_size}")
+    texts = bytebpe.read_texts(args.files)
+    start = time.perf_counter()
+    tokenizer, merges = bytebpe.ByteBpeTokenizer.train_explained(texts, vocab_size=args.vocab_size,
+                                                                 special_tokens=specials)
+    seconds = time.perf_counter() - start
+    tokenizer.save(args.out)
+    for rank, merge in enumerate(merges if args.explain else ()):
+        print(bpe_trainer.describe(merge, rank))
+    print(json.dumps({"out": args.out, "vocab_size": tokenizer.vocab_size, "merges": len(merges),
+                      "train_bytes": sum(len(t.encode()) for t in texts), "train_seconds": round(seconds, 3)}))
+    return 0
+
+
 def _int_list(text: str) -> list[int]:
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
@@ -346,6 +375,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export", metavar="DIR", help="write vectors.tsv + metadata.tsv (TensorBoard projector) "
                    "and pca.png there")
     p.set_defaults(fn=cmd_embed)
+
+    p = sub.add_parser("bpe", help="lmlab's own byte-level BPE (tokenizer.kind=bytebpe)")
+    b = p.add_subparsers(dest="bpe_command", required=True).add_parser(
+        "train", help="learn merges from text files; save a bytebpe tokenizer to --out",
+        description="Byte-level BPE from scratch: GPT-2-style pre-tokenization (digits one by one), then the most "
+                    "frequent adjacent pair is merged until --vocab-size ids exist. Prints a JSON summary.")
+    b.add_argument("files", nargs="+", metavar="FILE", help="UTF-8 training text")
+    b.add_argument("--vocab-size", type=int, required=True,
+                   help="ids in all: 3 reserved + special tokens + 256 bytes + merges")
+    b.add_argument("--special-token", action="append", default=[], metavar="TOKEN", help="repeat for several")
+    b.add_argument("--explain", action="store_true", help="print each merge, its pair count and the words it touched")
+    b.add_argument("--out", required=True, help="tokenizer directory (a run's tokenizer/ layout)")
+    b.set_defaults(fn=cmd_bpe)
 
     p = sub.add_parser("bench", help="benchmarks: train throughput and MFU, attention kernels, decoding",
                        description="Prints one JSON object to stdout; logs go to stderr.")
