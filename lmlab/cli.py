@@ -281,6 +281,33 @@ def cmd_bpe(args, overrides) -> int:
     return 0
 
 
+def cmd_tokenize(args, overrides) -> int:
+    from lmlab import token_view
+
+    if overrides:
+        raise UsageError("lmlab tokenize takes no --config overrides")
+    if args.vocab_size < 1:
+        raise UsageError(f"need --vocab-size >= 1, got {args.vocab_size}")
+    if args.text is None:
+        raise UsageError("need --text")
+    try:
+        tokenizer, description = token_view.open_source(args.source, args.vocab_size)
+    except token_view.UnknownSourceError as e:
+        raise UsageError(str(e)) from e
+    found = token_view.pieces(tokenizer, args.text)
+    result = token_view.summary(tokenizer, args.text, found)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+        return 0
+    color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    print(f"tokenizer: {description}")
+    print(token_view.render(found, color=color))
+    print("\n".join(token_view.table(found)))
+    per_token = f"{result['bytes_per_token']:.2f}" if found else "-"
+    print(f"{result['count']} tokens, {result['bytes']} bytes, {per_token} bytes/token")
+    return 0
+
+
 def _int_list(text: str) -> list[int]:
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
@@ -388,6 +415,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--explain", action="store_true", help="print each merge, its pair count and the words it touched")
     b.add_argument("--out", required=True, help="tokenizer directory (a run's tokenizer/ layout)")
     b.set_defaults(fn=cmd_bpe)
+
+    p = sub.add_parser("tokenize", help="show how a tokenizer splits a text: pieces, ids, bytes per token",
+                       description="SOURCE: a run directory, a tokenizer directory, or a tokenizer kind (bpe, char, "
+                                   "bytebpe: trained on the Shakespeare plays and cached; bytelevel_bpe/smollm2, "
+                                   "wordpiece/minilm: the pretrained model's). Colours in a terminal.")
+    p.add_argument("source")
+    p.add_argument("--text", help="the text to tokenize")
+    p.add_argument("--vocab-size", type=int, default=2048, help="for a trainable kind (default 2048)")
+    p.add_argument("--json", action="store_true", help="print {tokens: [{id, piece, start, end}], count, ...}")
+    p.set_defaults(fn=cmd_tokenize)
 
     p = sub.add_parser("bench", help="benchmarks: train throughput and MFU, attention kernels, decoding",
                        description="Prints one JSON object to stdout; logs go to stderr.")
