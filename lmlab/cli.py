@@ -308,6 +308,26 @@ def cmd_tokenize(args, overrides) -> int:
     return 0
 
 
+def cmd_params(args, overrides) -> int:
+    from lmlab import params
+
+    config, vocab_size = params.load_source(args.source, overrides)
+    result = params.count(config, vocab_size)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    m = config.model
+    print(f"{args.source}: {m.family}, {m.n_layers} layers, d_model {m.d_model}, {m.n_heads} heads "
+          f"({m.n_kv_heads} kv), d_ff {m.d_ff}, {m.mlp}, vocab {vocab_size}")
+    print("\n".join(params.format_table(result)))
+    if result["tied_embeddings"]:
+        print("tied embeddings: the output head reuses the embedding matrix")
+    per_token = result["flops_per_token"]
+    print(f"FLOPs per token at seq_len {result['seq_len']}: forward {params.si(per_token['forward'])}, "
+          f"training {params.si(per_token['train'])} (lmlab.flops: 6N + attention)")
+    return 0
+
+
 def _int_list(text: str) -> list[int]:
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
@@ -426,6 +446,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print {tokens: [{id, piece, start, end}], count, ...}")
     p.set_defaults(fn=cmd_tokenize)
 
+    p = sub.add_parser("params", help="parameters per kind of matrix, per layer and in total; FLOPs per token",
+                       description="CONFIG_OR_RUN: a config file (--config.section.key=value overrides apply) or "
+                                   "a run directory. Counts the model's own parameters (shapes only, no memory).")
+    p.add_argument("source", metavar="CONFIG_OR_RUN")
+    p.add_argument("--json", action="store_true", help='print {"total", "parts", "layers", "flops_per_token", ...}')
+    p.set_defaults(fn=cmd_params)
+
     p = sub.add_parser("bench", help="benchmarks: train throughput and MFU, attention kernels, decoding",
                        description="Prints one JSON object to stdout; logs go to stderr.")
     bench_sub = p.add_subparsers(dest="bench_kind", required=True)
@@ -471,8 +498,8 @@ def main(argv: list[str] | None = None) -> int:
     args_only, overrides = _split_overrides(argv)
     parser = build_parser()
     args = parser.parse_args(args_only)
-    if overrides and args.command not in ("train", "bench"):
-        parser.error(f"--config overrides only apply to 'train' (got {overrides[0]})")
+    if overrides and args.command not in ("train", "bench", "params"):
+        parser.error(f"--config overrides only apply to 'train', 'bench' and 'params' (got {overrides[0]})")
     _setup_logging(args.verbose)
 
     from lmlab.config import ConfigError
