@@ -146,6 +146,17 @@ def cmd_eval(args, overrides) -> int:
         raise UsageError("lmlab eval takes no --config overrides")
     if args.batch_size < 0:
         raise UsageError(f"need --batch-size >= 0 (0: the run's data.batch_size), got {args.batch_size}")
+    if args.choices:
+        from lmlab.eval import choices
+
+        questions = choices.read_choices(args.choices)
+        run = load_run(args.run_dir)
+        if run.config.model.family != "gpt":
+            raise UsageError(f"--choices scores continuations with a decoder; {args.run_dir} is a "
+                             f"'{run.config.model.family}' run")
+        result = choices.evaluate_choices(run.model, run.tokenizer, questions, run.config.model.max_len)
+        print(json.dumps({"step": run.step, "choices": args.choices, **result}))
+        return 0
     run = load_run(args.run_dir)
     graphdef, _ = nnx.split(run.model)
     task = get_task(run.config)
@@ -385,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="held-out loss, perplexity and bits per byte of a run")
     p.add_argument("run_dir")
     p.add_argument("--batch-size", type=int, default=0)
+    p.add_argument("--choices", metavar="FILE.jsonl", help='multiple choice instead: lines {"question", "choices", '
+                   '"answer"}; prints acc, acc_norm (per byte) and count, as lm-evaluation-harness scores them')
     p.set_defaults(fn=cmd_eval)
 
     p = sub.add_parser("sample", help="generate text from a run (a translation run translates the prompt)")
