@@ -230,7 +230,15 @@ def cmd_embed(args, overrides) -> int:
         raise UsageError("lmlab embed takes no --config overrides")
     if args.word is not None and not args.word.strip():
         raise UsageError("--word needs a word, got an empty string")
+    if not (args.text or args.neighbors or args.analogy):
+        raise UsageError("need --text (sentence embeddings), --neighbors WORD or --analogy A B C")
+    if args.k < 1:
+        raise UsageError(f"need -k >= 1, got {args.k}")
+    if sum(bool(x) for x in (args.text, args.neighbors, args.analogy)) > 1:
+        raise UsageError("--text, --neighbors and --analogy are separate views; give one of them")
     run = load_run(args.run_dir)
+    if args.neighbors or args.analogy:
+        return _embed_static(run, args)
     max_len = run.config.data.seq_len
     vectors = embed.sentence_embeddings(run.model, run.tokenizer, args.text, max_len)
     similarity = vectors @ vectors.T
@@ -339,6 +347,33 @@ def cmd_params(args, overrides) -> int:
     return 0
 
 
+def _embed_static(run, args) -> int:
+    """--neighbors / --analogy: nearest tokens in the run's embedding matrix."""
+    from lmlab import neighbors
+    from lmlab.tokenizers.bpe_trainer import show_bytes
+
+    tok, table = run.tokenizer, neighbors.embedding_table(run.model)
+    try:
+        if args.neighbors:
+            queries, found = neighbors.neighbors(tok, table, args.neighbors, args.k)
+            queries = [queries]
+        else:
+            queries, found = neighbors.analogy(tok, table, *args.analogy, k=args.k)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    if args.json:
+        print(json.dumps({"queries": [{"word": q.word, "ids": list(q.ids)} for q in queries],
+                          "nearest": [{"id": i, "piece": tok.piece_bytes(i).decode("utf-8", "backslashreplace"),
+                                       "cosine": round(c, 6)} for i, c in found]}, ensure_ascii=False))
+        return 0
+    for q in queries:
+        print(f"{q.word}: " + " ".join(show_bytes(tok.piece_bytes(i)) for i in q.ids)
+              + (" (mean of its tokens)" if len(q.ids) > 1 else ""))
+    for i, c in found:
+        print(f"{c:7.3f}  {show_bytes(tok.piece_bytes(i))}")
+    return 0
+
+
 def _int_list(text: str) -> list[int]:
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
@@ -427,9 +462,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "folder (config.json, model.safetensors, vocab.txt) or the wheel")
     p.set_defaults(fn=cmd_import)
 
-    p = sub.add_parser("embed", help="sentence embeddings and their cosine similarities (BERT-family runs)")
+    p = sub.add_parser("embed", help="sentence embeddings and their cosine similarities (BERT-family runs); "
+                       "nearest tokens in any run's embedding matrix")
     p.add_argument("run_dir")
-    p.add_argument("--text", action="append", required=True, help="a sentence; repeat for several")
+    p.add_argument("--text", action="append", help="a sentence; repeat for several")
+    p.add_argument("--neighbors", metavar="WORD", help="nearest tokens to WORD in the static embedding matrix (any run)")
+    p.add_argument("--analogy", nargs=3, metavar=("A", "B", "C"), help="nearest tokens to A - B + C")
+    p.add_argument("-k", type=int, default=10, help="how many neighbours (default 10)")
     p.add_argument("--word", help="also compare this word's contextual embeddings where it occurs")
     p.add_argument("--json", action="store_true", help='print {"embeddings", "similarity"} as JSON')
     p.add_argument("--export", metavar="DIR", help="write vectors.tsv + metadata.tsv (TensorBoard projector) "
