@@ -307,6 +307,14 @@ def cmd_tokenize(args, overrides) -> int:
         raise UsageError("lmlab tokenize takes no --config overrides")
     if args.vocab_size < 1:
         raise UsageError(f"need --vocab-size >= 1, got {args.vocab_size}")
+    if args.source == "compare":
+        from lmlab import token_compare
+
+        result = token_compare.compare()
+        print(token_compare.markdown(result), end="")
+        for path in token_compare.write(result, args.out) if args.out else ():
+            log.info("wrote %s", path)
+        return 0
     if args.text is None:
         raise UsageError("need --text")
     try:
@@ -492,8 +500,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="SOURCE: a run directory, a tokenizer directory, or a tokenizer kind (bpe, char, "
                                    "bytebpe: trained on the Shakespeare plays and cached; bytelevel_bpe/smollm2, "
                                    "wordpiece/minilm: the pretrained model's). Colours in a terminal.")
-    p.add_argument("source")
+    p.add_argument("source", help="a run or tokenizer directory, a kind, or 'compare' (the table of "
+                   "tokens per byte and per word of every tokenizer on English, Chinese and Python)")
     p.add_argument("--text", help="the text to tokenize")
+    p.add_argument("--out", metavar="DIR", help="compare: also write compare.md, compare.json and compare.png there")
     p.add_argument("--vocab-size", type=int, default=2048, help="for a trainable kind (default 2048)")
     p.add_argument("--json", action="store_true", help="print {tokens: [{id, piece, start, end}], count, ...}")
     p.set_defaults(fn=cmd_tokenize)
