@@ -29,7 +29,7 @@ KINDS = ("embedding", "positions", "attn_q", "attn_k", "attn_v", "attn_o", "mlp_
 _LAYER = re.compile(r"^(blocks|encoder|decoder)\.(\d+)\.")
 
 
-def _kind_of(path: str) -> str | list[tuple[str, int]]:
+def _kind_of(path: str) -> str:
     """The kind of the parameter at `path` ("blocks.0.attn.qkv.kernel"); fused ones are split later."""
     parts = path.split(".")
     if any("norm" in part for part in parts):

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lmlab import cli
+from lmlab import config as config_lib
 from lmlab.tokenizers import ByteBpeTokenizer, load_tokenizer, train_tokenizer
 from lmlab.tokenizers.bpe_trainer import merge_pair
 from lmlab.tokenizers.bytelevel import GPT2_PATTERN
@@ -122,3 +123,12 @@ def test_cli_bpe_train_errors(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == f"lmlab: error: {path}: not UTF-8 text (byte 3: invalid continuation byte)"
     assert cli.main(["bpe", "train", str(path), "--vocab-size", "12", "--out", str(tmp_path / "t")]) == 2
     assert "need --vocab-size >= 259" in capsys.readouterr().err
+
+
+def test_config_kind_trains_through_the_factory(tmp_path, corpus):
+    config = config_lib.load("configs/gpt_shakespeare.py", ["--config.tokenizer.kind=bytebpe",
+                                                             "--config.tokenizer.vocab_size=300"])
+    tok = train_tokenizer(config.tokenizer.kind, corpus, vocab_size=config.tokenizer.vocab_size,
+                          special_tokens=tuple(config.tokenizer.special_tokens), out_dir=tmp_path)
+    assert isinstance(load_tokenizer(tmp_path), ByteBpeTokenizer) and tok.vocab_size == 300
+    assert tok.special_ids == {"<|endoftext|>": 3}
