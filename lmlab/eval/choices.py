@@ -2,8 +2,8 @@
 
 Each line of a JSONL file is {"question": str, "choices": [str, ...], "answer": i}. Every choice is
 scored by the summed log-probability of " " + choice after the question (lm-eval's default target
-delimiter, and its way of splitting context from continuation: trailing spaces of the question move
-to the continuation, and the continuation's ids are the whole text's ids after the question's).
+delimiter, and its way of splitting context from continuation: trailing whitespace of the question
+moves to the continuation, and the continuation's ids are the whole text's ids after the question's).
 
   acc       the highest log-likelihood picks the answer;
   acc_norm  the highest log-likelihood per UTF-8 byte of the choice (lm-eval divides by the
@@ -71,9 +71,9 @@ def _parse(line: str, where: str, number: int) -> Question:
 
 
 def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """lm-eval's split: trailing spaces of `context` join the continuation, whose ids are those of
-    the whole text after the context's own."""
-    stripped = context.rstrip(" ")
+    """lm-eval's split: trailing whitespace of `context` joins the continuation, whose ids are those
+    of the whole text after the context's own."""
+    stripped = context.rstrip()
     continuation, context = context[len(stripped):] + continuation, stripped
     context_ids = tokenizer.encode(context)
     return context_ids, tokenizer.encode(context + continuation)[len(context_ids):]

@@ -83,3 +83,16 @@ def test_missing_tool_is_one_line_oserror(tmp_path):
         wordnet._run(["no-such-tool-xyz"], cwd=tmp_path)
     with pytest.raises(OSError, match=r"^false failed: exit 1$"):
         wordnet._run(["false"])
+
+
+def test_main_writes_the_set_and_a_summary(data_dir, tmp_path, monkeypatch, capsys):
+    (data_dir / "data.verb").write_text(LICENCE)
+    (data_dir / "index.verb").write_text(LICENCE)
+    (data_dir / "data.adj").write_text(LICENCE)
+    (data_dir / "index.adj").write_text(LICENCE)
+    monkeypatch.setattr(wordnet, "wordnet_dir", lambda: data_dir)
+    out = tmp_path / "set.jsonl"
+    assert wordnet.main(["--out", str(out), "--n", "5"]) == 0
+    assert json.loads(capsys.readouterr().out)["questions"] == 5 and len(read_choices(out)) == 5
+    assert wordnet.main(["--out", str(out), "--n", "50"]) == 1
+    assert capsys.readouterr().err.strip() == "lmlab: error: asked for 50 questions, but WordNet gives only 6 usable words"

@@ -80,9 +80,11 @@ def test_acc_norm_differs_from_acc_where_lengths_differ():
     assert choices.metrics([np.array([-2.0, -3.0])], [Question("q", ("a", "é"), 1, 1)])["acc_norm"] == 1.0
 
 
-def test_trailing_space_of_the_question_moves_to_the_continuation():
+def test_trailing_whitespace_of_the_question_moves_to_the_continuation():
     context, cont = choices.encode_pair(TOKENIZER, "ab? ", " c")
     assert TOKENIZER.decode(context) == "ab?" and TOKENIZER.decode(cont) == "  c"
+    context, cont = choices.encode_pair(TOKENIZER, "ab?\n", " c")  # any whitespace, as lm-eval's rstrip()
+    assert TOKENIZER.decode(context) == "ab?" and cont == TOKENIZER.encode("\n c")
 
 
 @pytest.mark.parametrize("line, message", [
