@@ -1,4 +1,5 @@
-"""`lmlab train | eval | sample | bench | import | embed | bpe`: parse arguments, call the library, print results to stdout.
+"""`lmlab train | eval | sample | bench | import | embed | bpe | tokenize | params`: parse arguments, call the
+library, print results to stdout.
 
 Logs and progress go to stderr. User errors end with one line `lmlab: error: ...` and exit status 2
 (bad config or arguments) or 1 (bad data, corrupt files, non-finite loss); LMLAB_DEBUG=1 shows the
