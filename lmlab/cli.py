@@ -437,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-samples", action="store_true", help="skip the samples printed after training")
     p.set_defaults(fn=cmd_train)
 
-    p = sub.add_parser("eval", help="held-out loss, perplexity and bits per byte of a run")
+    p = sub.add_parser("eval", help="held-out loss, perplexity and bits per byte of a run; multiple choice")
     p.add_argument("run_dir")
     p.add_argument("--batch-size", type=int, default=0)
     p.add_argument("--choices", metavar="FILE.jsonl", help='multiple choice instead: lines {"question", "choices", '
