@@ -72,3 +72,17 @@ def test_incremental_counts_equal_a_full_recount(word_freqs):
 def test_count_pieces_keeps_first_seen_order():
     counts = count_pieces(["b a b", "a c"], lambda text: text.split(" "))
     assert list(counts.items()) == [(b"b", 2), (b"a", 2), (b"c", 1)]
+
+
+def test_encoding_a_training_word_gives_the_segmentation_training_ended_with(make_text):
+    # Every merge makes a new symbol, so merging by rank at encode time retraces training exactly.
+    from lmlab.tokenizers.bytebpe import ByteBpeTokenizer
+    from lmlab.tokenizers.bytelevel import merge_by_rank
+
+    tokenizer = ByteBpeTokenizer(())
+    trainer = bpe_trainer._Trainer(count_pieces([make_text(80, seed=5)], tokenizer.pretokenize))
+    merges = trainer.run(250)
+    ranks = {m.pair: (rank, 256 + rank) for rank, m in enumerate(merges)}
+    assert len(merges) == 250
+    for word, symbols in zip(trainer.word_bytes, trainer.words):
+        assert merge_by_rank(list(word), ranks) == symbols
