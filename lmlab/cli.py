@@ -1,4 +1,5 @@
-"""`lmlab train | eval | sample | bench | import | embed | experiment`: parse arguments, call the library, print results to stdout.
+"""`lmlab train | eval | sample | chat | bench | import | embed | experiment | bpe | tokenize | params`: parse
+arguments, call the library, print results to stdout.
 
 Logs and progress go to stderr. User errors end with one line `lmlab: error: ...` (`lmlab CMD: error:
 ... (see 'lmlab CMD -h')` for an argument the command cannot take) and exit status 2 (bad config or
@@ -195,6 +196,17 @@ def cmd_eval(args, overrides) -> int:
         raise UsageError(f"need --batch-size >= 0 (0: the run's data.batch_size), --max-batches >= 0 (0: all) and "
                          f"--seq-len >= 0 (0: the run's data.seq_len), got {args.batch_size}, {args.max_batches} "
                          f"and {args.seq_len}")
+    if args.choices:
+        from lmlab.eval import choices
+
+        questions = choices.read_choices(args.choices)
+        run = load_run(args.run_dir)
+        if run.config.model.family != "gpt":
+            raise UsageError(f"--choices scores continuations with a decoder; {args.run_dir} is a "
+                             f"'{run.config.model.family}' run")
+        result = choices.evaluate_choices(run.model, run.tokenizer, questions, run.config.model.max_len)
+        print(json.dumps({"step": run.step, "choices": args.choices, **result}))
+        return 0
     run = load_run(args.run_dir)
     with progress.shown("eval") if not args.no_progress else contextlib.nullcontext():
         result = evaluate_run(run, seq_len=args.seq_len, batch_size=args.batch_size, max_batches=args.max_batches)
@@ -313,7 +325,15 @@ def cmd_embed(args, overrides) -> int:
         raise UsageError("lmlab embed takes no --config overrides")
     if args.word is not None and not args.word.strip():
         raise UsageError("--word needs a word, got an empty string")
+    if not (args.text or args.neighbors or args.analogy):
+        raise UsageError("need --text (sentence embeddings), --neighbors WORD or --analogy A B C")
+    if args.k < 1:
+        raise UsageError(f"need -k >= 1, got {args.k}")
+    if sum(bool(x) for x in (args.text, args.neighbors, args.analogy)) > 1:
+        raise UsageError("--text, --neighbors and --analogy are separate views; give one of them")
     run = load_run(args.run_dir)
+    if args.neighbors or args.analogy:
+        return _embed_static(run, args)
     max_len = run.config.data.seq_len
     vectors = embed.sentence_embeddings(run.model, run.tokenizer, args.text, max_len)
     similarity = vectors @ vectors.T
@@ -343,6 +363,117 @@ def cmd_embed(args, overrides) -> int:
             print(f"'{args.word}' in context (cosine between occurrences):")
             for i, (o, row) in enumerate(zip(word["occurrences"], word["similarity"])):
                 print(f"[{i}] text {o['text']}: " + " ".join(f"{v:6.3f}" for v in row))
+    return 0
+
+
+def cmd_bpe(args, overrides) -> int:
+    import time
+
+    from lmlab.tokenizers import bpe_trainer, bytebpe
+    from lmlab.tokenizers.base import validate_special_tokens
+
+    if overrides:
+        raise UsageError("lmlab bpe takes no --config overrides")
+    try:
+        specials = validate_special_tokens(args.special_token)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    smallest = bytebpe.NUM_RESERVED + len(specials) + bpe_trainer.NUM_BYTES
+    if args.vocab_size < smallest:
+        raise UsageError(f"need --vocab-size >= {smallest} (pad/bos/eos, special tokens, 256 bytes), "
+                         f"got {args.vocab_size}")
+    texts = bytebpe.read_texts(args.files)
+    start = time.perf_counter()
+    tokenizer, merges = bytebpe.ByteBpeTokenizer.train_explained(texts, vocab_size=args.vocab_size,
+                                                                 special_tokens=specials)
+    seconds = time.perf_counter() - start
+    tokenizer.save(args.out)
+    for rank, merge in enumerate(merges if args.explain else ()):
+        print(bpe_trainer.describe(merge, rank))
+    print(json.dumps({"out": args.out, "vocab_size": tokenizer.vocab_size, "merges": len(merges),
+                      "train_bytes": sum(len(t.encode()) for t in texts), "train_seconds": round(seconds, 3)}))
+    return 0
+
+
+def cmd_tokenize(args, overrides) -> int:
+    from lmlab import token_view
+
+    if overrides:
+        raise UsageError("lmlab tokenize takes no --config overrides")
+    if args.vocab_size < 1:
+        raise UsageError(f"need --vocab-size >= 1, got {args.vocab_size}")
+    if args.source == "compare":
+        from lmlab import token_compare
+
+        result = token_compare.compare()
+        print(token_compare.markdown(result), end="")
+        for path in token_compare.write(result, args.out) if args.out else ():
+            log.info("wrote %s", path)
+        return 0
+    if args.text is None:
+        raise UsageError("need --text")
+    try:
+        tokenizer, description = token_view.open_source(args.source, args.vocab_size)
+    except token_view.UnknownSourceError as e:
+        raise UsageError(str(e)) from e
+    found = token_view.pieces(tokenizer, args.text)
+    result = token_view.summary(tokenizer, args.text, found)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+        return 0
+    color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    print(f"tokenizer: {description}")
+    print(token_view.render(found, color=color))
+    print("\n".join(token_view.table(found)))
+    per_token = f"{result['bytes_per_token']:.2f}" if found else "-"
+    print(f"{result['count']} tokens, {result['bytes']} bytes, {per_token} bytes/token")
+    return 0
+
+
+def cmd_params(args, overrides) -> int:
+    from lmlab import params
+
+    config, vocab_size = params.load_source(args.source, overrides)
+    result = params.count(config, vocab_size)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    m = config.model
+    print(f"{args.source}: {m.family}, {m.n_layers} layers, d_model {m.d_model}, {m.n_heads} heads "
+          f"({m.n_kv_heads} kv), d_ff {m.d_ff}, {m.mlp}, vocab {vocab_size}")
+    print("\n".join(params.format_table(result)))
+    if result["tied_embeddings"]:
+        print("tied embeddings: the output head reuses the embedding matrix")
+    per_token = result["flops_per_token"]
+    print(f"FLOPs per token at seq_len {result['seq_len']}: forward {params.si(per_token['forward'])}, "
+          f"training {params.si(per_token['train'])} (lmlab.flops: 6N + attention)")
+    return 0
+
+
+def _embed_static(run, args) -> int:
+    """--neighbors / --analogy: nearest tokens in the run's embedding matrix."""
+    from lmlab import neighbors
+    from lmlab.tokenizers.bpe_trainer import show_bytes
+
+    tok, table = run.tokenizer, neighbors.embedding_table(run.model)
+    try:
+        if args.neighbors:
+            queries, found = neighbors.neighbors(tok, table, args.neighbors, args.k)
+            queries = [queries]
+        else:
+            queries, found = neighbors.analogy(tok, table, *args.analogy, k=args.k)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    if args.json:
+        print(json.dumps({"queries": [{"word": q.word, "ids": list(q.ids)} for q in queries],
+                          "nearest": [{"id": i, "piece": tok.piece_bytes(i).decode("utf-8", "backslashreplace"),
+                                       "cosine": round(c, 6)} for i, c in found]}, ensure_ascii=False))
+        return 0
+    for q in queries:
+        print(f"{q.word}: " + " ".join(show_bytes(tok.piece_bytes(i)) for i in q.ids)
+              + (" (mean of its tokens)" if len(q.ids) > 1 else ""))
+    for i, c in found:
+        print(f"{c:7.3f}  {show_bytes(tok.piece_bytes(i))}")
     return 0
 
 
@@ -458,6 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--seq-len", type=int, default=0, help="held-out windows of N tokens (0: the training length); "
                    "learned and sinusoidal positions reach model.max_len at most")
+    p.add_argument("--choices", metavar="FILE.jsonl", help='multiple choice instead: lines {"question", "choices", '
+                   '"answer"}; prints acc, acc_norm (per byte) and count, as lm-evaluation-harness scores them')
     p.set_defaults(fn=cmd_eval)
 
     p = sub.add_parser("sample", help="generate text from a run (a translation run translates the prompt; "
@@ -505,9 +638,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "folder (config.json, model.safetensors, vocab.txt) or the wheel")
     p.set_defaults(fn=cmd_import)
 
-    p = sub.add_parser("embed", help="sentence embeddings and their cosine similarities (BERT-family runs)")
+    p = sub.add_parser("embed", help="sentence embeddings and their cosine similarities (BERT-family runs); "
+                       "nearest tokens in any run's embedding matrix")
     p.add_argument("run_dir")
-    p.add_argument("--text", action="append", required=True, help="a sentence; repeat for several")
+    p.add_argument("--text", action="append", help="a sentence; repeat for several")
+    p.add_argument("--neighbors", metavar="WORD", help="nearest tokens to WORD in the static embedding matrix (any run)")
+    p.add_argument("--analogy", nargs=3, metavar=("A", "B", "C"), help="nearest tokens to A - B + C")
+    p.add_argument("-k", type=int, default=10, help="how many neighbours (default 10)")
     p.add_argument("--word", help="also compare this word's contextual embeddings where it occurs")
     p.add_argument("--json", action="store_true", help='print {"embeddings", "similarity"} as JSON, with '
                    '--word also "word": {"word", "occurrences", "similarity"}')
@@ -516,6 +653,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_embed)
 
     _add_experiment_parser(sub)
+
+    p = sub.add_parser("bpe", help="lmlab's own byte-level BPE (tokenizer.kind=bytebpe)")
+    b = p.add_subparsers(dest="bpe_command", required=True).add_parser(
+        "train", help="learn merges from text files; save a bytebpe tokenizer to --out",
+        description="Byte-level BPE from scratch: GPT-2-style pre-tokenization (digits one by one), then the most "
+                    "frequent adjacent pair is merged until --vocab-size ids exist. Prints a JSON summary.")
+    b.add_argument("files", nargs="+", metavar="FILE", help="UTF-8 training text")
+    b.add_argument("--vocab-size", type=int, required=True,
+                   help="ids in all: 3 reserved + special tokens + 256 bytes + merges")
+    b.add_argument("--special-token", action="append", default=[], metavar="TOKEN", help="repeat for several")
+    b.add_argument("--explain", action="store_true", help="print each merge, its pair count and the words it touched")
+    b.add_argument("--out", required=True, help="tokenizer directory (a run's tokenizer/ layout)")
+    b.set_defaults(fn=cmd_bpe)
+
+    p = sub.add_parser("tokenize", help="show how a tokenizer splits a text: pieces, ids, bytes per token",
+                       description="SOURCE: a run directory, a tokenizer directory, or a tokenizer kind (bpe, char, "
+                                   "bytebpe: trained on the Shakespeare plays and cached; bytelevel_bpe/smollm2, "
+                                   "wordpiece/minilm: the pretrained model's). Colours in a terminal.")
+    p.add_argument("source", help="a run or tokenizer directory, a kind, or 'compare' (the table of "
+                   "tokens per byte and per word of every tokenizer on English, Chinese and Python)")
+    p.add_argument("--text", help="the text to tokenize")
+    p.add_argument("--out", metavar="DIR", help="compare: also write compare.md, compare.json and compare.png there")
+    p.add_argument("--vocab-size", type=int, default=2048, help="for a trainable kind (default 2048)")
+    p.add_argument("--json", action="store_true", help="print {tokens: [{id, piece, start, end}], count, ...}")
+    p.set_defaults(fn=cmd_tokenize)
+
+    p = sub.add_parser("params", help="parameters per kind of matrix, per layer and in total; FLOPs per token",
+                       description="CONFIG_OR_RUN: a config file (--config.section.key=value overrides apply) or "
+                                   "a run directory. Counts the model's own parameters (shapes only, no memory).")
+    p.add_argument("source", metavar="CONFIG_OR_RUN")
+    p.add_argument("--json", action="store_true", help='print {"total", "parts", "layers", "flops_per_token", ...}')
+    p.set_defaults(fn=cmd_params)
 
     p = sub.add_parser("bench", help="benchmarks: train throughput and MFU, attention kernels, decoding",
                        description="Prints one JSON object to stdout; logs go to stderr.")
@@ -570,8 +739,9 @@ def main(argv: list[str] | None = None) -> int:
     args_only, overrides = _split_overrides(argv)
     parser = build_parser()
     args = parser.parse_args(args_only)
-    if overrides and args.command not in ("train", "bench"):
-        return _usage_error(args, f"--config overrides only apply to 'train' and 'bench train' (got {overrides[0]})")
+    if overrides and args.command not in ("train", "bench", "params"):
+        return _usage_error(args, f"--config overrides only apply to 'train', 'bench train' and 'params' "
+                                  f"(got {overrides[0]})")
     _setup_logging(args.verbose)
 
     from lmlab.config import ConfigError

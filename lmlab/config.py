@@ -141,7 +141,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
 
 
 _CHOICES = {
-    "tokenizer.kind": ("bpe", "char", "bytelevel_bpe", "wordpiece"),  # the last two: imported, pretrained only
+    "tokenizer.kind": ("bpe", "char", "bytebpe", "bytelevel_bpe", "wordpiece"),  # the last two: imported, pretrained only
     "model.family": ("gpt", "bert", "encdec"),
     "model.positions": ("learned", "sinusoidal", "rope", "alibi", "none"),
     "model.norm": ("layernorm", "rmsnorm"),

@@ -151,3 +151,48 @@ def scatter_png(path: str | pathlib.Path, xy_N2: np.ndarray, *, labels: Sequence
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def render_bars(values_GS: np.ndarray, width: int = 640, height: int = 360) -> np.ndarray:
+    """[height, width, 3] uint8: one group of bars per row of `values_GS`, one colour per column,
+    each bar numbered with its column index (the legend is the caller's table)."""
+    values_GS = np.asarray(values_GS, np.float64)
+    n_groups, n_series = values_GS.shape
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    base, top = height - MARGIN, MARGIN
+    canvas[base, MARGIN // 2:width - MARGIN // 2] = 160
+    group_width = (width - MARGIN) / n_groups
+    bar = max(int(group_width / (n_series + 1)), 1)
+    peak = max(values_GS.max(), 1e-12)
+    for g in range(n_groups):
+        for s in range(n_series):
+            x0 = int(MARGIN // 2 + g * group_width + (s + 0.5) * bar)
+            y0 = int(base - (base - top) * values_GS[g, s] / peak)
+            canvas[y0:base, x0:x0 + bar - 1] = _COLORS[s % len(_COLORS)]
+            _draw_text(canvas, x0, y0 - 6 * SCALE, str(s))
+    return canvas
+
+
+def bar_png(path: str | pathlib.Path, values_GS: np.ndarray, *, groups: Sequence[str], series: Sequence[str],
+            title: str = "") -> None:
+    """Grouped bar chart: matplotlib with labels and legend when installed, else `render_bars`."""
+    try:
+        import matplotlib
+    except ImportError:
+        write_png(path, render_bars(values_GS))
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values_GS = np.asarray(values_GS, np.float64)
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=80)
+    width = 0.8 / len(series)
+    for s, name in enumerate(series):
+        ax.bar(np.arange(len(groups)) + (s - (len(series) - 1) / 2) * width, values_GS[:, s], width,
+               label=name, color=_COLORS[s % len(_COLORS)] / 255)
+    ax.set_xticks(np.arange(len(groups)), groups)
+    ax.set_title(title)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -3,6 +3,7 @@
 Trainable kinds:
   * "bpe":  sentencepiece BPE with byte fallback (`spm.BpeTokenizer`).
   * "char": one id per training character, UTF-8 bytes for the rest (`char.CharTokenizer`).
+  * "bytebpe": lmlab's own readable byte-level BPE (`bytebpe.ByteBpeTokenizer`, `bpe_trainer`).
 Pretrained kinds, built by `lmlab import` from a model's own vocabulary:
   * "bytelevel_bpe": GPT-2 / Llama-3 / SmolLM2 byte-level BPE (`bytelevel.ByteLevelBpeTokenizer`).
   * "wordpiece": BERT WordPiece, lower-casing and lossy (`wordpiece.WordPieceTokenizer`).
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lmlab.tokenizers.base import METADATA_FILE, PathLike, Tokenizer, read_metadata
+from lmlab.tokenizers.bytebpe import ByteBpeTokenizer
 from lmlab.tokenizers.bytelevel import ByteLevelBpeTokenizer
 from lmlab.tokenizers.char import CharTokenizer
 from lmlab.tokenizers.spm import BpeTokenizer
@@ -28,6 +30,7 @@ from lmlab.tokenizers.wordpiece import WordPieceTokenizer
 
 __all__ = [
     "BpeTokenizer",
+    "ByteBpeTokenizer",
     "ByteLevelBpeTokenizer",
     "CharTokenizer",
     "METADATA_FILE",
@@ -41,6 +44,7 @@ __all__ = [
 TOKENIZER_KINDS: dict[str, type[Tokenizer]] = {
     "bpe": BpeTokenizer,
     "char": CharTokenizer,
+    "bytebpe": ByteBpeTokenizer,
     "bytelevel_bpe": ByteLevelBpeTokenizer,  # pretrained (imported) only
     "wordpiece": WordPieceTokenizer,  # pretrained (imported) only
 }
@@ -64,7 +68,7 @@ def train_tokenizer(
 ) -> Tokenizer:
     """Train a tokenizer of `kind` on `text`, save it into `out_dir` (created if needed), return it.
 
-    `vocab_size` is the exact number of ids for "bpe". The "char" kind ignores
+    `vocab_size` is the exact number of ids for "bpe" and "bytebpe". The "char" kind ignores
     it: its size is 3 reserved ids + special tokens + distinct characters of
     `text` + 256 byte ids.
 

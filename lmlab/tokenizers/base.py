@@ -117,6 +117,10 @@ class Tokenizer(abc.ABC):
         table = self._piece_bytes
         return b"".join([table[i] for i in id_list]).decode("utf-8", errors="replace")
 
+    def piece_bytes(self, token_id: int) -> bytes:
+        """The bytes `token_id` adds to decoded text (b"" for pad/bos/eos)."""
+        return self._piece_bytes[_checked_id_list([token_id], self.vocab_size)[0]]
+
     def token_byte_lengths(self) -> np.ndarray:
         """int32 [vocab_size]: UTF-8 bytes each id adds to decoded text (0 for pad/bos/eos)."""
         return self._byte_lengths.copy()

@@ -87,6 +87,49 @@ def token_text_to_bytes(token: str) -> bytes:
         raise ValueError(f"vocabulary entry {token!r} has a character outside the byte map: {error}") from None
 
 
+def split_pieces(splitters: Sequence[regex.Pattern[str]], text: str) -> list[str]:
+    """Pre-tokenize: each regex cuts every piece left by the previous one into its matches and the
+    gaps between them. The pieces concatenate back to `text`."""
+    pieces = [text] if text else []
+    for splitter in splitters:
+        split = []
+        for piece in pieces:
+            position = 0
+            for match in splitter.finditer(piece):
+                if match.start() > position:
+                    split.append(piece[position:match.start()])
+                if match.end() > match.start():
+                    split.append(match.group())
+                position = match.end()
+            if position < len(piece):
+                split.append(piece[position:])
+        pieces = split
+    return pieces
+
+
+def merge_by_rank(ids: list[int], ranks: Mapping[tuple[int, int], tuple[int, int]]) -> list[int]:
+    """BPE-encode one piece: merge the lowest-ranked adjacent pair (`ranks[pair]` is its
+    (rank, merged id)), every occurrence left to right, until no pair has a rank."""
+    while len(ids) > 1:
+        best = None
+        for pair in zip(ids, ids[1:]):
+            entry = ranks.get(pair)
+            if entry is not None and (best is None or entry[0] < best[0]):
+                best, best_pair = entry, pair
+        if best is None:
+            break
+        merged, i, out = best[1], 0, []
+        while i < len(ids):
+            if i + 1 < len(ids) and ids[i] == best_pair[0] and ids[i + 1] == best_pair[1]:
+                out.append(merged)
+                i += 2
+            else:
+                out.append(ids[i])
+                i += 1
+        ids = out
+    return ids
+
+
 class ByteLevelBpeTokenizer(PretrainedTokenizer):
     """Pretrained byte-level BPE; ids are the vocabulary's, special tokens match text verbatim."""
 
@@ -154,21 +197,7 @@ class ByteLevelBpeTokenizer(PretrainedTokenizer):
 
     def pretokenize(self, text: str) -> list[str]:
         """The pieces BPE runs on, in order; they concatenate back to `text`."""
-        pieces = [text] if text else []
-        for splitter in self._splitters:
-            split = []
-            for piece in pieces:
-                position = 0
-                for match in splitter.finditer(piece):
-                    if match.start() > position:
-                        split.append(piece[position:match.start()])
-                    if match.end() > match.start():
-                        split.append(match.group())
-                    position = match.end()
-                if position < len(piece):
-                    split.append(piece[position:])
-            pieces = split
-        return pieces
+        return split_pieces(self._splitters, text)
 
     def _encode_ordinary(self, text: str, out: list[int]) -> None:
         cache = self._word_cache
@@ -176,34 +205,13 @@ class ByteLevelBpeTokenizer(PretrainedTokenizer):
             ids = cache.get(piece)
             if ids is None:
                 byte_ids = self._byte_ids
-                ids = self._bpe([byte_ids[b] for b in piece.encode("utf-8") if byte_ids[b] is not None])
+                piece_ids = [byte_ids[b] for b in piece.encode("utf-8") if byte_ids[b] is not None]
+                ids = merge_by_rank(piece_ids, self._merge_ranks)
                 if len(piece) <= _CACHE_MAX_WORD_CHARS:
                     if len(cache) >= _CACHE_MAX_ENTRIES:
                         cache.clear()
                     cache[piece] = ids
             out.extend(ids)
-
-    def _bpe(self, ids: list[int]) -> list[int]:
-        """Merge the lowest-ranked adjacent pair, every occurrence left to right, until none is left."""
-        ranks = self._merge_ranks
-        while len(ids) > 1:
-            best = None
-            for pair in zip(ids, ids[1:]):
-                entry = ranks.get(pair)
-                if entry is not None and (best is None or entry[0] < best[0]):
-                    best, best_pair = entry, pair
-            if best is None:
-                break
-            merged, i, out = best[1], 0, []
-            while i < len(ids):
-                if i + 1 < len(ids) and ids[i] == best_pair[0] and ids[i + 1] == best_pair[1]:
-                    out.append(merged)
-                    i += 2
-                else:
-                    out.append(ids[i])
-                    i += 1
-            ids = out
-        return ids
 
     def id_to_token(self, token_id: int) -> str:
         return self.tokens[token_id]

@@ -68,7 +68,15 @@ def char_tokenizer(corpus, tmp_path_factory) -> Tokenizer:
     )
 
 
-@pytest.fixture(scope="session", params=["bpe", "char"])
+@pytest.fixture(scope="session")
+def bytebpe_tokenizer(corpus, tmp_path_factory) -> Tokenizer:
+    out_dir = tmp_path_factory.mktemp("bytebpe") / "tokenizer"
+    return train_tokenizer(
+        "bytebpe", corpus, vocab_size=BPE_VOCAB_SIZE, special_tokens=SPECIAL_TOKENS, out_dir=out_dir
+    )
+
+
+@pytest.fixture(scope="session", params=["bpe", "char", "bytebpe"])
 def tokenizer(request) -> Tokenizer:
     """Each test using this runs once per tokenizer kind."""
     return request.getfixturevalue(f"{request.param}_tokenizer")

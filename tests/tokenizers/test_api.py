@@ -8,16 +8,17 @@ import pytest
 
 from lmlab.tokenizers import (
     BpeTokenizer,
+    ByteBpeTokenizer,
     CharTokenizer,
     Tokenizer,
     load_tokenizer,
     train_tokenizer,
 )
 
-KINDS = {"bpe": BpeTokenizer, "char": CharTokenizer}
+KINDS = {"bpe": BpeTokenizer, "char": CharTokenizer, "bytebpe": ByteBpeTokenizer}
 
 
-@pytest.mark.parametrize("kind", ["bpe", "char"])
+@pytest.mark.parametrize("kind", ["bpe", "char", "bytebpe"])
 def test_train_saves_into_new_nested_directory(kind, corpus, special_tokens, tmp_path):
     out_dir = tmp_path / "run" / "tokenizer"
     tok = train_tokenizer(kind, corpus, vocab_size=400, special_tokens=special_tokens, out_dir=str(out_dir))
@@ -36,7 +37,7 @@ def test_unknown_kind_message():
     with pytest.raises(ValueError) as info:
         train_tokenizer("unigram", "text", vocab_size=10, out_dir="/nonexistent/never-created")
     assert str(info.value) == ("unknown tokenizer kind 'unigram'; expected one of: "
-                               "bpe, char, bytelevel_bpe, wordpiece")
+                               "bpe, char, bytebpe, bytelevel_bpe, wordpiece")
 
 
 def test_load_from_missing_directory(tmp_path):
@@ -62,7 +63,7 @@ def test_corrupt_metadata_names_the_file(tmp_path, content, message):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("kind", ["bpe", "char"])
+@pytest.mark.parametrize("kind", ["bpe", "char", "bytebpe"])
 @pytest.mark.parametrize(
     "field, value, message",
     [
@@ -84,7 +85,7 @@ def test_bad_metadata_fields(request, kind, field, value, message, tmp_path):
         load_tokenizer(tmp_path)
 
 
-@pytest.mark.parametrize("kind", ["bpe", "char"])
+@pytest.mark.parametrize("kind", ["bpe", "char", "bytebpe"])
 @pytest.mark.parametrize(
     "special_tokens, message",
     [
@@ -105,19 +106,19 @@ def test_invalid_special_tokens(kind, corpus, special_tokens, message, tmp_path)
     assert not (tmp_path / "tokenizer.json").exists()
 
 
-@pytest.mark.parametrize("kind", ["bpe", "char"])
+@pytest.mark.parametrize("kind", ["bpe", "char", "bytebpe"])
 def test_special_tokens_must_be_a_sequence_not_a_string(kind, corpus, tmp_path):
     with pytest.raises(TypeError, match="not a single str"):
         train_tokenizer(kind, corpus, vocab_size=400, special_tokens="<eot>", out_dir=tmp_path)
 
 
-@pytest.mark.parametrize("kind", ["bpe", "char"])
+@pytest.mark.parametrize("kind", ["bpe", "char", "bytebpe"])
 def test_training_text_with_surrogates_is_refused(kind, tmp_path):
     with pytest.raises(ValueError, match="text contains a surrogate code point at position 3"):
         train_tokenizer(kind, "abc\udc80" * 100, vocab_size=400, out_dir=tmp_path)
 
 
-@pytest.mark.parametrize("kind", ["bpe", "char"])
+@pytest.mark.parametrize("kind", ["bpe", "char", "bytebpe"])
 def test_encode_requires_str(request, kind):
     tok = request.getfixturevalue(f"{kind}_tokenizer")
     with pytest.raises(TypeError, match="text must be a str, got bytes"):

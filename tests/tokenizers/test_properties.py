@@ -1,4 +1,4 @@
-"""Properties every tokenizer kind must have; each test runs for "bpe" and "char"."""
+"""Properties every tokenizer kind must have; each test runs for "bpe", "char" and "bytebpe"."""
 
 from __future__ import annotations
 
@@ -141,7 +141,7 @@ def test_save_and_load_give_identical_tokenizer(tokenizer, corpus, tmp_path):
     assert loaded.encode(probe) == tokenizer.encode(probe)
 
 
-@pytest.mark.parametrize("kind", ["bpe", "char"])
+@pytest.mark.parametrize("kind", ["bpe", "char", "bytebpe"])
 def test_training_is_deterministic(kind, corpus, special_tokens, tmp_path):
     first, second = (
         train_tokenizer(kind, corpus, vocab_size=400, special_tokens=special_tokens, out_dir=tmp_path / name)
