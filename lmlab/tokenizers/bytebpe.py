@@ -23,7 +23,7 @@ from typing import Any
 
 import regex
 
-from lmlab.tokenizers import bpe_trainer
+import lmlab.tokenizers.bpe_trainer as bpe_trainer
 from lmlab.tokenizers.base import (
     PathLike,
     Tokenizer,
