@@ -152,3 +152,24 @@ def encode_conversation(tokenizer, chat: ChatML, messages: Sequence[dict]) -> tu
 
 def _turn(message: dict) -> str:
     return f"{START}{message['role']}\n{message['content']}{END}\n"
+
+
+def messages_for(user: str, system: str | None = None) -> list[dict]:
+    return ([{"role": "system", "content": system}] if system is not None else []) + [{"role": "user", "content": user}]
+
+
+def chat_reply(model, tokenizer, messages: Sequence[dict], *, max_new_tokens: int, temperature: float,
+               top_k: int = 0, top_p: float = 1.0, seed: int = 0) -> str:
+    """The assistant's next message: generated with the KV cache, cut at <|im_end|> (or eos)."""
+    prompt = chat_format(tokenizer).render(messages, add_generation_prompt=True)
+    ids = tokenizer.encode(prompt)
+    end_id = tokenizer.special_ids.get(END, tokenizer.eos_id)
+    out = generate(model, [ids], max_new_tokens=max_new_tokens, key=jax.random.key(seed),
+                   temperature=temperature, top_k=top_k, top_p=top_p, eos_id=end_id)  # stops at the turn's end
+    new_ids = [int(x) for x in out[0, len(ids):]]
+    stops = {tokenizer.eos_id, end_id}
+    for i, token in enumerate(new_ids):
+        if token in stops:
+            new_ids = new_ids[:i]
+            break
+    return tokenizer.decode(new_ids)
