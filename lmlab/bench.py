@@ -89,7 +89,7 @@ def bench_train(config, *, steps: int = 5, name: str | None = None, profile_dir:
     train_arrays = parallel.put_replicated(task.synthetic_train_arrays(vocab_size, jax.random.key(config.seed)), mesh)
 
     t0 = time.perf_counter()
-    frozen = frozen_lib.load_frozen(task.frozen_sources(), mesh)  # a teacher or reference the loss reads
+    frozen = frozen_lib.load_frozen(frozen_lib.run_frozen_sources(task, config), mesh)  # teacher, reference, LoRA base
     frozen_params = frozen_lib.params_of(frozen)
     chunk = make_train_chunk(graphdef, tx, config, t.steps_per_call, make_schedule(t), task, mesh=mesh,
                              state_shardings=parallel.shardings_of(state), frozen_graphdefs=frozen_lib.graphdefs_of(frozen),

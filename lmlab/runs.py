@@ -5,13 +5,16 @@ from __future__ import annotations
 import pathlib
 from dataclasses import dataclass
 
+import jax
 from flax import nnx
 
 from lmlab import config as config_lib
 from lmlab import parallel
+from lmlab.interop.rundir import write_run
+from lmlab.nn import lora
 from lmlab.tokenizers import Tokenizer, load_tokenizer
 from lmlab.train.checkpoint import Checkpointer
-from lmlab.train.state import abstract_state
+from lmlab.train.state import BASE, abstract_state, full_params, uses_lora
 
 
 @dataclass
@@ -47,5 +50,19 @@ def load_run(run_dir: str | pathlib.Path, mesh=None) -> LoadedRun:
     if restored is None:
         raise FileNotFoundError(f"{run_dir} has no readable checkpoint yet; train it first")
     step, state, _ = restored
-    model = nnx.merge(graphdef, nnx.State(state["params"]))
-    return LoadedRun(config, tokenizer, model, state["params"], step, run_dir)
+    # A LoRA run's checkpoints hold the adapters: the weights they adapt come from its base run.
+    frozen = {BASE: load_run(config.train.init_from, mesh=mesh).params} if uses_lora(config) else {}
+    params = full_params(state["params"], frozen)
+    return LoadedRun(config, tokenizer, nnx.merge(graphdef, nnx.State(params)), params, step, run_dir)
+
+
+def merge_lora_run(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path) -> pathlib.Path:
+    """A plain run directory (no adapters, no base run) whose model equals the LoRA run's: every
+    adapter folded into its layer's weights (lmlab.nn.lora.merge_adapters)."""
+    run = load_run(run_dir)
+    if not uses_lora(run.config):
+        raise ValueError(f"{run_dir} is not a LoRA run (lora.rank is 0): there is nothing to merge")
+    model = lora.merge_adapters(nnx.merge(*nnx.split(run.model)))  # a copy: run.model stays adapted
+    config = config_lib.apply_overrides(run.config, ["lora.rank=0", "train.init_from="])
+    params = jax.device_get(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+    return write_run(out_dir, config, run.tokenizer, params)

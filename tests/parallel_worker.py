@@ -212,7 +212,34 @@ def main(out_dir: pathlib.Path) -> dict:
     report["eval"] = evaluation(out_dir)
     report["pallas"] = pallas_on_mesh()
     report["frozen"] = frozen_on_mesh(run_dir, devices)
+    report["lora"] = lora_on_mesh(run_dir, devices)
     return report
+
+
+def lora_on_mesh(base_dir: pathlib.Path, devices) -> dict:
+    """A LoRA chunk (adapters trained, the base run frozen) on (2,2,2) and on one device."""
+    from lmlab.train import frozen as frozen_lib
+
+    arrays_host = jax.tree.map(np.asarray, get_task(config_for((1, 1, 1))).synthetic_train_arrays(VOCAB, jax.random.key(5)))
+    out = {}
+    for shape, devs in (((1, 1, 1), devices[:1]), ((2, 2, 2), devices)):
+        config = config_lib.apply_overrides(config_for(shape), [f"train.init_from={base_dir}", "lora.rank=4",
+                                                                 "train.learning_rate=0.05"])
+        mesh = parallel.make_mesh(config.mesh, devices=devs)
+        _, graphdef, tx, state = init_state(config, VOCAB, mesh)
+        task = get_task(config)
+        frozen = frozen_lib.load_frozen(frozen_lib.run_frozen_sources(task, config), mesh)
+        frozen_params = frozen_lib.params_of(frozen)
+        chunk = make_train_chunk(graphdef, tx, config, STEPS, make_schedule(config.train), task, mesh=mesh,
+                                 state_shardings=parallel.shardings_of(state),
+                                 frozen_graphdefs=frozen_lib.graphdefs_of(frozen),
+                                 frozen_shardings=parallel.shardings_of(frozen_params))
+        state, metrics = chunk(state, parallel.put_replicated(arrays_host, mesh), frozen_params)
+        qkv_b = state["params"]["blocks"][0]["attn"]["qkv"]["lora_b"]
+        out[",".join(map(str, shape))] = {"losses": np.asarray(metrics["loss"]).tolist(),
+                                          "lora_b_spec": spec_text(qkv_b.sharding),
+                                          "n_trained": sum(x.size for x in jax.tree.leaves(state["params"]))}
+    return out
 
 
 def frozen_on_mesh(teacher_dir: pathlib.Path, devices) -> dict:

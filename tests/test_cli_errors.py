@@ -253,8 +253,9 @@ def test_sample_past_max_len_is_refused_for_beams_as_for_samples(monkeypatch, tm
     monkeypatch.setattr("lmlab.runs.load_run", lambda run_dir: fake_decoder_run(tmp_path, positions="learned",
                                                                                  max_len=256))
     assert cli.main(["sample", str(tmp_path), "--prompt", "abc", *beam, "--max-new-tokens", "500"]) == 2
-    assert one_error_line(capsys) == ("lmlab: error: the prompt (3 tokens) + --max-new-tokens 500 exceed this run's "
-                                      "model.max_len = 256 (learned positions); use --max-new-tokens 253 or less")
+    assert one_error_line(capsys) == ("lmlab sample: error: the prompt (3 tokens) + --max-new-tokens 500 exceed this "
+                                      "run's model.max_len = 256 (learned positions); use --max-new-tokens 253 or "
+                                      "less (see 'lmlab sample -h')")
 
 
 def test_long_generations_say_they_are_still_running(monkeypatch, tmp_path, capsys):
@@ -282,8 +283,8 @@ def test_undecodable_text_is_an_argument_error(monkeypatch, tmp_path, capsys, fl
     """Bytes that are not UTF-8 (here 0xff) reach Python as lone surrogates; this used to be exit 1."""
     monkeypatch.setattr("lmlab.runs.load_run", lambda run_dir: pytest.fail("refused before loading the run"))
     assert cli.main(["sample", str(tmp_path), flag, "ab\udcffc"]) == 2
-    assert one_error_line(capsys) == (f"lmlab: error: {flag} is not valid UTF-8: byte 0xff at character 2 (check "
-                                      "the terminal's or the file's encoding)")
+    assert one_error_line(capsys) == (f"lmlab sample: error: {flag} is not valid UTF-8: byte 0xff at character 2 "
+                                      "(check the terminal's or the file's encoding) (see 'lmlab sample -h')")
 
 
 def test_unusable_cache_variable_is_named(monkeypatch, tmp_path, capsys):

@@ -297,3 +297,12 @@ def test_frozen_teacher_is_sharded_like_parameters_and_distills_like_one_device(
     np.testing.assert_allclose(frozen["2,2,2"]["losses"], frozen["1,1,1"]["losses"], rtol=1e-5)
     np.testing.assert_allclose(frozen["2,2,2"]["kl"], frozen["1,1,1"]["kl"], rtol=1e-4, atol=1e-6)
     assert min(frozen["1,1,1"]["kl"]) > 0  # a different, randomly initialised student
+
+
+def test_lora_trains_on_a_mesh_like_one_device(report):
+    """Adapters sharded by their layer's logical axes (B like the qkv output: tensor), the base
+    run frozen and sharded like parameters: the same losses as on one device."""
+    lora = report["lora"]
+    np.testing.assert_allclose(lora["2,2,2"]["losses"], lora["1,1,1"]["losses"], rtol=1e-5)
+    assert lora["1,1,1"]["losses"][-1] < lora["1,1,1"]["losses"][0]
+    assert lora["2,2,2"]["lora_b_spec"] == [None, "tensor"] and lora["2,2,2"]["n_trained"] == lora["1,1,1"]["n_trained"]

@@ -56,7 +56,7 @@ def test_gqa_split_and_flops_by_hand():
         "attn_v": 16 * 2 * head_dim + 2 * head_dim, "attn_o": 16 * 16 + 16,
         "mlp_in": 2 * (16 * 32 + 32), "mlp_out": 32 * 16 + 16, "norms": 3 * 16, "head": 16 * 10, "other": 0}
     assert result["layers"]["blocks.0"]["attn_q"] == 272 and result["non_embedding"] == result["total"] - 288
-    assert result["flops_per_token"]["train"] == flops.training_flops_per_token(config, 10)
+    assert result["flops_per_token"]["train"] == flops.flops_per_token(config.model, 10, config.data.seq_len)
     assert result["flops_per_token"]["forward"] * 3 == result["flops_per_token"]["train"]
 
 

@@ -44,5 +44,5 @@ def test_bars_are_proportional():
     columns = [np.flatnonzero((canvas[:, x] != 255).any(-1) & (canvas[:, x] != 160).any(-1)) for x in range(200)]
     heights = sorted({len(c) for c in columns if len(c)} - {0})
     tall, short = max(heights), [h for h in heights if h > 5]
-    base_to_top = 100 - 2 * plot.MARGIN
+    base_to_top = 100 - 2 * plot.BAR_MARGIN
     assert tall >= base_to_top and any(abs(h - base_to_top / 2) <= 2 for h in short)

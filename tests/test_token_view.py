@@ -73,7 +73,7 @@ def test_cli_tokenize_plain_when_piped_and_json(tokenizer, tmp_path, capsys):
     assert result["count"] == 2 and result["tokens"][1] == {"id": tokenizer.encode(" mat")[0], "piece": " mat",
                                                             "start": 3, "end": 7}
     assert cli.main(["tokenize", "nope", "--text", "x"]) == 2
-    assert capsys.readouterr().err.startswith("lmlab: error: nope: neither")
+    assert capsys.readouterr().err.startswith("lmlab tokenize: error: nope: neither")
 
 
 def test_cli_tokenize_colours_a_terminal_unless_no_color(tokenizer, tmp_path, capsys, monkeypatch):

@@ -51,10 +51,17 @@ class Linear(nnx.Module):
                                 logical_axes=tuple(axes))
         self.bias = nnx.Param(jnp.zeros((d_out,), jnp.float32), logical_axes=(axes[1],)) if use_bias else None
         self.dtype = dtype
-        self.out_axis = axes[1]
+        self.in_axis, self.out_axis = axes
+        # LoRA adapters (lmlab.nn.lora.add_adapters): y += lora_scale * x A B.
+        self.lora_a, self.lora_b = nnx.data(None), nnx.data(None)
+        self.lora_scale = 0.0
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = matmul(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+        x = x.astype(self.dtype)
+        y = matmul(x, self.kernel[...].astype(self.dtype))
+        if self.lora_a is not None:
+            low_NR = matmul(x, self.lora_a[...].astype(self.dtype))
+            y = y + self.lora_scale * matmul(low_NR, self.lora_b[...].astype(self.dtype))
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)
         return _constrain_batch_first(y, self.out_axis)

@@ -26,6 +26,7 @@ from lmlab.config import ConfigError
 from lmlab.data.prepare import same_files
 from lmlab.files import atomic_write
 from lmlab.runs import load_run
+from lmlab.train.state import BASE, uses_lora
 
 RECORD_FILE = "frozen.json"
 
@@ -60,6 +61,19 @@ def fingerprint(params) -> str:
         digest.update(f"{jax.tree_util.keystr(path)}{tuple(leaf.shape)}".encode())
         digest.update(jax.device_get(_leaf_hash(leaf)).tobytes())
     return digest.hexdigest()[:32]
+
+
+def run_frozen_sources(task, config) -> dict[str, str]:
+    """The frozen models of a run: its task's, and a LoRA run's base (the train.init_from run)."""
+    sources = dict(task.frozen_sources())
+    if uses_lora(config):
+        sources[BASE] = config.train.init_from
+    return sources
+
+
+def task_frozen(frozen: dict[str, "FrozenModel"]) -> dict[str, "FrozenModel"]:
+    """The frozen models the task itself reads (a LoRA base is part of the trained model instead)."""
+    return {name: model for name, model in frozen.items() if name != BASE}
 
 
 def load_frozen(sources: dict[str, str], mesh) -> dict[str, FrozenModel]:

@@ -32,13 +32,13 @@ from lmlab.train.checkpoint import Checkpointer
 from lmlab.train.metrics import MetricsWriter, MetricWindow, write_final_metrics
 from lmlab.train.optimizer import make_schedule
 from lmlab.train.init_from import load_init_params
-from lmlab.train.state import init_state
+from lmlab.train.state import full_params, init_state, uses_lora
 from lmlab.train.step import TRAINER_METRICS, make_train_chunk
 
 log = logging.getLogger("lmlab")
 
 # Sections that fix what a checkpoint means; the train/sample sections may change between resumes.
-_FROZEN_SECTIONS = ("seed", "task", "data", "tokenizer", "model")
+_FROZEN_SECTIONS = ("seed", "task", "data", "tokenizer", "model", "lora")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -138,7 +138,10 @@ def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
     state_shardings = parallel.shardings_of(state)
     if mesh.size > 1:
         log.info("mesh: %s", parallel.describe(mesh))
-    log.info("task: %s, model: %s, %.2fM parameters", config.task, config.model.family, count_params(model) / 1e6)
+    n_params = count_params(model)
+    n_trained = sum(x.size for x in jax.tree.leaves(state["params"]))
+    log.info("task: %s, model: %s, %.2fM parameters, %s trained (%.2f%%)", config.task, config.model.family,
+             n_params / 1e6, f"{n_trained:,}", 100 * n_trained / n_params)
 
     checkpointer = Checkpointer(run_dir / "checkpoints", keep=config.train.keep_checkpoints)
     start_step, best_val = 0, math.inf
@@ -147,9 +150,9 @@ def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
         start_step, state, record = restored
         best_val = record.get("best_val_loss", math.inf)
         log.info("resumed from step %d (data position %d)", start_step, record.get("data_position", 0))
-    elif config.train.init_from:
+    elif config.train.init_from and not uses_lora(config):  # LoRA: the init_from run is the frozen base
         state = parallel.put(load_init_params(state, config.train.init_from), state_shardings)
-    frozen = frozen_lib.load_frozen(task.frozen_sources(), mesh)
+    frozen = frozen_lib.load_frozen(frozen_lib.run_frozen_sources(task, config), mesh)
     frozen_lib.check_tokenizers(frozen, run_dir)
     frozen_lib.check_or_record(run_dir, frozen, resuming=restored is not None, write=primary)
     frozen_params = frozen_lib.params_of(frozen)
@@ -172,7 +175,7 @@ def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
                                 frozen_shardings=parallel.shardings_of(frozen_params)
                                 ).lower(state, train_arrays, frozen_params).compile()
     log.info("compiled %d train steps per call in %.1fs", n_chunk, time.perf_counter() - t0)
-    evaluator = task.make_evaluator(graphdef, data, frozen)
+    evaluator = task.make_evaluator(graphdef, data, frozen_lib.task_frozen(frozen))
 
     stop_signal = []
     previous_handlers = {s: signal.signal(s, lambda signum, _frame: stop_signal.append(signum))
@@ -225,7 +228,7 @@ def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
             step += n_chunk
             val = None
             if step % t.eval_every == 0 or step == t.steps:
-                val = evaluator(state["params"])
+                val = evaluator(full_params(state["params"], frozen_params))
                 best_val = min(best_val, val["val_loss"])
                 metrics_writer.write(step, {k: v for k, v in val.items() if k != "val_tokens"})
                 log.debug("step %d: %s", step, val)
@@ -257,7 +260,7 @@ def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
         for s, handler in previous_handlers.items():
             signal.signal(s, handler)
 
-    final = evaluator(state["params"], full=True)
+    final = evaluator(full_params(state["params"], frozen_params), full=True)
     summary = {"step": step, **final, "params": count_params(model)}
     if primary:
         (run_dir / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -1,4 +1,10 @@
-"""The train state pytree: {"params", "opt_state", "step", "rng"} built from a config."""
+"""The train state pytree: {"params", "opt_state", "step", "rng"} built from a config.
+
+"params" are the parameters the run trains: all of the model's, or with LoRA (config lora.rank >
+0, lmlab.nn.lora) only the adapters; then the base weights are the frozen model `BASE` (the
+train.init_from run, lmlab.train.frozen), merged in by `trained_model` / `full_params`, and the
+optimizer state and checkpoints hold the adapters alone.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,52 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lmlab import parallel
+from lmlab.config import ConfigError
 from lmlab.models import build_model
+from lmlab.nn import lora
 from lmlab.train.optimizer import make_optimizer
+
+BASE = "base"  # the frozen model whose weights a LoRA run adapts
+
+
+def uses_lora(config) -> bool:
+    return "lora" in config and config.lora.rank > 0
+
+
+def build_trained_model(config, vocab_size: int) -> nnx.Module:
+    """The config's model, with LoRA adapters when lora.rank > 0."""
+    model = build_model(config.model, vocab_size, seed=config.seed)
+    if uses_lora(config):
+        settings = config.lora
+        try:
+            lora.add_adapters(model, rank=settings.rank, alpha=settings.alpha, targets=settings.targets,
+                              seed=config.seed)
+        except ValueError as e:  # a targets regex that matches no layer: a config error
+            raise ConfigError(str(e)) from None
+    return model
+
+
+def split_trained(model, config):
+    """(graphdef, the trained variables): all parameters, or a LoRA run's adapters."""
+    if uses_lora(config):
+        graphdef, adapters, _ = nnx.split(model, nnx.LoRAParam, ...)
+        return graphdef, adapters
+    return nnx.split(model)
+
+
+def full_params(params: dict, frozen_params: dict) -> dict:
+    """The whole model's parameters: `params`, plus a LoRA run's frozen base weights."""
+    if BASE not in frozen_params:
+        return params
+
+    def union(a, b):
+        return {k: union(a[k], b[k]) if k in a and k in b else (a[k] if k in a else b[k]) for k in {**a, **b}}
+
+    return union(frozen_params[BASE], params)
+
+
+def trained_model(graphdef, params: dict, frozen_params: dict) -> nnx.Module:
+    return nnx.merge(graphdef, nnx.State(full_params(params, frozen_params)))
 
 
 def init_state(config, vocab_size: int, mesh=None, *, sharded_init: bool | None = None):
@@ -37,8 +87,8 @@ def init_state(config, vocab_size: int, mesh=None, *, sharded_init: bool | None 
             return init_state(config, vocab_size)[3]
 
         return model, graphdef, tx, jax.jit(build, out_shardings=shardings)()
-    model = build_model(config.model, vocab_size, seed=config.seed)
-    graphdef, state = nnx.split(model)
+    model = build_trained_model(config, vocab_size)
+    graphdef, state = split_trained(model, config)
     params = nnx.to_pure_dict(state)
     tx = make_optimizer(config.train)
     train_state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
@@ -49,8 +99,8 @@ def init_state(config, vocab_size: int, mesh=None, *, sharded_init: bool | None 
 def abstract_state(config, vocab_size: int, mesh):
     """(abstract model, graphdef, optimizer, state of jax.ShapeDtypeStruct with shardings on `mesh`):
     what a checkpoint restores into, without computing an initialisation."""
-    model = nnx.eval_shape(lambda: build_model(config.model, vocab_size, seed=config.seed))
-    graphdef, variables = nnx.split(model)
+    model = nnx.eval_shape(lambda: build_trained_model(config, vocab_size))
+    graphdef, variables = split_trained(model, config)
     tx = make_optimizer(config.train)
     shapes = jax.eval_shape(lambda: init_state(config, vocab_size)[3])
     shardings = parallel.train_state_shardings(variables, tx, mesh)

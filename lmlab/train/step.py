@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from lmlab.train.state import BASE, trained_model
+
 DATA_STREAM, DROPOUT_STREAM = 0, 1
 
 
@@ -34,12 +36,13 @@ TRAINER_METRICS = ("loss", "grad_norm", "lr", "tokens_per_sec")
 
 def make_loss_fn(graphdef, task, frozen_graphdefs: dict | None = None) -> Callable:
     """loss_fn(params, batch, dropout_key, frozen_params) -> (objective, (n_targets, metrics)) for
-    jax.value_and_grad(has_aux=True); frozen models are rebuilt from their graphdefs in the trace."""
-    frozen_graphdefs = frozen_graphdefs or {}
+    jax.value_and_grad(has_aux=True); frozen models are rebuilt from their graphdefs in the trace,
+    and a LoRA run's frozen base weights join the trained adapters (lmlab.train.state.BASE)."""
+    frozen_graphdefs = {name: g for name, g in (frozen_graphdefs or {}).items() if name != BASE}
 
     def loss_fn(params, batch, dropout_key, frozen_params):
         frozen = {name: nnx.merge(g, nnx.State(frozen_params[name])) for name, g in frozen_graphdefs.items()}
-        out = task.loss(nnx.merge(graphdef, nnx.State(params)), batch, dropout_key, frozen)
+        out = task.loss(trained_model(graphdef, params, frozen_params), batch, dropout_key, frozen)
         clash = set(out.metrics) & set(TRAINER_METRICS)
         if clash:
             raise ValueError(f"task metric(s) {sorted(clash)} would overwrite the trainer's own")

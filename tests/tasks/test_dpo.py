@@ -118,3 +118,24 @@ def test_dpo_without_a_reference_and_reward_without_a_head_are_refused(tmp_path)
         get_task(config).frozen_sources()
     with pytest.raises(config_lib.ConfigError, match="model.reward_head.*must be true for task=reward"):
         config_lib.load("configs/gpt_shakespeare.py", ["--config.task=reward"])
+
+
+def test_sample_best_of_n_by_the_reward_model(base_run, tmp_path):
+    """`lmlab sample RUN --best-of N --reward RM`: the printed sample is the reward model's top pick."""
+    import subprocess
+    import sys
+
+    pairs = write_pairs(tmp_path / "pairs.jsonl")
+    rm = tmp_path / "rm"
+    loop.train(config_lib.load("configs/gpt_shakespeare.py", [
+        *BASE, "--config.task=reward", "--config.model.reward_head=true", f"--config.data.corpus={pairs}",
+        f"--config.train.init_from={base_run}", "--config.train.steps=10"]), rm, progress=False)
+    cmd = [sys.executable, "-m", "lmlab.cli", "-v", "sample", str(base_run), "--prompt", "abc:", "--best-of", "4",
+           "--reward", str(rm), "--max-new-tokens", "8", "--temperature", "1.0"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    scores = [float(line.rsplit(" ", 1)[1]) for line in proc.stderr.splitlines() if "best-of-4: candidate" in line]
+    assert len(scores) == 4 and scores == sorted(scores, reverse=True)
+    assert proc.stdout.startswith("abc:")
+    wrong = subprocess.run(cmd[:-6] + ["--reward", str(base_run)], capture_output=True, text=True, timeout=300)
+    assert wrong.returncode == 2 and "is a 'lm' run, not a reward model" in wrong.stderr.strip().splitlines()[-1]
