@@ -90,7 +90,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.lora.dropout = 0.0            # dropout on the adapters' input (not implemented: must be 0)
     c.lora.targets = "attn|mlp"     # regex over dense-layer paths (e.g. blocks/0/attn/qkv) that get adapters
 
-    c.mesh = ml_collections.ConfigDict()  # device mesh (lmlab/parallel.py); product = device count
+    c.mesh = ml_collections.ConfigDict()  # device mesh (lmlab/sharding.py); product = device count
     c.mesh.data = -1                # data parallel; -1: the devices the other axes leave
     c.mesh.fsdp = 1                 # FSDP: batch and parameters/optimizer state split over it
     c.mesh.tensor = 1               # tensor parallel: heads, MLP hidden and vocabulary split over it

@@ -74,11 +74,12 @@ def bench_train(config, *, steps: int = 5, name: str | None = None, profile_dir:
                                  f"profile_calls={profile_calls}")
     t, data = config.train, config.data
     vocab_size = config.tokenizer.vocab_size
-    from lmlab import parallel
+    from lmlab import distributed
+    from lmlab import sharding
 
-    parallel.initialize_distributed()
-    mesh = parallel.make_mesh(config.get("mesh"))  # the trainer's mesh: every device unless configured
-    parallel.check_batch(config, mesh)
+    distributed.initialize_distributed()
+    mesh = sharding.make_mesh(config.get("mesh"))  # the trainer's mesh: every device unless configured
+    sharding.check_batch(config, mesh)
     model, graphdef, tx, state = init_state(config, vocab_size, mesh)
     n_params = int(count_params(model))
     del model  # shares its arrays with `state`, which the chunk donates
@@ -86,14 +87,14 @@ def bench_train(config, *, steps: int = 5, name: str | None = None, profile_dir:
              n_params / 1e6, data.batch_size, data.seq_len, t.grad_accum, t.steps_per_call)
 
     task = get_task(config)
-    train_arrays = parallel.put_replicated(task.synthetic_train_arrays(vocab_size, jax.random.key(config.seed)), mesh)
+    train_arrays = sharding.put_replicated(task.synthetic_train_arrays(vocab_size, jax.random.key(config.seed)), mesh)
 
     t0 = time.perf_counter()
     frozen = frozen_lib.load_frozen(frozen_lib.run_frozen_sources(task, config), mesh)  # teacher, reference, LoRA base
     frozen_params = frozen_lib.params_of(frozen)
     chunk = make_train_chunk(graphdef, tx, config, t.steps_per_call, make_schedule(t), task, mesh=mesh,
-                             state_shardings=parallel.shardings_of(state), frozen_graphdefs=frozen_lib.graphdefs_of(frozen),
-                             frozen_shardings=parallel.shardings_of(frozen_params))
+                             state_shardings=sharding.shardings_of(state), frozen_graphdefs=frozen_lib.graphdefs_of(frozen),
+                             frozen_shardings=sharding.shardings_of(frozen_params))
     compiled = chunk.lower(state, train_arrays, frozen_params).compile()
     compile_s = time.perf_counter() - t0
     log.info("bench train: compiled in %.1fs", compile_s)
@@ -272,10 +273,9 @@ def bench_decode(run, *, batch_sizes: Sequence[int] = (1, 8, 32), new_tokens: in
     """
     from lmlab.decode.sampling import generate
 
-    family = run.config.model.family
-    if family not in ("gpt", "encdec"):
+    if not run.model.decodes:
         raise BenchArgumentError(
-            f"bench decode needs a model with a decoder; {run.run_dir} is a '{family}' run, which "
+            f"bench decode needs a model with a decoder; {run.run_dir} is a '{run.config.model.family}' run, which "
             "only encodes (decoder runs have model.family 'gpt' or 'encdec')")
     if min(new_tokens, prompt_len, repeats, *batch_sizes) < 1:
         raise BenchArgumentError("batch sizes, new tokens, prompt length and repeats must be positive")
@@ -285,7 +285,7 @@ def bench_decode(run, *, batch_sizes: Sequence[int] = (1, 8, 32), new_tokens: in
             f"prompt length {prompt_len} + new tokens {new_tokens} = {prompt_len + new_tokens} exceeds "
             f"the model's max_len {max_len}; use a shorter --prompt-len or fewer --new-tokens")
     vocab_size = run.tokenizer.vocab_size
-    source_len = run.config.data.src_len if family == "encdec" else None
+    source_len = run.config.data.src_len if run.model.needs_source else None
     key = jax.random.key(seed)
     rows = []
     for batch in batch_sizes:

@@ -172,7 +172,7 @@ def cmd_train(args, overrides) -> int:
 
         run = load_run(workdir)
         s = config.sample
-        if config.model.family == "encdec":  # a translation run translates its sample prompts
+        if run.model.needs_source:  # a translation run translates its sample prompts
             translations = _translate_texts(run, list(s.prompts), beam=s.beam_size, length_penalty=s.length_penalty)
             texts = [f"{source}\n-> {target}" for source, target in zip(s.prompts, translations)]
         else:
@@ -201,7 +201,7 @@ def cmd_eval(args, overrides) -> int:
 
         questions = choices.read_choices(args.choices)
         run = load_run(args.run_dir)
-        if run.config.model.family != "gpt":
+        if not run.model.decodes or run.model.needs_source:
             raise UsageError(f"--choices scores continuations with a decoder; {args.run_dir} is a "
                              f"'{run.config.model.family}' run")
         result = choices.evaluate_choices(run.model, run.tokenizer, questions, run.config.model.max_len)
@@ -281,11 +281,11 @@ def cmd_sample(args, overrides) -> int:
         if text is not None:
             _check_text(flag, text)
     run = load_run(args.run_dir)
-    if run.config.model.family == "bert":
+    if not run.model.decodes:
         return _sample_encoder(run, args)
     if args.fill is not None:
         raise UsageError(f"--fill needs a masked-LM (bert) run; {run.run_dir} is a '{run.config.model.family}' run")
-    if run.config.model.family == "gpt" and args.chat is None:
+    if not run.model.needs_source and args.chat is None:
         _check_room(run, args.prompt, args.max_new_tokens)
     with _heartbeat(f"generating up to {args.max_new_tokens} new tokens"):
         texts = _sample_texts(run, args)
@@ -332,7 +332,7 @@ def cmd_chat(args, overrides) -> int:
 
 def _sample_texts(run, args) -> list[str]:
     """What `lmlab sample` prints: translations, chat replies, best beams or samples."""
-    if run.config.model.family == "encdec":  # a translation run translates the prompt
+    if run.model.needs_source:  # a translation run translates the prompt
         return _translate_texts(run, [args.prompt], beam=args.beam, length_penalty=args.length_penalty,
                                 temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                                 num_samples=args.num_samples, max_new_tokens=args.max_new_tokens)
@@ -818,11 +818,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _join_processes() -> None:
-    """Multi-host runs (lmlab.parallel.initialize_distributed): every process runs the command;
+    """Multi-host runs (lmlab.distributed.initialize_distributed): every process runs the command;
     only process 0 prints results (its logger alone stays at INFO)."""
-    from lmlab import parallel
+    from lmlab import distributed
 
-    if parallel.distributed_args() is None:
+    if distributed.distributed_args() is None:
         return
     # C++ libraries write to file descriptor 1 (gloo: "[Gloo] Rank 0 is connected to 1 peer
     # ranks..."), which is the results stream: point it at stderr and print results to a copy.
@@ -830,7 +830,7 @@ def _join_processes() -> None:
     results_fd = os.dup(1)
     os.dup2(2, 1)
     sys.stdout = os.fdopen(results_fd, "w", buffering=1)
-    if parallel.initialize_distributed() and not parallel.is_primary():
+    if distributed.initialize_distributed() and not distributed.is_primary():
         sys.stdout = open(os.devnull, "w")
 
 

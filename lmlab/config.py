@@ -381,11 +381,17 @@ def _warn_short_run(t) -> None:
                     t.steps, t.warmup_steps)
 
 
-def _leaf_keys(d: dict, prefix: str = "") -> set[str]:
-    keys = set()
+def flatten(d: dict, sep: str = ".", prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}: the leaves of nested dicts by their joined keys."""
+    out = {}
     for key, value in d.items():
-        keys |= _leaf_keys(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key}
-    return keys
+        name = f"{prefix}{key}"
+        out.update(flatten(value, sep, name + sep) if isinstance(value, dict) else {name: value})
+    return out
+
+
+def _leaf_keys(d: dict) -> set[str]:
+    return set(flatten(d))
 
 
 def _check_complete(config: ml_collections.ConfigDict, path) -> None:

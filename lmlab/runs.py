@@ -9,7 +9,8 @@ import jax
 from flax import nnx
 
 from lmlab import config as config_lib
-from lmlab import parallel
+from lmlab import distributed
+from lmlab import sharding
 from lmlab.interop.rundir import write_run
 from lmlab.nn import lora
 from lmlab.tokenizers import Tokenizer, load_tokenizer
@@ -29,12 +30,12 @@ class LoadedRun:
 
 def load_run(run_dir: str | pathlib.Path, mesh=None) -> LoadedRun:
     """The latest checkpoint's parameters, sharded over `mesh` (default: the run's configured mesh
-    if it fits the devices here, else every device on `data`; lmlab.parallel.mesh_for_run)."""
-    parallel.initialize_distributed()
+    if it fits the devices here, else every device on `data`; lmlab.sharding.mesh_for_run)."""
+    distributed.initialize_distributed()
     run_dir = pathlib.Path(run_dir)
     config = config_lib.load_run_config(run_dir)
     tokenizer = load_tokenizer(run_dir / "tokenizer")
-    mesh = mesh if mesh is not None else parallel.mesh_for_run(config)
+    mesh = mesh if mesh is not None else sharding.mesh_for_run(config)
     _, graphdef, _, state = abstract_state(config, tokenizer.vocab_size, mesh)  # restored into, not computed
     checkpointer = Checkpointer(run_dir / "checkpoints", keep=config.train.keep_checkpoints)
     try:

@@ -29,7 +29,8 @@ import jax
 import numpy as np
 
 from lmlab import config as config_lib
-from lmlab import parallel
+from lmlab.eval import batching
+from lmlab import sharding
 from lmlab.tasks import get_task
 from lmlab.train.checkpoint import Checkpointer
 from lmlab.train.optimizer import make_schedule
@@ -86,13 +87,13 @@ def gathered_token_rows(hlo: str, seq_len: int) -> list[int]:
 
 def lower(shape, devices, arrays_host):
     """The train chunk on a mesh of this shape (None: no mesh, the code path before
-    lmlab.parallel existed), lowered (compiled later, two at a time)."""
+    lmlab.sharding existed), lowered (compiled later, two at a time)."""
     config = config_for(shape or (1, 1, 1))
-    mesh = None if shape is None else parallel.make_mesh(config.mesh, devices=devices)
+    mesh = None if shape is None else sharding.make_mesh(config.mesh, devices=devices)
     _, graphdef, tx, state = init_state(config, VOCAB, mesh)
     task = get_task(config)
-    arrays = jax.tree.map(jax.numpy.asarray, arrays_host) if mesh is None else parallel.put_replicated(arrays_host, mesh)
-    shardings = None if mesh is None else parallel.shardings_of(state)
+    arrays = jax.tree.map(jax.numpy.asarray, arrays_host) if mesh is None else sharding.put_replicated(arrays_host, mesh)
+    shardings = None if mesh is None else sharding.shardings_of(state)
     lowered = make_train_chunk(graphdef, tx, config, STEPS, make_schedule(config.train), task, mesh=mesh,
                                state_shardings=shardings).lower(state, arrays, {})
     return config, state, arrays, lowered
@@ -162,7 +163,7 @@ def main(out_dir: pathlib.Path) -> dict:
     ckpt = Checkpointer(out_dir / "ckpt_8", keep=1)
     ckpt.save(STEPS, saved, {"step": STEPS})
     ckpt.wait()
-    one = parallel.make_mesh(config.mesh, devices=devices[:1])
+    one = sharding.make_mesh(config.mesh, devices=devices[:1])
     _, restored, _ = ckpt.restore_latest(abstract_state(config, VOCAB, one)[3])
     ckpt.close()
     report["restore_8_to_1"] = {
@@ -174,7 +175,7 @@ def main(out_dir: pathlib.Path) -> dict:
     ckpt = Checkpointer(out_dir / "ckpt_1", keep=1)
     ckpt.save(STEPS, ref_state, {"step": STEPS})
     ckpt.wait()
-    four = parallel.make_mesh({"data": 1, "fsdp": 2, "tensor": 2}, devices=devices[:4])
+    four = sharding.make_mesh({"data": 1, "fsdp": 2, "tensor": 2}, devices=devices[:4])
     _, restored, _ = ckpt.restore_latest(abstract_state(config, VOCAB, four)[3])
     ckpt.close()
     report["restore_1_to_4"] = {
@@ -225,16 +226,16 @@ def lora_on_mesh(base_dir: pathlib.Path, devices) -> dict:
     for shape, devs in (((1, 1, 1), devices[:1]), ((2, 2, 2), devices)):
         config = config_lib.apply_overrides(config_for(shape), [f"train.init_from={base_dir}", "lora.rank=4",
                                                                  "train.learning_rate=0.05"])
-        mesh = parallel.make_mesh(config.mesh, devices=devs)
+        mesh = sharding.make_mesh(config.mesh, devices=devs)
         _, graphdef, tx, state = init_state(config, VOCAB, mesh)
         task = get_task(config)
         frozen = frozen_lib.load_frozen(frozen_lib.run_frozen_sources(task, config), mesh)
         frozen_params = frozen_lib.params_of(frozen)
         chunk = make_train_chunk(graphdef, tx, config, STEPS, make_schedule(config.train), task, mesh=mesh,
-                                 state_shardings=parallel.shardings_of(state),
+                                 state_shardings=sharding.shardings_of(state),
                                  frozen_graphdefs=frozen_lib.graphdefs_of(frozen),
-                                 frozen_shardings=parallel.shardings_of(frozen_params))
-        state, metrics = chunk(state, parallel.put_replicated(arrays_host, mesh), frozen_params)
+                                 frozen_shardings=sharding.shardings_of(frozen_params))
+        state, metrics = chunk(state, sharding.put_replicated(arrays_host, mesh), frozen_params)
         qkv_b = state["params"]["blocks"][0]["attn"]["qkv"]["lora_b"]
         out[",".join(map(str, shape))] = {"losses": np.asarray(metrics["loss"]).tolist(),
                                           "lora_b_spec": spec_text(qkv_b.sharding),
@@ -251,17 +252,17 @@ def frozen_on_mesh(teacher_dir: pathlib.Path, devices) -> dict:
     for shape, devs in (((1, 1, 1), devices[:1]), ((2, 2, 2), devices)):
         config = config_lib.apply_overrides(config_for(shape), [f"distill.teacher={teacher_dir}", "distill.alpha=0.7",
                                                                  "distill.temperature=2.0"])
-        mesh = parallel.make_mesh(config.mesh, devices=devs)
+        mesh = sharding.make_mesh(config.mesh, devices=devs)
         _, graphdef, tx, state = init_state(config, VOCAB, mesh)
         task = get_task(config)
         frozen = frozen_lib.load_frozen(task.frozen_sources(), mesh)
         frozen_params = frozen_lib.params_of(frozen)
         chunk = make_train_chunk(graphdef, tx, config, STEPS, make_schedule(config.train), task, mesh=mesh,
-                                 state_shardings=parallel.shardings_of(state),
+                                 state_shardings=sharding.shardings_of(state),
                                  frozen_graphdefs=frozen_lib.graphdefs_of(frozen),
-                                 frozen_shardings=parallel.shardings_of(frozen_params))
+                                 frozen_shardings=sharding.shardings_of(frozen_params))
         before = jax.device_get(frozen_params)
-        state, metrics = chunk(state, parallel.put_replicated(arrays_host, mesh), frozen_params)
+        state, metrics = chunk(state, sharding.put_replicated(arrays_host, mesh), frozen_params)
         name = ",".join(map(str, shape))
         out[name] = {"losses": np.asarray(metrics["loss"]).tolist(), "kl": np.asarray(metrics["distill/kl"]).tolist(),
                      "fingerprint": frozen["teacher"].source["fingerprint"],
@@ -282,7 +283,7 @@ def pallas_on_mesh() -> dict:
     from lmlab.nn.positions import alibi_slopes
     from lmlab.ops.attention import attention, make_padding_mask
 
-    mesh = parallel.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
     rng = np.random.default_rng(0)
     q = rng.normal(size=(8, 21, 4, 16)).astype(np.float32)
     k = rng.normal(size=(8, 21, 2, 16)).astype(np.float32)
@@ -296,12 +297,12 @@ def pallas_on_mesh() -> dict:
         return out, *vjp(out)
 
     def on_mesh(q, k, v, mask):
-        with parallel.activate(mesh):
+        with sharding.activate(mesh):
             return out_and_grads(q, k, v, mask, "pallas")
 
     with jax.default_matmul_precision("highest"):
         expected = jax.jit(out_and_grads, static_argnums=4)(q, k, v, mask, "naive")
-        args = parallel.put_batch((q, k, v, np.asarray(mask)), mesh)
+        args = batching.put_batch((q, k, v, np.asarray(mask)), mesh)
         lowered = jax.jit(on_mesh).lower(*args)
         got = lowered.compile()(*args)
     return {
@@ -319,14 +320,14 @@ EVAL_MESHES = [(8, 1, 1), (2, 2, 2)]
 
 class BatchWatch:
     """Records, while active, the shardings of the held-out batches the evaluators run: each array
-    lmlab.parallel.put_batch hands to the jitted step, and (jax.debug.inspect_array_sharding, at
+    lmlab.eval.batching.put_batch hands to the jitted step, and (jax.debug.inspect_array_sharding, at
     compile time) the sharding each array has inside that step."""
 
     def __init__(self):
         self.put, self.inside = [], []
 
     def __enter__(self):
-        self._put, self._shard = parallel.put_batch, parallel.shard_batch
+        self._put, self._shard = batching.put_batch, sharding.shard_batch
 
         def put_batch(batch, mesh):
             out = self._put(batch, mesh)
@@ -343,11 +344,11 @@ class BatchWatch:
                 jax.debug.inspect_array_sharding(x, callback=lambda s: self.inside.append(spec_text(s)))
             return out
 
-        parallel.put_batch, parallel.shard_batch = put_batch, shard_batch
+        batching.put_batch, sharding.shard_batch = put_batch, shard_batch
         return self
 
     def __exit__(self, *exc):
-        parallel.put_batch, parallel.shard_batch = self._put, self._shard
+        batching.put_batch, sharding.shard_batch = self._put, self._shard
 
 
 def eval_data(family: str, config, out_dir: pathlib.Path):
@@ -396,9 +397,9 @@ def evaluation(out_dir: pathlib.Path) -> dict:
         evaluator = task.make_evaluator(graphdef, eval_data(family, config, out_dir))
         out = {}
         for shape in [(1, 1, 1)] + EVAL_MESHES:
-            mesh = parallel.make_mesh(dict(zip(parallel.MESH_AXES, shape)),
+            mesh = sharding.make_mesh(dict(zip(sharding.MESH_AXES, shape)),
                                       devices=devices[:1] if shape == (1, 1, 1) else devices)
-            params = parallel.put(host_params, parallel.param_shardings(nnx.state(model), mesh))
+            params = sharding.put(host_params, sharding.param_shardings(nnx.state(model), mesh))
             with BatchWatch() as watch:
                 # Translation's full evaluation adds BLEU (decoding, not batches): dev loss only.
                 metrics = {"full": evaluator(params, full=family != "encdec")}
@@ -426,12 +427,12 @@ def families() -> dict:
         for shape, devices in (((1, 1, 1), jax.devices()[:1]), ((2, 2, 2), jax.devices())):
             config = config_lib.load(path, small + [f"mesh.data={shape[0]}", f"mesh.fsdp={shape[1]}",
                                                     f"mesh.tensor={shape[2]}"])
-            mesh = parallel.make_mesh(config.mesh, devices=devices)
+            mesh = sharding.make_mesh(config.mesh, devices=devices)
             _, graphdef, tx, state = init_state(config, 64, mesh)
             task = get_task(config)
-            arrays = parallel.put_replicated(task.synthetic_train_arrays(64, jax.random.key(3)), mesh)
+            arrays = sharding.put_replicated(task.synthetic_train_arrays(64, jax.random.key(3)), mesh)
             chunk = make_train_chunk(graphdef, tx, config, 3, make_schedule(config.train), task, mesh=mesh,
-                                     state_shardings=parallel.shardings_of(state))
+                                     state_shardings=sharding.shardings_of(state))
             state, metrics = chunk(state, arrays, {})
             losses[",".join(map(str, shape))] = np.asarray(metrics["loss"]).tolist()
             sharded = [len(x.sharding.device_set) > 1 and not x.sharding.is_fully_replicated
@@ -440,7 +441,7 @@ def families() -> dict:
         report[family] = losses
     # The jitted in-place initialiser (the default on GPU/TPU meshes) against the eager one.
     config = config_for((2, 2, 2))
-    mesh = parallel.make_mesh(config.mesh)
+    mesh = sharding.make_mesh(config.mesh)
     jitted = init_state(config, VOCAB, mesh, sharded_init=True)[3]
     eager = init_state(config, VOCAB, mesh, sharded_init=False)[3]
     report["sharded_init"] = {

@@ -233,7 +233,8 @@ def test_sample_non_finite_arguments(monkeypatch, tmp_path, capsys, args):
 
 
 def test_sample_on_an_encoder_run(monkeypatch, tmp_path, capsys):
-    fake = types.SimpleNamespace(config=config_lib.load("configs/bert_shakespeare.py"), run_dir=tmp_path, step=1)
+    fake = types.SimpleNamespace(config=config_lib.load("configs/bert_shakespeare.py"), run_dir=tmp_path, step=1,
+                                 model=types.SimpleNamespace(decodes=False, needs_source=False))
     monkeypatch.setattr("lmlab.runs.load_run", lambda run_dir: fake)
     assert cli.main(["sample", str(tmp_path)]) == 2
     assert "it fills in masks, e.g. --fill" in one_error_line(capsys)
@@ -244,7 +245,8 @@ def fake_decoder_run(tmp_path, **model):
     config.model.update(model)
     tokenizer = train_tokenizer("char", "abc abc", vocab_size=64, special_tokens=("<|endoftext|>",),
                                 out_dir=tmp_path / "tokenizer")
-    return types.SimpleNamespace(config=config, tokenizer=tokenizer, run_dir=tmp_path)
+    return types.SimpleNamespace(config=config, tokenizer=tokenizer, run_dir=tmp_path,
+                                 model=types.SimpleNamespace(decodes=True, needs_source=False))
 
 
 @pytest.mark.parametrize("beam", [[], ["--beam", "4"]])

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from lmlab import config as config_lib
-from lmlab import parallel
+from lmlab import distributed
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -21,10 +21,10 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 def test_explicit_variables():
     env = {"LMLAB_COORDINATOR": "10.0.0.1:1234", "LMLAB_NUM_PROCESSES": "4", "LMLAB_PROCESS_ID": "3"}
-    assert parallel.distributed_args(env, on_tpu_vm=False) == {
+    assert distributed.distributed_args(env, on_tpu_vm=False) == {
         "coordinator_address": "10.0.0.1:1234", "num_processes": 4, "process_id": 3}
     env["LMLAB_LOCAL_DEVICE_IDS"] = "0,1"
-    assert parallel.distributed_args(env, on_tpu_vm=False)["local_device_ids"] == [0, 1]
+    assert distributed.distributed_args(env, on_tpu_vm=False)["local_device_ids"] == [0, 1]
 
 
 @pytest.mark.parametrize("env, words", [
@@ -34,7 +34,7 @@ def test_explicit_variables():
 ])
 def test_incomplete_or_bad_explicit_variables_are_config_errors(env, words):
     with pytest.raises(config_lib.ConfigError, match=words):
-        parallel.distributed_args(env, on_tpu_vm=False)
+        distributed.distributed_args(env, on_tpu_vm=False)
 
 
 SLURM = {"SLURM_JOB_ID": "77", "SLURM_STEP_NODELIST": "gpu[01-02]", "SLURM_NTASKS": "2", "SLURM_PROCID": "1",
@@ -43,35 +43,35 @@ SLURM = {"SLURM_JOB_ID": "77", "SLURM_STEP_NODELIST": "gpu[01-02]", "SLURM_NTASK
 
 def test_slurm_one_process_per_host_drives_every_gpu_of_the_host():
     env = {**SLURM, "SLURM_STEP_TASKS_PER_NODE": "1(x2)", "CUDA_VISIBLE_DEVICES": "0,1,2,3"}
-    assert parallel.distributed_args(env, on_tpu_vm=False) == {
+    assert distributed.distributed_args(env, on_tpu_vm=False) == {
         "cluster_detection_method": "slurm", "local_device_ids": [0, 1, 2, 3]}
     env = {**SLURM, "SLURM_STEP_TASKS_PER_NODE": "1(x2)", "SLURM_GPUS_ON_NODE": "8"}
-    assert parallel.distributed_args(env, on_tpu_vm=False)["local_device_ids"] == list(range(8))
+    assert distributed.distributed_args(env, on_tpu_vm=False)["local_device_ids"] == list(range(8))
 
 
 def test_slurm_one_process_per_gpu():
     env = {**SLURM, "SLURM_NTASKS": "16", "SLURM_STEP_TASKS_PER_NODE": "8(x2)"}
-    assert parallel.distributed_args(env, on_tpu_vm=False) == {"cluster_detection_method": "slurm"}  # JAX: [LOCALID]
+    assert distributed.distributed_args(env, on_tpu_vm=False) == {"cluster_detection_method": "slurm"}  # JAX: [LOCALID]
     env["CUDA_VISIBLE_DEVICES"] = "5"  # srun --gpus-per-task=1 bound one GPU
-    assert parallel.distributed_args(env, on_tpu_vm=False)["local_device_ids"] == [0]
+    assert distributed.distributed_args(env, on_tpu_vm=False)["local_device_ids"] == [0]
 
 
 def test_single_process_environments_start_nothing():
-    assert parallel.distributed_args({}, on_tpu_vm=False) is None
-    assert parallel.distributed_args({**SLURM, "SLURM_NTASKS": "1"}, on_tpu_vm=False) is None
-    assert parallel.distributed_args({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4"}, on_tpu_vm=False) is None  # sbatch, no srun
-    assert parallel.distributed_args({"LMLAB_DISTRIBUTED": "0", **SLURM}, on_tpu_vm=True) is None
+    assert distributed.distributed_args({}, on_tpu_vm=False) is None
+    assert distributed.distributed_args({**SLURM, "SLURM_NTASKS": "1"}, on_tpu_vm=False) is None
+    assert distributed.distributed_args({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4"}, on_tpu_vm=False) is None  # sbatch, no srun
+    assert distributed.distributed_args({"LMLAB_DISTRIBUTED": "0", **SLURM}, on_tpu_vm=True) is None
 
 
 def test_tpu_vm_lets_jax_read_the_pod_topology():
-    assert parallel.distributed_args({}, on_tpu_vm=True) == {}
+    assert distributed.distributed_args({}, on_tpu_vm=True) == {}
 
 
 def test_slurm_tasks_per_node_parsing():
-    assert parallel._tasks_on_this_node({"SLURM_STEP_TASKS_PER_NODE": "4(x2),3", "SLURM_NODEID": "2"}) == 3
-    assert parallel._tasks_on_this_node({"SLURM_STEP_TASKS_PER_NODE": "4(x2),3", "SLURM_NODEID": "1"}) == 4
-    assert parallel._tasks_on_this_node({"SLURM_NTASKS_PER_NODE": "2"}) == 2
-    assert parallel._tasks_on_this_node({}) is None
+    assert distributed._tasks_on_this_node({"SLURM_STEP_TASKS_PER_NODE": "4(x2),3", "SLURM_NODEID": "2"}) == 3
+    assert distributed._tasks_on_this_node({"SLURM_STEP_TASKS_PER_NODE": "4(x2),3", "SLURM_NODEID": "1"}) == 4
+    assert distributed._tasks_on_this_node({"SLURM_NTASKS_PER_NODE": "2"}) == 2
+    assert distributed._tasks_on_this_node({}) is None
 
 
 # ------------------------------------------------------------------------ two processes on localhost

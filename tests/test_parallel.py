@@ -1,4 +1,4 @@
-"""lmlab.parallel: mesh config, logical-axis rules, parameter annotations, the one-device path, and
+"""lmlab.sharding (and lmlab.eval.batching, lmlab.distributed): mesh config, logical-axis rules, parameter annotations, the one-device path, and
 (in a subprocess with 8 simulated CPU devices, tests/parallel_worker.py) data / FSDP / tensor
 parallel training equal to one device, real sharding, checkpoints across meshes, sharded decoding,
 data-parallel evaluation of every task family."""
@@ -17,7 +17,7 @@ from flax import nnx
 from jax.sharding import AbstractMesh, PartitionSpec as P
 
 from lmlab import config as config_lib
-from lmlab import parallel
+from lmlab import sharding
 from lmlab.models import build_model
 
 CONFIG = "configs/gpt_shakespeare.py"
@@ -26,7 +26,7 @@ TINY = ["data.seq_len=16", "data.batch_size=4", "model.n_layers=1", "model.d_mod
 
 
 def mesh_of(data, fsdp, tensor):
-    return AbstractMesh((data, fsdp, tensor), parallel.MESH_AXES)
+    return AbstractMesh((data, fsdp, tensor), sharding.MESH_AXES)
 
 
 # ------------------------------------------------------------------------------------ mesh config
@@ -59,16 +59,16 @@ def test_bad_mesh_values_fail_validation_with_the_key():
 
 def test_batch_must_split_over_data_and_fsdp():
     c = config_lib.load(CONFIG, ["data.batch_size=6"])
-    parallel.check_batch(c, mesh_of(2, 3, 2))
+    sharding.check_batch(c, mesh_of(2, 3, 2))
     with pytest.raises(config_lib.ConfigError, match="data.batch_size"):
-        parallel.check_batch(c, mesh_of(4, 1, 1))
+        sharding.check_batch(c, mesh_of(4, 1, 1))
 
 
 # ------------------------------------------------------------------------------------------ rules
 
 def test_rules_map_logical_axes_to_mesh_axes():
     mesh = mesh_of(2, 4, 2)
-    spec = parallel.logical_to_spec
+    spec = sharding.logical_to_spec
     assert spec(("embed", "mlp"), (64, 128), mesh) == P("fsdp", "tensor")
     assert spec(("mlp", "embed"), (128, 64), mesh) == P("tensor", "fsdp")
     assert spec(("vocab", "embed"), (256, 64), mesh) == P("tensor", "fsdp")
@@ -83,12 +83,12 @@ def test_rules_map_logical_axes_to_mesh_axes():
 
 def test_axis_that_does_not_divide_a_dimension_is_skipped():
     mesh = mesh_of(1, 4, 2)
-    assert parallel.logical_to_spec(("vocab", "embed"), (65, 32), mesh) == P(None, "fsdp")
-    assert parallel.logical_to_spec(("batch",), (6,), mesh_of(2, 4, 1)) == P("data")
+    assert sharding.logical_to_spec(("vocab", "embed"), (65, 32), mesh) == P(None, "fsdp")
+    assert sharding.logical_to_spec(("batch",), (6,), mesh_of(2, 4, 1)) == P("data")
     with pytest.raises(KeyError, match="no sharding rule"):
-        parallel.logical_to_spec(("nonsense",), (4,), mesh)
+        sharding.logical_to_spec(("nonsense",), (4,), mesh)
     with pytest.raises(ValueError, match="do not match"):
-        parallel.logical_to_spec(("embed",), (4, 4), mesh)
+        sharding.logical_to_spec(("embed",), (4, 4), mesh)
 
 
 @pytest.mark.parametrize("overrides", [
@@ -98,12 +98,12 @@ def test_axis_that_does_not_divide_a_dimension_is_skipped():
 def test_every_gpt_parameter_has_logical_axes_of_its_rank(overrides):
     config = config_lib.load(CONFIG, TINY + overrides)
     model = nnx.eval_shape(lambda: build_model(config.model, 64))
-    names = parallel.logical_axes(nnx.state(model, nnx.Param))
+    names = sharding.logical_axes(nnx.state(model, nnx.Param))
     shapes = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     flat_names = dict(jax.tree_util.tree_flatten_with_path(names, is_leaf=lambda x: isinstance(x, tuple))[0])
     flat_shapes = dict(jax.tree_util.tree_flatten_with_path(shapes)[0])
     assert set(flat_names) == set(flat_shapes)
-    rules = dict(parallel.RULES)
+    rules = dict(sharding.RULES)
     for path, axes in flat_names.items():
         assert axes is not None, jax.tree_util.keystr(path)
         assert len(axes) == len(flat_shapes[path].shape)
@@ -114,7 +114,7 @@ def test_every_gpt_parameter_has_logical_axes_of_its_rank(overrides):
 
 def test_optimizer_moments_mirror_parameter_shardings():
     config = config_lib.load(CONFIG, TINY)
-    mesh = jax.make_mesh((1, 1, 1), parallel.MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3)
+    mesh = jax.make_mesh((1, 1, 1), sharding.MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3)
     from lmlab.train.state import abstract_state
 
     _, _, _, state = abstract_state(config, 64, mesh)
@@ -129,10 +129,10 @@ def test_optimizer_moments_mirror_parameter_shardings():
 
 def test_activation_constraints_are_inert_without_a_multi_device_mesh():
     x = jnp.ones((4, 3, 8))
-    assert parallel.constrain(x, ("batch", None, "mlp")) is x
-    with parallel.activate(parallel.make_mesh(None)):  # one device here
-        assert parallel.constrain(x, ("batch", None, "mlp")) is x
-    assert parallel.shard_batch({"tokens": x}, None)["tokens"] is x
+    assert sharding.constrain(x, ("batch", None, "mlp")) is x
+    with sharding.activate(sharding.make_mesh(None)):  # one device here
+        assert sharding.constrain(x, ("batch", None, "mlp")) is x
+    assert sharding.shard_batch({"tokens": x}, None)["tokens"] is x
 
 
 # ----------------------------------------------------------------------- 8 simulated devices
@@ -186,7 +186,7 @@ def test_eight_simulated_devices(report):
 
 
 def test_one_device_mesh_trains_bit_for_bit_like_no_mesh(report):
-    """The single-device path through lmlab.parallel (mesh 1x1x1, NamedShardings, jit with
+    """The single-device path through lmlab.sharding (mesh 1x1x1, NamedShardings, jit with
     in/out shardings) computes exactly what the code without a mesh computes."""
     assert report["one_device_bitwise"] is True
 

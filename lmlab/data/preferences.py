@@ -4,8 +4,9 @@ The prompt is a string (plain text, continued directly) or a list of chat messag
 the ChatML template, ending in an open assistant turn); "chosen" and "rejected" are strings or a
 list holding one assistant message. A pair is encoded as two sequences, prompt + chosen and
 prompt + rejected, each with weight 1 on its completion tokens (and, in a chat, the closing
-<|im_end|>), 0 on the prompt. The held-out split is chosen by a hash of the prompt, so pairs that
-share a prompt stay together.
+<|im_end|>), 0 on the prompt. The held-out split is the file's own where every line has
+"split": "train" | "val" (as lmlab.data.make_preferences writes), else chosen by a hash of the
+prompt, so pairs that share a prompt stay together.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Pair:
     prompt: str | tuple[dict, ...]
     chosen: str
     rejected: str
+    split: str | None = None  # "train" or "val" when the file says (lmlab.data.make_preferences)
 
 
 def _completion(value, where: str, key: str) -> str:
@@ -50,15 +52,21 @@ def read_pairs(path: str | pathlib.Path) -> list[Pair]:
             prompt = check_messages(prompt + [{"role": "assistant", "content": ""}], where)[:-1]
         elif not isinstance(prompt, str):
             raise ValueError(f"{where}: \"prompt\" must be a string or a list of messages")
+        split = record.get("split")
+        if split not in (None, "train", "val"):
+            raise ValueError(f"{where}: \"split\" must be \"train\" or \"val\"; got {split!r}")
         pairs.append(Pair(prompt, _completion(record["chosen"], where, "chosen"),
-                          _completion(record["rejected"], where, "rejected")))
+                          _completion(record["rejected"], where, "rejected"), split))
     if not pairs:
         raise ValueError(f"{path}: no preference pairs")
     return pairs
 
 
 def split_pairs(pairs: list[Pair]) -> tuple[list[Pair], list[Pair]]:
-    """(train, held-out) by a hash of the prompt; a tiny file keeps its last pair out."""
+    """(train, held-out): as the file's "split" keys say, else by a hash of the prompt; a tiny file
+    keeps its last pair out."""
+    if all(p.split is not None for p in pairs) and {p.split for p in pairs} == {"train", "val"}:
+        return [p for p in pairs if p.split == "train"], [p for p in pairs if p.split == "val"]
     def held_out(pair):
         return split_of(json.dumps(pair.prompt, sort_keys=True), test_percent=0, dev_percent=HELD_OUT_PERCENT) == "dev"
 

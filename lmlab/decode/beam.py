@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lmlab import parallel
+from lmlab import sharding
 from lmlab.decode.sampling import check_prompt_lengths, left_padding_segments
 
 NEG_INF = -1e30
@@ -125,7 +125,7 @@ def beam_search(model: nnx.Module, prompt_BT, *, beam_size: int, max_new_tokens:
     graphdef, state = nnx.split(model)
     params = nnx.to_pure_dict(state)
     # Onto the params' mesh, if any.
-    prompt_BT, source, prompt_lengths_B = parallel.replicate_like((prompt_BT, source, prompt_lengths_B), params)
+    prompt_BT, source, prompt_lengths_B = sharding.replicate_like((prompt_BT, source, prompt_lengths_B), params)
     return _beam_search(graphdef, params, prompt_BT, source, prompt_lengths_B, beam_size=int(beam_size),
                         max_new_tokens=int(max_new_tokens), eos_id=int(eos_id), pad_id=int(pad_id),
                         alpha=float(length_penalty_alpha))

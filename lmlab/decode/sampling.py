@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lmlab import parallel
+from lmlab import sharding
 
 
 def left_padding_segments(prompt_lengths_B: jax.Array, T: int, total: int) -> jax.Array:
@@ -170,8 +170,8 @@ def generate(model: nnx.Module, prompt_BT, *, max_new_tokens: int, key: jax.Arra
         prompt_lengths_B = check_prompt_lengths(prompt_lengths_B, prompt_BT, source)
     graphdef, state = nnx.split(model)
     params = nnx.to_pure_dict(state)
-    # Parameters sharded over a mesh (lmlab.parallel): the inputs go there too, replicated.
-    prompt_BT, key, source, prompt_lengths_B = parallel.replicate_like((prompt_BT, key, source, prompt_lengths_B),
+    # Parameters sharded over a mesh (lmlab.sharding): the inputs go there too, replicated.
+    prompt_BT, key, source, prompt_lengths_B = sharding.replicate_like((prompt_BT, key, source, prompt_lengths_B),
                                                                        params)
     return _generate(graphdef, params, prompt_BT, key, source, prompt_lengths_B, max_new_tokens=max_new_tokens,
                      temperature=float(temperature), top_k=int(top_k), top_p=float(top_p), use_cache=use_cache,

@@ -1,6 +1,6 @@
 """An opt-in progress bar over held-out batches, on stderr: `lmlab eval` turns it on.
 
-The evaluation loops (lmlab.eval.lm.evaluate, lmlab.parallel.eval_sums) pass their batches
+The evaluation loops (lmlab.eval.lm.evaluate, lmlab.eval.batching.eval_sums) pass their batches
 through `track`, which is a no-op unless a caller is inside `shown()`; training's periodic
 evaluations stay quiet under the training bar.
 """

@@ -86,6 +86,8 @@ class MLMHead(nnx.Module):
 
 
 class BERT(nnx.Module):
+    decodes, needs_source = False, False  # an encoder: nothing to generate
+
     """Bidirectional encoder with a masked-LM head. `model(tokens_BT)` -> (mlm_logits_BTV, None)."""
 
     def __init__(self, m, vocab_size: int, *, rngs: nnx.Rngs, mlm_head: bool = True):

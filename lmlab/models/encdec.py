@@ -88,6 +88,8 @@ class DecoderBlock(nnx.Module):
 
 
 class EncDec(nnx.Module):
+    decodes, needs_source = True, True  # generates a target conditioned on an encoded source
+
     def __init__(self, m, vocab_size: int, *, rngs: nnx.Rngs):
         m = ml_collections.FrozenConfigDict(m)  # static graph data; jit needs it hashable
         if m.remat != "none":

@@ -62,6 +62,8 @@ class Block(nnx.Module):
 
 
 class GPT(nnx.Module):
+    decodes, needs_source = True, False  # generates text; continues a prompt (no source)
+
     def __init__(self, m, vocab_size: int, *, rngs: nnx.Rngs):
         # Frozen: the config is static graph data, and jit needs it hashable.
         m = ml_collections.FrozenConfigDict(m)

@@ -25,7 +25,7 @@ class SelfAttention(nnx.Module):
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
         self.head_dim = d_model // n_heads
         # One fused projection: a single GEMM is faster than three small ones on every backend.
-        # Columns q | k | v; "qkv" in lmlab.parallel.RULES says how tensor parallelism splits them.
+        # Columns q | k | v; "qkv" in lmlab.sharding.RULES says how tensor parallelism splits them.
         self.qkv = Linear(d_model, (n_heads + 2 * n_kv_heads) * self.head_dim, use_bias=use_bias,
                           dtype=dtype, rngs=rngs, axes=("embed", "qkv"))
         self.out = Linear(n_heads * self.head_dim, d_model, use_bias=use_bias, dtype=dtype,

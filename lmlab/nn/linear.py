@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lmlab import parallel
+from lmlab import sharding
 
 
 @jax.custom_vjp
@@ -40,7 +40,7 @@ class Linear(nnx.Module):
     """y = x W (+ b) with float32 parameters, computed in `dtype`.
 
     `axes` are the logical names of W's (input, output) dimensions, mapped to mesh axes by
-    lmlab.parallel.RULES; the bias takes the output's. The default, ("embed", None), splits W's
+    lmlab.sharding.RULES; the bias takes the output's. The default, ("embed", None), splits W's
     input dimension under FSDP and nothing under tensor parallelism: right for any layer, if not
     the most efficient one.
     """
@@ -80,7 +80,7 @@ class Embed(nnx.Module):
     def __call__(self, ids: jax.Array) -> jax.Array:
         # Under FSDP, gather the table's embed dimension first (as GSPMD does for every weight
         # matrix): a lookup into a table split along embed would reshuffle the activations instead.
-        table_VD = parallel.constrain(self.embedding[...], ("vocab", None))
+        table_VD = sharding.constrain(self.embedding[...], ("vocab", None))
         return _constrain_batch_first(jnp.take(table_VD, ids, axis=0).astype(self.dtype), "embed")
 
     def attend(self, x_BTD: jax.Array) -> jax.Array:
@@ -90,7 +90,7 @@ class Embed(nnx.Module):
 
 def _constrain_batch_first(y: jax.Array, out_axis: str | None) -> jax.Array:
     """Activations [batch, ..., features]: split over the batch mesh axes and the feature
-    dimension's own (a no-op outside lmlab.parallel.activate, i.e. on one device)."""
+    dimension's own (a no-op outside lmlab.sharding.activate, i.e. on one device)."""
     if y.ndim < 2:
         return y
-    return parallel.constrain(y, ("batch",) + (None,) * (y.ndim - 2) + (out_axis,))
+    return sharding.constrain(y, ("batch",) + (None,) * (y.ndim - 2) + (out_axis,))

@@ -17,7 +17,7 @@ What the kernels take, so every case of `lmlab.ops.attention.attention` runs on 
   batch costs O(T + S) extra memory, not a [T, S] mask.
 - ALiBi: -slope * |i - j| added to each score tile from the same positions.
 - A query row with no allowed key returns zeros, and its gradients are zeros (never NaN).
-- On a device mesh the kernels run per device on its sequences and heads (`parallel.map_shards`):
+- On a device mesh the kernels run per device on its sequences and heads (`sharding.map_shards`):
   XLA cannot partition a custom call and would otherwise gather whole arrays on every device.
 
 Shape letters: B batch, T/S query/key length (padded: Tp/Sp), N query heads, K kv heads,
@@ -35,7 +35,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from lmlab import parallel
+from lmlab import sharding
 from lmlab.ops.attention_cudnn import is_static_zero
 
 MIN_TILE = 16  # Triton's tl.dot needs every operand dim >= 16
@@ -90,7 +90,7 @@ def pallas_attention(
                 "segment ids, offsets or ALiBi; use 'blockwise'"
             )
         rows = ("batch", None, "heads", None)
-        return parallel.map_shards(functools.partial(_tpu_flash, causal=causal, scale=scale),
+        return sharding.map_shards(functools.partial(_tpu_flash, causal=causal, scale=scale),
                                    q_BTNH, k_BSKH, v_BSKH, names=[rows] * 3, out_names=rows)
 
     bq = _tile(block_q, T)
@@ -136,7 +136,7 @@ def pallas_attention(
                              mask_heads=mask_i8 is not None and mask_i8.shape[1] > 1)
         return _flash(q, k, v, tuple(extras), q_pos_Tp, slopes_N, local)
 
-    out = parallel.map_shards(run, *args, *extras, names=names, out_names=rows)
+    out = sharding.map_shards(run, *args, *extras, names=names, out_names=rows)
     return out[:, :T, :, :H]
 
 

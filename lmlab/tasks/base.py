@@ -16,7 +16,7 @@ key (lmlab.tasks.TASKS), supplies what differs:
     "val_loss" and each training metric's held-out value as "eval/<name>"; `full=True` is the
     end-of-run evaluation on the whole held-out split. Held-out batches run data-parallel on the
     mesh the parameters live on, like training batches: split over the batch axes, zero-weight
-    rows filling the last one, sums over the global batch (lmlab.parallel.data_parallel_eval,
+    rows filling the last one, sums over the global batch (lmlab.eval.batching.data_parallel_eval,
     eval_batches), so every process gets the same metrics.
 """
 

@@ -24,7 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmlab import flops, parallel
+from lmlab import flops
+
+from lmlab.eval import batching
 from lmlab.data.corpora import get_corpus
 from lmlab.data.mlm import heldout_examples, wrap_cls_sep
 from lmlab.data.prepare import copy_init_tokenizers
@@ -153,7 +155,7 @@ class ClassifyTask(Task):
             keep = np.linspace(0, len(examples) - 1, n_periodic).round().astype(int)
             periodic = (examples[keep], labels[keep])
 
-        @parallel.data_parallel_eval  # split over the mesh's batch axes, sums over the global batch
+        @batching.data_parallel_eval  # split over the mesh's batch axes, sums over the global batch
         def eval_step(params, inputs_BT, labels_B, weights_B):
             model = nnx.merge(graphdef, nnx.State(params))
             logits_BC, _ = model(inputs_BT)
@@ -165,7 +167,7 @@ class ClassifyTask(Task):
             inputs, targets = (examples, labels) if full else periodic
             weights = np.ones(len(inputs), np.float32)
             # One compiled shape: weight-0 rows fill the last batch (and split it over the mesh).
-            nll, correct = parallel.eval_sums(eval_step, params, (inputs, targets, weights),
+            nll, correct = batching.eval_sums(eval_step, params, (inputs, targets, weights),
                                               batch_size or c.data.batch_size)
             n = float(weights.sum())
             return {"val_loss": nll / n, "val_accuracy": correct / n, "val_examples": int(n),

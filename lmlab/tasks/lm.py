@@ -9,7 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lmlab import flops, parallel
+from lmlab import flops, sharding
+
+from lmlab.eval import batching
 from lmlab.compress.distill import distill_objective
 from lmlab.data.prepare import prepare, prepare_heldout
 from lmlab.eval.lm import eval_windows, evaluate
@@ -66,7 +68,7 @@ def teacher_source(config) -> dict[str, str]:
 def make_lm_eval_step(graphdef, teacher_graphdef=None, *, temperature: float = 1.0):
     """Jitted eval({"model": params[, "teacher": params]}, windows_BT1, weights_BT) -> sums of the
     weighted targets' nll (and, with a teacher, of distill/kl and distill/teacher_nll), run
-    data-parallel on the mesh the parameters live on (lmlab.parallel.data_parallel_eval)."""
+    data-parallel on the mesh the parameters live on (lmlab.eval.batching.data_parallel_eval)."""
     def eval_step(params, windows_BT1, weights_BT):
         inputs_BT, targets_BT = windows_BT1[:, :-1], windows_BT1[:, 1:]
         logits_BTV, _ = nnx.merge(graphdef, nnx.State(params["model"]))(inputs_BT)
@@ -80,7 +82,7 @@ def make_lm_eval_step(graphdef, teacher_graphdef=None, *, temperature: float = 1
                         **{"distill/ce": sums["nll"]})
         return sums
 
-    return parallel.data_parallel_eval(eval_step)
+    return batching.data_parallel_eval(eval_step)
 
 
 class LMTask(Task):
@@ -121,7 +123,7 @@ class LMTask(Task):
         def evaluator(params, full: bool = False, batch_size: int = 0) -> dict:
             windows, weights = eval_windows(data.val, c.data.seq_len) if full else periodic
             # Batches split evenly over the mesh's batch axes; weight-0 windows fill the last one.
-            bs = parallel.eval_batch_size(batch_size or c.data.batch_size, parallel.mesh_of(params))
+            bs = batching.eval_batch_size(batch_size or c.data.batch_size, sharding.mesh_of(params))
             trees = {"model": params, **({"teacher": teacher.params} if teacher else {})}
             return evaluate(eval_step, trees, windows, weights, byte_lengths, bs)
 

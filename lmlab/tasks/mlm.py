@@ -26,7 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmlab import flops, parallel
+from lmlab import flops
+
+from lmlab.eval import batching
 from lmlab.data.mlm import heldout_examples, mask_tokens, max_selected, sample_examples, tokenizer_special_ids
 from lmlab.config import ConfigError
 from lmlab.data.prepare import prepare, prepare_heldout
@@ -153,7 +155,7 @@ class MLMTask(Task):
             keep = np.linspace(0, len(examples) - 1, n_periodic).round().astype(int)
             periodic_set = tuple(a[keep] for a in full_set)
 
-        @parallel.data_parallel_eval  # split over the mesh's batch axes, sums over the global batch
+        @batching.data_parallel_eval  # split over the mesh's batch axes, sums over the global batch
         def eval_step(params, inputs_BT, targets_BT, weights_BT):
             model = nnx.merge(graphdef, nnx.State(params))
             batch = {"inputs": inputs_BT, "targets": targets_BT, "weights": weights_BT}
@@ -164,7 +166,7 @@ class MLMTask(Task):
         def evaluator(params, full: bool = False, batch_size: int = 0) -> dict:
             arrays = full_set if full else periodic_set
             # One compiled shape: weight-0 rows fill the last batch (and split it over the mesh).
-            nll, correct = parallel.eval_sums(eval_step, params, arrays, batch_size or c.data.batch_size)
+            nll, correct = batching.eval_sums(eval_step, params, arrays, batch_size or c.data.batch_size)
             n = float(arrays[2].sum())
             loss = nll / max(n, 1.0)
             accuracy = correct / max(n, 1.0)

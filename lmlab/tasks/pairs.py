@@ -21,7 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lmlab import flops, parallel
+from lmlab import flops, sharding
+
+from lmlab.eval import batching
 from lmlab.config import ConfigError
 from lmlab.data.packing import pack
 from lmlab.data.prepare import copy_init_tokenizers
@@ -126,7 +128,7 @@ class PairTask(Task):
         frozen = frozen or {}
         frozen_graphdefs = {name: model.graphdef for name, model in frozen.items()}
 
-        @parallel.data_parallel_eval  # split over the mesh's batch axes, sums over the global batch
+        @batching.data_parallel_eval  # split over the mesh's batch axes, sums over the global batch
         def eval_step(trees, tokens_2BL, weights_2BL, lengths_2B, valid_B):
             model = nnx.merge(graphdef, nnx.State(trees["model"]))
             models = {name: nnx.merge(g, nnx.State(trees[name])) for name, g in frozen_graphdefs.items()}
@@ -142,7 +144,7 @@ class PairTask(Task):
         def evaluator(params, full: bool = False, batch_size: int = 0) -> dict:
             rows = np.arange(n) if full else keep
             trees = {"model": params, **{name: model.params for name, model in frozen.items()}}
-            bs = parallel.eval_batch_size(batch_size or c.data.batch_size, parallel.mesh_of(params))
+            bs = batching.eval_batch_size(batch_size or c.data.batch_size, sharding.mesh_of(params))
             totals: dict[str, float] = {}
             for start in range(0, len(rows), bs):
                 idx = rows[start:start + bs]

@@ -23,7 +23,9 @@ import jax
 import numpy as np
 from flax import nnx
 
-from lmlab import flops, parallel
+from lmlab import flops
+
+from lmlab.eval import batching
 from lmlab.chat import END, START, chat_format, encode_conversation
 from lmlab.data.conversations import get_conversations
 from lmlab.data.packing import pack, target_weights
@@ -123,7 +125,7 @@ class SFTTask(Task):
         c = self.config
         val = data.val
 
-        @parallel.data_parallel_eval  # split over the mesh's batch axes, sums over the global batch
+        @batching.data_parallel_eval  # split over the mesh's batch axes, sums over the global batch
         def eval_step(params, tokens_BL, segments_BL, weights_BL):
             model = nnx.merge(graphdef, nnx.State(params))
             logits_BTV, _ = model(tokens_BL[:, :-1], segment_ids_BT=segments_BL[:, :-1])
@@ -139,7 +141,7 @@ class SFTTask(Task):
         def evaluator(params, full: bool = False, batch_size: int = 0) -> dict:
             rows = slice(None) if full else keep
             arrays = (val["tokens"][rows], val["segments"][rows], val["weights"][rows])
-            nll, n = parallel.eval_sums(eval_step, params, arrays, batch_size or c.data.batch_size)
+            nll, n = batching.eval_sums(eval_step, params, arrays, batch_size or c.data.batch_size)
             loss = nll / max(n, 1.0)
             return {"val_loss": loss, "val_ppl": math.exp(min(loss, 700.0)), "val_tokens": int(n), "eval/nll": loss}
 

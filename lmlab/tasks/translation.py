@@ -43,7 +43,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmlab import flops, parallel
+from lmlab import flops
+
+from lmlab.eval import batching
 from lmlab.data.prepare import copy_init_tokenizers
 from lmlab.tasks.base import LossOutput, Task, TaskData
 from lmlab.tokenizers import load_tokenizer, train_tokenizer
@@ -265,7 +267,7 @@ class TranslationTask(Task):
         c = self.config
         tokenizer = data.tokenizer
 
-        @parallel.data_parallel_eval  # split over the mesh's batch axes, sums over the global batch
+        @batching.data_parallel_eval  # split over the mesh's batch axes, sums over the global batch
         def eval_step(params, src_BS, tgt_BT):
             _, nll, n_tokens = teacher_forced_losses(nnx.merge(graphdef, nnx.State(params)), {"src": src_BS, "tgt": tgt_BT})
             return nll, n_tokens
@@ -273,7 +275,7 @@ class TranslationTask(Task):
         def nll(params, split, batch_size):
             src, tgt = data.val[split]["src"], data.val[split]["tgt"]
             # One compiled shape: all-pad rows (pad id 0: no targets) fill the last batch.
-            total, count = parallel.eval_sums(eval_step, params, (src, tgt), batch_size)
+            total, count = batching.eval_sums(eval_step, params, (src, tgt), batch_size)
             return total / max(count, 1.0), int(count)
 
         def evaluator(params, full: bool = False, batch_size: int = 0) -> dict:

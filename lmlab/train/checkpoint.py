@@ -30,7 +30,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
-from lmlab import parallel
+from lmlab import distributed
 from lmlab.train.checksums import tree_checksums
 
 try:  # private: see _orbax_drains_tasks_on_error
@@ -233,9 +233,9 @@ class Checkpointer:
         self._finish()
         needed = _checkpoint_bytes(state)
         free = shutil.disk_usage(self.directory).free
-        if parallel.any_process(free < needed):
+        if distributed.any_process(free < needed):
             raise CheckpointWriteError(self._no_room(step, needed, free))
-        tight = parallel.any_process(free < 2 * needed)
+        tight = distributed.any_process(free < 2 * needed)
         metrics = {"val_loss": float(val_loss)} if val_loss is not None else None
         record = {**record, _CHECKSUMS: state_checksums(state)}
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record))
@@ -267,7 +267,7 @@ class Checkpointer:
         """Removes what the failed save left (`<step>.orbax-checkpoint-tmp*`) and says what failed."""
         self._failed = True
         step = self._pending
-        if parallel.is_primary():
+        if distributed.is_primary():
             for tmp in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
                 shutil.rmtree(tmp, ignore_errors=True)
         chain, cause = [], e
@@ -332,7 +332,7 @@ class Checkpointer:
         """Moves damaged checkpoint `step` to corrupt-<step>-<time>; in a read-only directory it
         stays where it is and is only skipped (restore_latest goes on with the previous one)."""
         aside = self.directory / f"corrupt-{step}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if parallel.is_primary():  # one process moves it; the others wait for that
+        if distributed.is_primary():  # one process moves it; the others wait for that
             try:
                 (self.directory / str(step)).rename(aside)
                 moved = True
@@ -348,7 +348,7 @@ class Checkpointer:
             log.warning("checkpoint at step %d cannot be restored (%s); skipped, not moved (%s is not writable), "
                         "trying the previous one", step, reason, self.directory)
             self.skipped.append(step)
-        parallel.sync(f"lmlab_corrupt_{step}")
+        distributed.sync(f"lmlab_corrupt_{step}")
         if moved:
             self._manager.close()
             self._manager = self._open()

@@ -2,7 +2,7 @@
 
 A task names them by run directory (`Task.frozen_sources`). The trainer loads each read-only from
 its newest checkpoint, placed with the shardings its logical axes give on this run's mesh (the
-same rules as this run's parameters: lmlab.parallel.RULES), and passes the parameter trees into
+same rules as this run's parameters: lmlab.sharding.RULES), and passes the parameter trees into
 the jitted train step as an argument. They are never in the optimizer state, never in this run's
 checkpoints, and receive no gradient.
 

@@ -13,14 +13,6 @@ from lmlab.runs import load_run
 log = logging.getLogger("lmlab")
 
 
-def _flat(params: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        out.update(_flat(value, name + "/") if isinstance(value, dict) else {name: value})
-    return out
-
-
 def load_init_params(state: dict, source_run) -> dict:
     """Starts from another run's latest parameters (fine-tuning, or an imported checkpoint).
 
@@ -29,8 +21,8 @@ def load_init_params(state: dict, source_run) -> dict:
     not copied: fine-tuning starts its own schedule.
     """
     source = load_run(source_run)
-    src = _flat(source.params)
-    dst = _flat(state["params"])
+    src = config_lib.flatten(source.params, "/")
+    dst = config_lib.flatten(state["params"], "/")
     copied, fresh = [], []
     for name, value in dst.items():
         if name not in src:

@@ -4,7 +4,7 @@ Reads top to bottom. Everything the run needs to continue lives in the run direc
 same command again resumes from the newest readable checkpoint and reproduces the losses of an
 uninterrupted run exactly.
 
-Several processes (multi-host, lmlab.parallel.initialize_distributed) run this same function:
+Several processes (multi-host, lmlab.distributed.initialize_distributed) run this same function:
 all of them compute and checkpoint; process 0 alone prepares the data first, writes the config,
 metrics, progress and summary.
 """
@@ -23,7 +23,8 @@ import jax
 import numpy as np
 
 from lmlab import config as config_lib
-from lmlab import parallel
+from lmlab import distributed
+from lmlab import sharding
 from lmlab.models import count_params
 from lmlab.tasks import get_task
 from lmlab.train import frozen as frozen_lib
@@ -61,17 +62,9 @@ class Interrupted(Exception):
         self.signum, self.step = signum, step
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in d.items():
-        name = f"{prefix}{key}"
-        out.update(_flatten(value, name + ".") if isinstance(value, dict) else {name: value})
-    return out
-
-
 def _check_resume_compatible(saved, config, run_dir) -> None:
     """Refuses to resume a run whose data, tokenizer or model would differ from its checkpoints."""
-    was, now = _flatten(saved.to_dict()), _flatten(config.to_dict())
+    was, now = config_lib.flatten(saved.to_dict()), config_lib.flatten(config.to_dict())
     differ = [key for key in sorted(set(was) | set(now))
               if key.split(".")[0] in _FROZEN_SECTIONS and was.get(key) != now.get(key)]
     if differ:  # every one, so a single corrected command resumes
@@ -105,13 +98,13 @@ def train(config, run_dir: str | pathlib.Path, *, progress: bool = True) -> dict
     run_dir = pathlib.Path(run_dir)
     existed = run_dir.exists()
     fresh = not existed or (run_dir.is_dir() and not any(p.name != rundir_lock.LOCK_NAME for p in run_dir.iterdir()))
-    parallel.initialize_distributed()  # the lock is process 0's
+    distributed.initialize_distributed()  # the lock is process 0's
     with rundir_lock.hold(run_dir):
         try:
             return _train(config, run_dir, progress=progress)
         except BaseException:
             checkpoints = run_dir / "checkpoints"
-            if fresh and parallel.is_primary() and not (checkpoints.is_dir() and any(checkpoints.iterdir())):
+            if fresh and distributed.is_primary() and not (checkpoints.is_dir() and any(checkpoints.iterdir())):
                 shutil.rmtree(run_dir, ignore_errors=True)
                 if existed:
                     run_dir.mkdir(exist_ok=True)  # it was there, empty, before this call
@@ -120,24 +113,24 @@ def train(config, run_dir: str | pathlib.Path, *, progress: bool = True) -> dict
 
 
 def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
-    parallel.initialize_distributed()  # a no-op unless the environment names several processes
-    primary = parallel.is_primary()
+    distributed.initialize_distributed()  # a no-op unless the environment names several processes
+    primary = distributed.is_primary()
     task = get_task(config)  # a task/family mismatch is refused before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     saved_config_path = run_dir / "config.json"
     if saved_config_path.exists():
         _check_resume_compatible(config_lib.load_run_config(run_dir), config, run_dir)
-    mesh = parallel.make_mesh(config.get("mesh"))
-    parallel.check_batch(config, mesh)
-    parallel.sync("lmlab_config_checked")  # every process has read the old config before it is replaced
+    mesh = sharding.make_mesh(config.get("mesh"))
+    sharding.check_batch(config, mesh)
+    distributed.sync("lmlab_config_checked")  # every process has read the old config before it is replaced
     if primary:
         config_lib.save(config, run_dir)
 
-    data = parallel.primary_first(lambda: task.prepare(run_dir))
+    data = distributed.primary_first(lambda: task.prepare(run_dir))
     model, graphdef, tx, state = init_state(config, data.tokenizer.vocab_size, mesh)
-    state_shardings = parallel.shardings_of(state)
+    state_shardings = sharding.shardings_of(state)
     if mesh.size > 1:
-        log.info("mesh: %s", parallel.describe(mesh))
+        log.info("mesh: %s", sharding.describe(mesh))
     n_params = count_params(model)
     n_trained = sum(x.size for x in jax.tree.leaves(state["params"]))
     log.info("task: %s, model: %s, %.2fM parameters, %s trained (%.2f%%)", config.task, config.model.family,
@@ -151,7 +144,7 @@ def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
         best_val = record.get("best_val_loss", math.inf)
         log.info("resumed from step %d (data position %d)", start_step, record.get("data_position", 0))
     elif config.train.init_from and not uses_lora(config):  # LoRA: the init_from run is the frozen base
-        state = parallel.put(load_init_params(state, config.train.init_from), state_shardings)
+        state = sharding.put(load_init_params(state, config.train.init_from), state_shardings)
     frozen = frozen_lib.load_frozen(frozen_lib.run_frozen_sources(task, config), mesh)
     frozen_lib.check_tokenizers(frozen, run_dir)
     frozen_lib.check_or_record(run_dir, frozen, resuming=restored is not None, write=primary)
@@ -167,12 +160,12 @@ def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
                     "for full speed", n_chunk, t.steps_per_call, t.eval_every, t.checkpoint_every, t.steps,
                     f", resumed at {start_step}" if start_step else "")
     tokens_per_step = task.tokens_per_batch() * t.grad_accum
-    train_arrays = parallel.put_replicated(jax.tree.map(np.asarray, data.train), mesh)
+    train_arrays = sharding.put_replicated(jax.tree.map(np.asarray, data.train), mesh)
     t0 = time.perf_counter()
     # Compile ahead of the loop so the first chunk's throughput is not mostly compilation.
     chunk_fn = make_train_chunk(graphdef, tx, config, n_chunk, schedule, task, mesh=mesh,
                                 state_shardings=state_shardings, frozen_graphdefs=frozen_lib.graphdefs_of(frozen),
-                                frozen_shardings=parallel.shardings_of(frozen_params)
+                                frozen_shardings=sharding.shardings_of(frozen_params)
                                 ).lower(state, train_arrays, frozen_params).compile()
     log.info("compiled %d train steps per call in %.1fs", n_chunk, time.perf_counter() - t0)
     evaluator = task.make_evaluator(graphdef, data, frozen_lib.task_frozen(frozen))
@@ -234,7 +227,7 @@ def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
                 log.debug("step %d: %s", step, val)
             # A signal may reach only some hosts: all stop together (one collective per chunk
             # with several processes, none with one).
-            stopping = parallel.any_process(bool(stop_signal))
+            stopping = distributed.any_process(bool(stop_signal))
             if step % t.checkpoint_every == 0 or step == t.steps or stopping:
                 record = {"step": step, "data_position": step * t.grad_accum, "best_val_loss": best_val}
                 checkpointer.save(step, state, record, val_loss=None if val is None else val["val_loss"])

@@ -21,7 +21,7 @@ import pathlib
 import socket
 import time
 
-from lmlab import parallel
+from lmlab import distributed
 
 log = logging.getLogger("lmlab")
 
@@ -77,12 +77,12 @@ def hold(run_dir: str | os.PathLike):
     every process raises RunDirBusy if it is taken (else the others would wait for process 0 at
     their first barrier forever)."""
     fd, busy = None, None
-    if parallel.is_primary():
+    if distributed.is_primary():
         try:
             fd = acquire(run_dir)
         except RunDirBusy as e:
             busy = e
-    if parallel.any_process(busy is not None):
+    if distributed.any_process(busy is not None):
         raise busy or RunDirBusy(f"run directory {run_dir} is in use by another lmlab train (see process 0)")
     try:
         yield

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lmlab import parallel
+from lmlab import sharding
 from lmlab.config import ConfigError
 from lmlab.models import build_model
 from lmlab.nn import lora
@@ -64,24 +64,24 @@ def trained_model(graphdef, params: dict, frozen_params: dict) -> nnx.Module:
 def init_state(config, vocab_size: int, mesh=None, *, sharded_init: bool | None = None):
     """Returns (model, graphdef, optimizer, state); params in the state are a plain nested dict.
 
-    With a device mesh (lmlab.parallel) the state is placed with the shardings its logical axes
+    With a device mesh (lmlab.sharding) the state is placed with the shardings its logical axes
     give (`abstract_state`), built in one of two ways (equal up to float rounding, ~1e-8: XLA
     fuses the initialisers differently when it compiles them as one program):
       * sharded_init=True: one jitted initialiser with those out_shardings, so no device ever
         holds the whole unsharded model (`model` is then abstract: shapes only). The default on
         GPU/TPU meshes of more than one device.
-      * otherwise: built eagerly as without a mesh, then split onto the mesh (lmlab.parallel.put).
+      * otherwise: built eagerly as without a mesh, then split onto the mesh (lmlab.sharding.put).
         The default on CPU, where compiling the initialiser takes longer than running it, and on
         one device, where it reproduces the mesh-less path bit for bit.
     """
     if mesh is not None:
         model, graphdef, tx, abstract = abstract_state(config, vocab_size, mesh)
-        shardings = parallel.shardings_of(abstract)
+        shardings = sharding.shardings_of(abstract)
         if sharded_init is None:
             sharded_init = mesh.size > 1 and jax.default_backend() != "cpu"
         if not sharded_init:
             model, graphdef, tx, state = init_state(config, vocab_size)
-            return model, graphdef, tx, parallel.put(state, shardings)
+            return model, graphdef, tx, sharding.put(state, shardings)
 
         def build():
             return init_state(config, vocab_size)[3]
@@ -103,7 +103,7 @@ def abstract_state(config, vocab_size: int, mesh):
     graphdef, variables = split_trained(model, config)
     tx = make_optimizer(config.train)
     shapes = jax.eval_shape(lambda: init_state(config, vocab_size)[3])
-    shardings = parallel.train_state_shardings(variables, tx, mesh)
+    shardings = sharding.train_state_shardings(variables, tx, mesh)
     state = jax.tree.map(lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
                          shapes, shardings)
     return model, graphdef, tx, state

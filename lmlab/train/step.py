@@ -10,7 +10,7 @@ its training arrays: on CPU per-call dispatch otherwise dominates a small model'
 step s is drawn from fold_in(data_key, s * grad_accum + i), so the data position is a function of
 the step and resuming at a step reproduces the same batches.
 
-On a device mesh (lmlab.parallel) the chunk is jitted with the state's shardings in and out, the
+On a device mesh (lmlab.sharding) the chunk is jitted with the state's shardings in and out, the
 training arrays replicated, and each sampled batch constrained to be split over the batch mesh
 axes, so a device (and a process) gathers only its own rows of the global batch; GSPMD
 partitions the rest.
@@ -58,11 +58,11 @@ def make_train_chunk(graphdef, tx: optax.GradientTransformation, config, n_steps
     "loss", "grad_norm", "lr" and each of the task's named metrics.
 
     `frozen_params` ({name: parameter tree}, lmlab.train.frozen) enter as an argument, never
-    donated or differentiated. With `mesh` and `state_shardings` (lmlab.parallel.shardings_of(state)),
+    donated or differentiated. With `mesh` and `state_shardings` (lmlab.sharding.shardings_of(state)),
     the state keeps those shardings, frozen parameters keep `frozen_shardings`, the training arrays
     and metrics are replicated and batches are split over the batch axes; without, jit picks.
     """
-    from lmlab import parallel
+    from lmlab import sharding
 
     train = config.train
     loss_fn = make_loss_fn(graphdef, task, frozen_graphdefs)
@@ -77,7 +77,7 @@ def make_train_chunk(graphdef, tx: optax.GradientTransformation, config, n_steps
 
         def micro(i):
             position = step * accum + i
-            batch = parallel.shard_batch(task.sample_batch(train_arrays, jax.random.fold_in(data_key, position)), mesh)
+            batch = sharding.shard_batch(task.sample_batch(train_arrays, jax.random.fold_in(data_key, position)), mesh)
             dkey = jax.random.fold_in(dropout_base, position) if use_dropout else None
             (objective, (n, metrics)), grads = grad_fn(params, batch, dkey, frozen_params)
             return n, (objective, metrics, grads)
@@ -102,12 +102,12 @@ def make_train_chunk(graphdef, tx: optax.GradientTransformation, config, n_steps
         return new_state, {"loss": loss, "grad_norm": grad_norm, "lr": schedule(step), **metrics}
 
     def chunk(state, train_arrays, frozen_params):
-        with parallel.activate(mesh):  # activation sharding constraints while tracing (none on one device)
+        with sharding.activate(mesh):  # activation sharding constraints while tracing (none on one device)
             return jax.lax.scan(lambda s, _: one_step(s, train_arrays, frozen_params), state, None, length=n_steps)
 
     if state_shardings is None:
         return jax.jit(chunk, donate_argnums=0)
-    rep = parallel.replicated(mesh)
+    rep = sharding.replicated(mesh)
     frozen_in = frozen_shardings if frozen_shardings is not None else {}
     return jax.jit(chunk, in_shardings=(state_shardings, rep, frozen_in), out_shardings=(state_shardings, rep),
                    donate_argnums=0)

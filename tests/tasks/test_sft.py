@@ -141,3 +141,30 @@ def test_sft_trains_only_decoders():
     config = config_lib.load("configs/bert_shakespeare.py", ["--config.task=sft"])
     with pytest.raises(config_lib.ConfigError, match="task 'sft' trains model.family gpt, not 'bert'"):
         get_task(config)
+
+
+def test_preference_set_from_the_models_own_replies(sft_run, tmp_path):
+    """python -m lmlab.data.make_preferences: K sampled replies per prompt, chosen = best chrF
+    against the reference, rejected = worst, ties dropped; held-out pairs from the held-out split."""
+    from sacrebleu.metrics import CHRF
+
+    from lmlab.data.make_preferences import best_and_worst
+    from lmlab.data.preferences import read_pairs, split_pairs
+
+    assert best_and_worst(["same", "same"], "ref") is None
+    chosen, rejected, high, low = best_and_worst(["le chat", "xyz", "le chat noir"], "le chat noir")
+    assert (chosen, rejected) == ("le chat noir", "xyz") and high == CHRF().sentence_score("le chat noir", ["le chat noir"]).score > low
+
+    run_dir, _ = sft_run
+    data = json.loads((run_dir / "config.json").read_text())["data"]["corpus"]
+    out = tmp_path / "pairs.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "lmlab.data.make_preferences", str(run_dir), "--out", str(out),
+                           "--corpus", data, "--k", "3", "--limit", "6", "--max-new-tokens", "4"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout)
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert summary["pairs"] == len(records) > 0
+    assert all(r["chrf_chosen"] > r["chrf_rejected"] for r in records)
+    train, val = split_pairs(read_pairs(out))
+    assert len(train) + len(val) == len(records) and {r["split"] for r in records} <= {"train", "val"}

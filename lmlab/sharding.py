@@ -1,4 +1,4 @@
-"""Devices, meshes and shardings: the only module of lmlab that knows about devices and processes.
+"""Meshes and shardings: the only module of lmlab that knows how arrays lie on devices.
 
 Mesh. Every run has one device mesh with three named axes, sized by the config's `mesh` section
 (`mesh.data=-1` takes what the other two leave; lmlab.config.resolve_mesh checks the product):
@@ -20,33 +20,22 @@ them) is replicated.
 Execution is `jax.jit` with NamedSharding in/out shardings (GSPMD, mesh axes of type Auto: the
 model code has no sharding annotations of its own besides the batch constraint), never pmap.
 
-Multi-host. `initialize_distributed()` starts jax.distributed from the environment (explicit
-LMLAB_COORDINATOR / LMLAB_NUM_PROCESSES / LMLAB_PROCESS_ID, a SLURM step with several tasks, or a
-Cloud TPU VM); every process then runs the same program on the global mesh. Batches are drawn on
-device from one key, so all processes agree on the global batch's indices, and the batch sharding
-constraint makes each device gather only its own rows: a process reads only its slice of every
-global batch (see `shard_batch`). Held-out batches, built on the host from data every process
-holds, are put split over the batch axes the same way, each process supplying its devices' rows
-(see `put_batch`, `data_parallel_eval`).
+Multi-host start-up is lmlab.distributed; held-out batches split over the mesh, lmlab.eval.batching.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import glob
-import importlib.util
 import logging
 import math
-import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from lmlab import config as config_lib
-from lmlab.eval import progress
 
 log = logging.getLogger("lmlab")
 
@@ -346,240 +335,3 @@ def replicate_like(x, params):
     a multi-device NamedSharding; otherwise returns it unchanged (the single-device path)."""
     mesh = mesh_of(params)
     return x if mesh is None else put_replicated(x, mesh)
-
-
-# ------------------------------------------------------------------------- held-out evaluation
-#
-# Evaluation batches come from host arrays (the held-out split, the same in every process), not
-# from on-device sampling, so they are put onto the mesh explicitly: split on their leading axis
-# over the batch axes like training batches, each device computing only its own rows, with the
-# per-batch sums reduced over the whole global batch and returned replicated.
-
-def batch_split(mesh: Mesh | None) -> int:
-    """Into how many parts the batch axes split a batch's rows (1 without a multi-device mesh)."""
-    if mesh is None:
-        return 1
-    return math.prod(mesh.shape[a] for a in BATCH_AXES)
-
-
-def eval_batch_size(batch_size: int, mesh: Mesh | None) -> int:
-    """`batch_size` rounded up to a multiple of batch_split(mesh), so every batch splits evenly."""
-    n = batch_split(mesh)
-    return -(-max(batch_size, 1) // n) * n
-
-
-def eval_batches(arrays: Sequence[np.ndarray], batch_size: int, mesh: Mesh | None):
-    """Yields tuples of host row slices of `arrays` (same row count), eval_batch_size(batch_size,
-    mesh) rows each: the last batch is filled with all-zero rows (one compiled shape), so a task
-    whose padding must score nothing gives it weight 0 where the zeros land (a zero weight column,
-    pad-id targets). No rows give one all-zero batch, so sums over them are zeros, not nothing."""
-    bs = eval_batch_size(batch_size, mesh)
-    arrays = [np.asarray(a) for a in arrays]
-    n = len(arrays[0])
-    pad = (-n) % bs if n else bs
-    if pad:
-        arrays = [np.concatenate([a, np.zeros((pad,) + a.shape[1:], a.dtype)]) for a in arrays]
-    for i in range(0, n + pad, bs):
-        yield tuple(a[i:i + bs] for a in arrays)
-
-
-def eval_sums(step, params, arrays: Sequence[np.ndarray], batch_size: int) -> tuple[float, ...]:
-    """Runs step(params, *batch) -> tuple of sums over `eval_batches` of `arrays` on the mesh the
-    parameters live on, and returns each sum over all batches (as Python floats, added in batch
-    order). Every batch is dispatched before the first result is fetched, so they run back to
-    back; fetching them in order drives the progress bar (lmlab.eval.progress) as they finish."""
-    outputs = [step(params, *batch) for batch in eval_batches(arrays, batch_size, mesh_of(params))]
-    totals = [0.0] * (len(outputs[0]) if outputs else 0)
-    for output in progress.track(outputs, total=len(outputs)):
-        totals = [total + float(value) for total, value in zip(totals, jax.device_get(output))]
-    return tuple(totals)
-
-
-def batch_sharding(shape: Sequence[int], mesh: Mesh) -> NamedSharding:
-    """An array of a batch (rows first) split over the batch axes by the logical rules."""
-    return NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (len(shape) - 1), shape, mesh))
-
-
-def put_batch(batch, mesh: Mesh | None):
-    """Host arrays of one global batch -> global arrays split on their rows over the batch axes.
-
-    Every process holds the same whole batch (held-out data is prepared identically everywhere)
-    and contributes the rows of its own devices (`put`), as a training batch is gathered row by row
-    on the devices that own it. Rows must be a multiple of batch_split(mesh) (`eval_batches`).
-    Without a multi-device mesh the batch is returned unchanged.
-    """
-    if mesh is None or mesh.size == 1:
-        return batch
-    n = batch_split(mesh)
-
-    def one(x):
-        x = np.asarray(x)
-        if x.ndim == 0 or x.shape[0] % n:
-            raise ValueError(f"a batch of {x.shape[0] if x.ndim else 0} rows does not split over the batch "
-                             f"axes ({n} ways); pad it to a multiple (lmlab.parallel.eval_batches)")
-        return put(x, batch_sharding(x.shape, mesh))
-
-    return jax.tree.map(one, batch)
-
-
-def data_parallel_eval(fn):
-    """fn(params, *batch) -> sums (a pytree of scalars) as a jitted step(params, *host_batch) that
-    runs data-parallel on the mesh the parameters live on (`mesh_of`).
-
-    The batch is put split over the batch axes (`put_batch`), fn is traced with that mesh active
-    (`constrain` keeps activations split as in training) and its sums come back replicated: every
-    process reads the same totals of the whole global batch. With parameters on one device it is
-    plain jax.jit(fn). One compiled program per mesh.
-    """
-    jitted: dict = {}
-
-    def step(params, *batch):
-        mesh = mesh_of(params)
-        if mesh not in jitted:
-            if mesh is None:
-                jitted[mesh] = jax.jit(fn)
-            else:
-                def on_mesh(p, *b, _mesh=mesh):
-                    with activate(_mesh):
-                        return fn(p, *shard_batch(b, _mesh))
-
-                jitted[mesh] = jax.jit(on_mesh, out_shardings=replicated(mesh))
-        return jitted[mesh](params, *put_batch(batch, mesh))
-
-    return step
-
-
-# ----------------------------------------------------------------------------------- processes
-
-def is_primary() -> bool:
-    """Process 0 writes logs, metrics, configs and summaries; every process takes part in
-    computation and checkpointing."""
-    return jax.process_index() == 0
-
-
-def sync(name: str) -> None:
-    """Barrier across processes (no-op with one)."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(name)
-
-
-def any_process(flag: bool) -> bool:
-    """True on every process if `flag` is true on any (e.g. a SIGTERM that reached one host)."""
-    if jax.process_count() == 1:
-        return bool(flag)
-    from jax.experimental import multihost_utils
-
-    return bool(np.any(multihost_utils.process_allgather(np.asarray([flag], np.int32))))
-
-
-def primary_first(fn):
-    """Runs fn() on process 0, then on the others (e.g. data preparation into a shared run
-    directory: the others find the files and only read them)."""
-    if jax.process_count() == 1:
-        return fn()
-    result = fn() if is_primary() else None
-    sync("lmlab_primary_first")
-    return result if is_primary() else fn()
-
-
-def topology() -> dict:
-    """What this process sees after joining the others (`./launch.sh devices`)."""
-    initialize_distributed()
-    return {"process_index": jax.process_index(), "process_count": jax.process_count(),
-            "backend": jax.default_backend(), "local_devices": [str(d) for d in jax.local_devices()],
-            "global_device_count": jax.device_count()}
-
-
-def _on_cloud_tpu_vm() -> bool:
-    """A Google TPU on the PCI bus and libtpu installed: how JAX itself recognises a TPU VM."""
-    if importlib.util.find_spec("libtpu") is None:
-        return False
-    for path in glob.glob("/sys/bus/pci/devices/*/vendor"):
-        try:
-            with open(path) as f:
-                if f.read().strip() == "0x1ae0":
-                    return True
-        except OSError:
-            pass
-    return False
-
-
-def _tasks_on_this_node(env: Mapping[str, str]) -> int | None:
-    """SLURM tasks of this step on this node, from SLURM_STEP_TASKS_PER_NODE ("4(x2),3") and
-    SLURM_NODEID, or SLURM_NTASKS_PER_NODE."""
-    spec, node = env.get("SLURM_STEP_TASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE"), env.get("SLURM_NODEID")
-    if spec and node is not None:
-        counts = []
-        for part in spec.split(","):
-            count, _, repeat = part.partition("(x")
-            counts += [int(count)] * (int(repeat.rstrip(")")) if repeat else 1)
-        if int(node) < len(counts):
-            return counts[int(node)]
-    per_node = env.get("SLURM_NTASKS_PER_NODE")
-    return int(per_node) if per_node and per_node.isdigit() else None
-
-
-def distributed_args(env: Mapping[str, str] | None = None, *, on_tpu_vm: bool | None = None) -> dict | None:
-    """The jax.distributed.initialize arguments this environment asks for, or None (one process).
-
-    In order: LMLAB_DISTRIBUTED=0 turns it off; explicit LMLAB_COORDINATOR (host:port),
-    LMLAB_NUM_PROCESSES and LMLAB_PROCESS_ID (all three); a SLURM step with more than one task
-    (`srun`, one process per host or per GPU); a Cloud TPU VM (every worker of a pod slice runs
-    the same command; JAX reads the topology from the TPU metadata). LMLAB_LOCAL_DEVICE_IDS
-    (comma-separated) picks the accelerators a process drives.
-    """
-    env = os.environ if env is None else env
-    if env.get("LMLAB_DISTRIBUTED", "").lower() in ("0", "off", "false", "no"):
-        return None
-    args: dict[str, Any] = {}
-    if env.get("LMLAB_LOCAL_DEVICE_IDS"):
-        args["local_device_ids"] = [int(i) for i in env["LMLAB_LOCAL_DEVICE_IDS"].split(",") if i.strip()]
-    explicit = [k for k in ("LMLAB_COORDINATOR", "LMLAB_NUM_PROCESSES", "LMLAB_PROCESS_ID") if env.get(k)]
-    if explicit:
-        if len(explicit) < 3:
-            missing = sorted({"LMLAB_COORDINATOR", "LMLAB_NUM_PROCESSES", "LMLAB_PROCESS_ID"} - set(explicit))
-            raise config_lib.ConfigError(f"multi-host start needs {', '.join(missing)} as well as {', '.join(explicit)}")
-        try:
-            num, pid = int(env["LMLAB_NUM_PROCESSES"]), int(env["LMLAB_PROCESS_ID"])
-        except ValueError:
-            raise config_lib.ConfigError("LMLAB_NUM_PROCESSES and LMLAB_PROCESS_ID must be integers") from None
-        if not 0 <= pid < num:
-            raise config_lib.ConfigError(f"LMLAB_PROCESS_ID={pid} must be in [0, LMLAB_NUM_PROCESSES={num})")
-        return {"coordinator_address": env["LMLAB_COORDINATOR"], "num_processes": num, "process_id": pid, **args}
-    if env.get("SLURM_JOB_ID") and env.get("SLURM_STEP_NODELIST") and int(env.get("SLURM_NTASKS", "1")) > 1:
-        # JAX's SLURM detection finds the coordinator (first node of the step), the process
-        # count and id. Its default gives each process one local device, [SLURM_LOCALID]: right
-        # for one task per GPU, wrong for one task per host, which should drive every GPU it sees.
-        if "local_device_ids" not in args:
-            visible = [d for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
-            gpus_on_node = env.get("SLURM_GPUS_ON_NODE", "")
-            if _tasks_on_this_node(env) == 1:
-                n = len(visible) or (int(gpus_on_node) if gpus_on_node.isdigit() else 0)
-                if n:
-                    args["local_device_ids"] = list(range(n))
-            elif len(visible) == 1:  # srun --gpus-per-task=1 already bound one GPU to this task
-                args["local_device_ids"] = [0]
-        return {"cluster_detection_method": "slurm", **args}
-    if on_tpu_vm if on_tpu_vm is not None else _on_cloud_tpu_vm():
-        return {**args}
-    return None
-
-
-def initialize_distributed(env: Mapping[str, str] | None = None) -> bool:
-    """Starts jax.distributed if the environment asks for several processes (see
-    distributed_args); idempotent. Must run before anything touches a device. On processes
-    other than 0 the lmlab logger is raised to WARNING: only process 0 logs progress.
-    Returns whether this is a multi-process run."""
-    if jax.distributed.is_initialized():
-        return jax.process_count() > 1
-    args = distributed_args(env)
-    if args is None:
-        return False
-    jax.distributed.initialize(**args)
-    if jax.process_index() != 0:
-        log.setLevel(logging.WARNING)
-    log.info("jax.distributed: process %d of %d, %d local / %d global devices", jax.process_index(),
-             jax.process_count(), jax.local_device_count(), jax.device_count())
-    return jax.process_count() > 1
