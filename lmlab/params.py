@@ -19,7 +19,6 @@ import ml_collections
 from flax import nnx
 
 from lmlab import config as config_lib
-from lmlab import flops
 from lmlab.models import build_model
 from lmlab.tasks import get_task
 from lmlab.tokenizers import METADATA_FILE, load_tokenizer

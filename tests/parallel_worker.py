@@ -29,8 +29,8 @@ import jax
 import numpy as np
 
 from lmlab import config as config_lib
-from lmlab.eval import batching
 from lmlab import sharding
+from lmlab.eval import batching
 from lmlab.tasks import get_task
 from lmlab.train.checkpoint import Checkpointer
 from lmlab.train.optimizer import make_schedule

@@ -4,10 +4,10 @@ Importing this package registers the built-in corpora (``shakespeare``) and para
 gettext catalogs of lmlab.data.po_catalogs).
 """
 
-from lmlab.data.cache import cache_dir
-from lmlab.data.corpora import Corpus, available_corpora, get_corpus, register_corpus
 from lmlab.data import shakespeare as _shakespeare  # noqa: F401  (registers "shakespeare")
 from lmlab.data import po_catalogs as _po_catalogs  # noqa: F401  (registers the gettext parallel corpora)
+from lmlab.data.cache import cache_dir
+from lmlab.data.corpora import Corpus, available_corpora, get_corpus, register_corpus
 from lmlab.data.token_file import read_token_file, write_token_file
 
 __all__ = [

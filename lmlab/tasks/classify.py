@@ -25,11 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmlab import flops
-
-from lmlab.eval import batching
 from lmlab.data.corpora import get_corpus
 from lmlab.data.mlm import heldout_examples, wrap_cls_sep
 from lmlab.data.prepare import copy_init_tokenizers
+from lmlab.eval import batching
 from lmlab.files import atomic_write
 from lmlab.tasks.base import LossOutput, Task, TaskData
 from lmlab.tasks.mlm import BertIds, bert_ids

@@ -10,10 +10,9 @@ import numpy as np
 from flax import nnx
 
 from lmlab import flops, sharding
-
-from lmlab.eval import batching
 from lmlab.compress.distill import distill_objective
 from lmlab.data.prepare import prepare, prepare_heldout
+from lmlab.eval import batching
 from lmlab.eval.lm import eval_windows, evaluate
 from lmlab.tasks.base import LossOutput, Task, TaskData
 from lmlab.train.losses import token_cross_entropy

@@ -27,11 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmlab import flops
-
-from lmlab.eval import batching
-from lmlab.data.mlm import heldout_examples, mask_tokens, max_selected, sample_examples, tokenizer_special_ids
 from lmlab.config import ConfigError
+from lmlab.data.mlm import heldout_examples, mask_tokens, max_selected, sample_examples, tokenizer_special_ids
 from lmlab.data.prepare import prepare, prepare_heldout
+from lmlab.eval import batching
 from lmlab.tasks.base import LossOutput, Task, TaskData
 from lmlab.train.losses import token_cross_entropy
 

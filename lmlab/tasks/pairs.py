@@ -22,12 +22,10 @@ import numpy as np
 from flax import nnx
 
 from lmlab import flops, sharding
-
-from lmlab.eval import batching
 from lmlab.config import ConfigError
-from lmlab.data.packing import pack
-from lmlab.data.prepare import copy_init_tokenizers
 from lmlab.data.preferences import encode_completion, read_pairs, split_pairs
+from lmlab.data.prepare import copy_init_tokenizers
+from lmlab.eval import batching
 from lmlab.files import atomic_write
 from lmlab.tasks.base import LossOutput, Task, TaskData
 from lmlab.tokenizers import load_tokenizer

@@ -24,12 +24,11 @@ import numpy as np
 from flax import nnx
 
 from lmlab import flops
-
-from lmlab.eval import batching
 from lmlab.chat import END, START, chat_format, encode_conversation
 from lmlab.data.conversations import get_conversations
 from lmlab.data.packing import pack, target_weights
 from lmlab.data.prepare import copy_init_tokenizers
+from lmlab.eval import batching
 from lmlab.files import atomic_write
 from lmlab.tasks.base import Task, TaskData
 from lmlab.tasks.lm import distill_settings, next_token_loss, teacher_source

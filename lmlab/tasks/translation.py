@@ -44,9 +44,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmlab import flops
-
-from lmlab.eval import batching
 from lmlab.data.prepare import copy_init_tokenizers
+from lmlab.eval import batching
 from lmlab.tasks.base import LossOutput, Task, TaskData
 from lmlab.tokenizers import load_tokenizer, train_tokenizer
 from lmlab.train.losses import token_cross_entropy

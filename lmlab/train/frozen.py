@@ -19,13 +19,13 @@ import pathlib
 from dataclasses import dataclass
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from lmlab.config import ConfigError
 from lmlab.data.prepare import same_files
 from lmlab.files import atomic_write
 from lmlab.runs import load_run
+from lmlab.train.checksums import tree_checksums
 from lmlab.train.state import BASE, uses_lora
 
 RECORD_FILE = "frozen.json"
@@ -40,27 +40,13 @@ class FrozenModel:
     source: dict  # {"run_dir", "step", "fingerprint"}
 
 
-@jax.jit
-def _leaf_hash(x: jax.Array) -> jax.Array:
-    """Two uint32 sums over a leaf's bits, each element weighted by a function of its index.
-
-    Integer sums wrap exactly and do not depend on the order of addition, so the result is the
-    same however the array is sharded or reduced (a float sum would not be).
-    """
-    bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.uint32).reshape(-1)
-    index = jnp.arange(bits.size, dtype=jnp.uint32)
-    a = jnp.sum(bits * (index * jnp.uint32(0x9E3779B1) + jnp.uint32(1)), dtype=jnp.uint32)
-    b = jnp.sum((bits ^ index) * jnp.uint32(0x85EBCA77), dtype=jnp.uint32)
-    return jnp.stack([a, b])
-
-
 def fingerprint(params) -> str:
-    """A digest of a parameter tree's paths, shapes and values (sharded or not, one or many hosts)."""
-    digest = hashlib.sha256()
-    for path, leaf in sorted(jax.tree_util.tree_leaves_with_path(params), key=lambda kv: jax.tree_util.keystr(kv[0])):
-        digest.update(f"{jax.tree_util.keystr(path)}{tuple(leaf.shape)}".encode())
-        digest.update(jax.device_get(_leaf_hash(leaf)).tobytes())
-    return digest.hexdigest()[:32]
+    """A digest of a parameter tree's paths, shapes and values: the per-array checksums that
+    checkpoints carry (lmlab.train.checksums), the same however the arrays are sharded."""
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    names = [f"{jax.tree_util.keystr(path)}{tuple(leaf.shape)}" for path, leaf in leaves]
+    sums = tree_checksums([leaf for _, leaf in leaves], names)
+    return hashlib.sha256(json.dumps(sums, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def run_frozen_sources(task, config) -> dict[str, str]:

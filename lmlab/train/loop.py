@@ -30,9 +30,9 @@ from lmlab.tasks import get_task
 from lmlab.train import frozen as frozen_lib
 from lmlab.train import rundir_lock
 from lmlab.train.checkpoint import Checkpointer
+from lmlab.train.init_from import load_init_params
 from lmlab.train.metrics import MetricsWriter, MetricWindow, write_final_metrics
 from lmlab.train.optimizer import make_schedule
-from lmlab.train.init_from import load_init_params
 from lmlab.train.state import full_params, init_state, uses_lora
 from lmlab.train.step import TRAINER_METRICS, make_train_chunk
 

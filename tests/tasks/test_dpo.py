@@ -67,7 +67,7 @@ def test_bad_preference_lines_are_one_line_errors(tmp_path, record, words):
     path.write_text(json.dumps({"prompt": "ok", "chosen": "a", "rejected": "b"}) + "\n" + json.dumps(record) + "\n")
     with pytest.raises(ValueError) as info:
         read_pairs(path)
-    assert f"p.jsonl:2: " in str(info.value) and words in str(info.value) and "\n" not in str(info.value)
+    assert "p.jsonl:2: " in str(info.value) and words in str(info.value) and "\n" not in str(info.value)
 
 
 def test_chat_prompts_and_assistant_completions_are_read(tmp_path):

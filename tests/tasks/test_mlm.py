@@ -15,8 +15,8 @@ from lmlab.tasks import get_task
 from lmlab.tasks.classify import ClassifyTask
 from lmlab.tasks.mlm import MLMTask, mlm_loss
 from lmlab.train import loop
-from lmlab.train.metrics import read_metrics
 from lmlab.train.init_from import load_init_params
+from lmlab.train.metrics import read_metrics
 from lmlab.train.state import init_state
 
 # A small BPE rather than characters: the classifier below then sees whole names and words, and

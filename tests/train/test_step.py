@@ -4,10 +4,10 @@ import numpy as np
 import optax
 
 from lmlab import config as config_lib
-from lmlab.train.optimizer import make_schedule
-from lmlab.train.state import init_state
 from lmlab.tasks import LossOutput, get_task
 from lmlab.tasks.lm import sample_windows
+from lmlab.train.optimizer import make_schedule
+from lmlab.train.state import init_state
 from lmlab.train.step import DATA_STREAM, make_loss_fn, make_train_chunk
 
 TINY = ["data.seq_len=16", "data.batch_size=3", "model.n_layers=1", "model.d_model=16", "model.n_heads=2",
