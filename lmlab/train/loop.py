@@ -18,6 +18,7 @@ import pathlib
 import shutil
 import signal
 import time
+from dataclasses import dataclass
 
 import jax
 import numpy as np
@@ -112,13 +113,29 @@ def train(config, run_dir: str | pathlib.Path, *, progress: bool = True) -> dict
             raise
 
 
-def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
-    distributed.initialize_distributed()  # a no-op unless the environment names several processes
-    primary = distributed.is_primary()
+@dataclass
+class _Run:
+    """What the loop works with once the run directory, data, state and frozen models are ready."""
+    task: object
+    data: object
+    model: object
+    graphdef: object
+    tx: object
+    state: dict
+    mesh: object
+    frozen: dict
+    checkpointer: Checkpointer
+    start_step: int
+    best_val: float
+    resumed: bool
+
+
+def _open_run(config, run_dir: pathlib.Path, primary: bool) -> _Run:
+    """Checks a resume, saves the config, prepares the data, builds or restores the state (or
+    starts from train.init_from) and loads the frozen models."""
     task = get_task(config)  # a task/family mismatch is refused before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
-    saved_config_path = run_dir / "config.json"
-    if saved_config_path.exists():
+    if (run_dir / "config.json").exists():
         _check_resume_compatible(config_lib.load_run_config(run_dir), config, run_dir)
     mesh = sharding.make_mesh(config.get("mesh"))
     sharding.check_batch(config, mesh)
@@ -128,11 +145,9 @@ def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
 
     data = distributed.primary_first(lambda: task.prepare(run_dir))
     model, graphdef, tx, state = init_state(config, data.tokenizer.vocab_size, mesh)
-    state_shardings = sharding.shardings_of(state)
     if mesh.size > 1:
         log.info("mesh: %s", sharding.describe(mesh))
-    n_params = count_params(model)
-    n_trained = sum(x.size for x in jax.tree.leaves(state["params"]))
+    n_params, n_trained = count_params(model), sum(x.size for x in jax.tree.leaves(state["params"]))
     log.info("task: %s, model: %s, %.2fM parameters, %s trained (%.2f%%)", config.task, config.model.family,
              n_params / 1e6, f"{n_trained:,}", 100 * n_trained / n_params)
 
@@ -144,31 +159,76 @@ def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
         best_val = record.get("best_val_loss", math.inf)
         log.info("resumed from step %d (data position %d)", start_step, record.get("data_position", 0))
     elif config.train.init_from and not uses_lora(config):  # LoRA: the init_from run is the frozen base
-        state = sharding.put(load_init_params(state, config.train.init_from), state_shardings)
+        state = sharding.put(load_init_params(state, config.train.init_from), sharding.shardings_of(state))
     frozen = frozen_lib.load_frozen(frozen_lib.run_frozen_sources(task, config), mesh)
     frozen_lib.check_tokenizers(frozen, run_dir)
     frozen_lib.check_or_record(run_dir, frozen, resuming=restored is not None, write=primary)
-    frozen_params = frozen_lib.params_of(frozen)
-    metrics_writer = MetricsWriter(run_dir, resume_step=start_step) if primary else _NoMetrics()
+    return _Run(task, data, model, graphdef, tx, state, mesh, frozen, checkpointer, start_step, best_val,
+                restored is not None)
 
+
+def _compiled_chunk(config, r: _Run, n_chunk: int, train_arrays, frozen_params):
+    """The jitted chunk, compiled ahead of the loop so the first chunk's throughput is not mostly compilation."""
+    t0 = time.perf_counter()
+    chunk_fn = make_train_chunk(r.graphdef, r.tx, config, n_chunk, make_schedule(config.train), r.task, mesh=r.mesh,
+                                state_shardings=sharding.shardings_of(r.state),
+                                frozen_graphdefs=frozen_lib.graphdefs_of(r.frozen),
+                                frozen_shardings=sharding.shardings_of(frozen_params)
+                                ).lower(r.state, train_arrays, frozen_params).compile()
+    log.info("compiled %d train steps per call in %.1fs", n_chunk, time.perf_counter() - t0)
+    return chunk_fn
+
+
+def _log_steps(chunk_metrics, step: int, log_every: int, tokens_per_sec: float, writer, window: MetricWindow,
+               last_good: str) -> dict:
+    """Writes the logged steps of a chunk (the task's metrics averaged since the last log); returns
+    the latest task means. Stops at the first step whose loss or gradient norm is not finite (a
+    finite loss with a non-finite gradient still ruins that step's update)."""
+    losses, grad_norms = chunk_metrics["loss"], chunk_metrics["grad_norm"]
+    finite = np.isfinite(losses) & np.isfinite(grad_norms)
+    n_good = len(losses) if finite.all() else int(np.argmin(finite))
+    means = {}
+    for i in range(n_good):
+        window.add({k: v[i] for k, v in chunk_metrics.items() if k not in TRAINER_METRICS})
+        if (step + i + 1) % log_every == 0:
+            means = window.pop_means()
+            writer.write(step + i + 1, {"loss": losses[i], "lr": chunk_metrics["lr"][i], "grad_norm": grad_norms[i],
+                                        "tokens_per_sec": tokens_per_sec, **means})
+    if n_good < len(losses):
+        what = (f"loss became {losses[n_good]}" if not np.isfinite(losses[n_good])
+                else f"gradient norm became {grad_norms[n_good]}")
+        raise NonFiniteLossError(f"{what} at step {step + n_good + 1}; training stopped and nothing after it was "
+                                 f"saved (last good checkpoint: {last_good})")
+    return means
+
+
+def _postfix(loss: float, tokens_per_sec: float, task_means: dict, val: dict | None) -> dict:
+    postfix = {"loss": f"{loss:.3f}", "tok/s": f"{tokens_per_sec:,.0f}",
+               **{k: f"{v:.3f}" for k, v in task_means.items() if k != "nll"}}
+    if val is not None:
+        name = "val_bpb" if "val_bpb" in val else "val_loss"
+        postfix[name] = f"{val[name]:.3f}"
+    return postfix
+
+
+def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
+    distributed.initialize_distributed()  # a no-op unless the environment names several processes
+    primary = distributed.is_primary()
+    r = _open_run(config, run_dir, primary)
+    state, step, best_val, checkpointer = r.state, r.start_step, r.best_val, r.checkpointer
+    frozen_params = frozen_lib.params_of(r.frozen)
+    metrics_writer = MetricsWriter(run_dir, resume_step=step) if primary else _NoMetrics()
     t = config.train
-    schedule = make_schedule(t)
-    n_chunk = _chunk_size(config, start_step)
+    n_chunk = _chunk_size(config, step)
     if n_chunk < t.steps_per_call:
         log.warning("running %d step(s) per call, not train.steps_per_call=%d, to land on every eval, checkpoint "
                     "and final step (eval_every=%d, checkpoint_every=%d, steps=%d%s); use multiples of it "
                     "for full speed", n_chunk, t.steps_per_call, t.eval_every, t.checkpoint_every, t.steps,
-                    f", resumed at {start_step}" if start_step else "")
-    tokens_per_step = task.tokens_per_batch() * t.grad_accum
-    train_arrays = sharding.put_replicated(jax.tree.map(np.asarray, data.train), mesh)
-    t0 = time.perf_counter()
-    # Compile ahead of the loop so the first chunk's throughput is not mostly compilation.
-    chunk_fn = make_train_chunk(graphdef, tx, config, n_chunk, schedule, task, mesh=mesh,
-                                state_shardings=state_shardings, frozen_graphdefs=frozen_lib.graphdefs_of(frozen),
-                                frozen_shardings=sharding.shardings_of(frozen_params)
-                                ).lower(state, train_arrays, frozen_params).compile()
-    log.info("compiled %d train steps per call in %.1fs", n_chunk, time.perf_counter() - t0)
-    evaluator = task.make_evaluator(graphdef, data, frozen_lib.task_frozen(frozen))
+                    f", resumed at {step}" if step else "")
+    tokens_per_step = r.task.tokens_per_batch() * t.grad_accum
+    train_arrays = sharding.put_replicated(jax.tree.map(np.asarray, r.data.train), r.mesh)
+    chunk_fn = _compiled_chunk(config, r, n_chunk, train_arrays, frozen_params)
+    evaluator = r.task.make_evaluator(r.graphdef, r.data, frozen_lib.task_frozen(r.frozen))
 
     stop_signal = []
     previous_handlers = {s: signal.signal(s, lambda signum, _frame: stop_signal.append(signum))
@@ -177,11 +237,10 @@ def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
     if progress and primary:
         from tqdm import tqdm
 
-        bar = tqdm(total=t.steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
+        bar = tqdm(total=t.steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
                    mininterval=1.0, smoothing=0.1)
-    last_good_step = start_step if restored is not None else None
-    task_window, task_means = MetricWindow(), {}
-    step = start_step
+    last_good_step = step if r.resumed else None
+    task_window = MetricWindow()
     # jax.profiler trace of the first train calls after compilation (TensorBoard's profile
     # plugin or Perfetto read <run>/profile).
     profile_left = t.profile_chunks if primary else 0
@@ -196,28 +255,11 @@ def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
                 profile_left -= 1
                 if not profile_left:
                     jax.profiler.stop_trace()
-            elapsed = time.perf_counter() - t0
-            losses = chunk_metrics["loss"]
-            tokens_per_sec = n_chunk * tokens_per_step / elapsed
-            # A finite loss with a non-finite gradient still ruins that step's update.
-            grad_norms = chunk_metrics["grad_norm"]
-            finite = np.isfinite(losses) & np.isfinite(grad_norms)
-            n_good = n_chunk if finite.all() else int(np.argmin(finite))
-            for i in range(n_good):
-                s = step + i + 1
-                task_window.add({k: v[i] for k, v in chunk_metrics.items() if k not in TRAINER_METRICS})
-                if s % t.log_every == 0:
-                    task_means = task_window.pop_means()  # the task's metrics, averaged since the last log
-                    metrics_writer.write(s, {"loss": losses[i], "lr": chunk_metrics["lr"][i],
-                                             "grad_norm": chunk_metrics["grad_norm"][i], "tokens_per_sec": tokens_per_sec,
-                                             **task_means})
-            if n_good < n_chunk:
-                where = (f"step {last_good_step} in {checkpointer.directory}" if last_good_step is not None
+            tokens_per_sec = n_chunk * tokens_per_step / (time.perf_counter() - t0)
+            last_good = (f"step {last_good_step} in {checkpointer.directory}" if last_good_step is not None
                          else "none saved yet")
-                what = (f"loss became {losses[n_good]}" if not np.isfinite(losses[n_good])
-                        else f"gradient norm became {grad_norms[n_good]}")
-                raise NonFiniteLossError(f"{what} at step {step + n_good + 1}; training stopped "
-                                         f"and nothing after it was saved (last good checkpoint: {where})")
+            task_means = _log_steps(chunk_metrics, step, t.log_every, tokens_per_sec, metrics_writer, task_window,
+                                    last_good)
             step += n_chunk
             val = None
             if step % t.eval_every == 0 or step == t.steps:
@@ -233,12 +275,8 @@ def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
                 checkpointer.save(step, state, record, val_loss=None if val is None else val["val_loss"])
                 last_good_step = step
             if bar is not None:
-                postfix = {"loss": f"{float(losses[-1]):.3f}", "tok/s": f"{tokens_per_sec:,.0f}",
-                           **{k: f"{v:.3f}" for k, v in task_means.items() if k != "nll"}}
-                if val is not None:
-                    name = "val_bpb" if "val_bpb" in val else "val_loss"
-                    postfix[name] = f"{val[name]:.3f}"
-                bar.set_postfix(postfix, refresh=False)
+                bar.set_postfix(_postfix(float(chunk_metrics["loss"][-1]), tokens_per_sec, task_means, val),
+                                refresh=False)
                 bar.update(n_chunk)
             if stopping:
                 checkpointer.wait()
@@ -254,7 +292,7 @@ def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
             signal.signal(s, handler)
 
     final = evaluator(full_params(state["params"], frozen_params), full=True)
-    summary = {"step": step, **final, "params": count_params(model)}
+    summary = {"step": step, **final, "params": count_params(r.model)}
     if primary:
         (run_dir / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
         write_final_metrics(run_dir, step, final)  # as final_val_*: the periodic val_* cover eval_batches only
