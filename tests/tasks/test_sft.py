@@ -168,3 +168,16 @@ def test_preference_set_from_the_models_own_replies(sft_run, tmp_path):
     assert all(r["chrf_chosen"] > r["chrf_rejected"] for r in records)
     train, val = split_pairs(read_pairs(out))
     assert len(train) + len(val) == len(records) and {r["split"] for r in records} <= {"train", "val"}
+
+
+def test_chat_translation_batches_equal_each_prompt_alone(sft_run):
+    """lmlab.eval.chat_translation decodes left-padded batches: every reply equals the prompt's own."""
+    from lmlab.eval.chat_translation import evaluate, translate_batch
+    from lmlab.runs import load_run
+
+    run = load_run(sft_run[0])
+    sources = ["1+2?", "12+34? 5", "7"]
+    batched = translate_batch(run.model, run.tokenizer, sources, max_new_tokens=5)
+    assert batched == [translate_batch(run.model, run.tokenizer, [s], max_new_tokens=5)[0] for s in sources]
+    result = evaluate(run, [("1+2?", "3"), ("2+2?", "4")], batch_size=2, max_new_tokens=4)
+    assert result["pairs"] == 2 and 0.0 <= result["bleu"] <= 100.0 and 0.0 <= result["chrf"] <= 100.0
