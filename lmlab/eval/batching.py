@@ -17,7 +17,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
 from lmlab.eval import progress
-from lmlab.sharding import BATCH_AXES, activate, logical_to_spec, mesh_of, put, replicated, shard_batch
+from lmlab import sharding
 
 # ------------------------------------------------------------------------- held-out evaluation
 #
@@ -30,7 +30,7 @@ def batch_split(mesh: Mesh | None) -> int:
     """Into how many parts the batch axes split a batch's rows (1 without a multi-device mesh)."""
     if mesh is None:
         return 1
-    return math.prod(mesh.shape[a] for a in BATCH_AXES)
+    return math.prod(mesh.shape[a] for a in sharding.BATCH_AXES)
 
 
 def eval_batch_size(batch_size: int, mesh: Mesh | None) -> int:
@@ -59,7 +59,7 @@ def eval_sums(step, params, arrays: Sequence[np.ndarray], batch_size: int) -> tu
     parameters live on, and returns each sum over all batches (as Python floats, added in batch
     order). Every batch is dispatched before the first result is fetched, so they run back to
     back; fetching them in order drives the progress bar (lmlab.eval.progress) as they finish."""
-    outputs = [step(params, *batch) for batch in eval_batches(arrays, batch_size, mesh_of(params))]
+    outputs = [step(params, *batch) for batch in eval_batches(arrays, batch_size, sharding.mesh_of(params))]
     totals = [0.0] * (len(outputs[0]) if outputs else 0)
     for output in progress.track(outputs, total=len(outputs)):
         totals = [total + float(value) for total, value in zip(totals, jax.device_get(output))]
@@ -68,7 +68,7 @@ def eval_sums(step, params, arrays: Sequence[np.ndarray], batch_size: int) -> tu
 
 def batch_sharding(shape: Sequence[int], mesh: Mesh) -> NamedSharding:
     """An array of a batch (rows first) split over the batch axes by the logical rules."""
-    return NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (len(shape) - 1), shape, mesh))
+    return NamedSharding(mesh, sharding.logical_to_spec(("batch",) + (None,) * (len(shape) - 1), shape, mesh))
 
 
 def put_batch(batch, mesh: Mesh | None):
@@ -88,7 +88,7 @@ def put_batch(batch, mesh: Mesh | None):
         if x.ndim == 0 or x.shape[0] % n:
             raise ValueError(f"a batch of {x.shape[0] if x.ndim else 0} rows does not split over the batch "
                              f"axes ({n} ways); pad it to a multiple (lmlab.eval.batching.eval_batches)")
-        return put(x, batch_sharding(x.shape, mesh))
+        return sharding.put(x, batch_sharding(x.shape, mesh))
 
     return jax.tree.map(one, batch)
 
@@ -105,16 +105,16 @@ def data_parallel_eval(fn):
     jitted: dict = {}
 
     def step(params, *batch):
-        mesh = mesh_of(params)
+        mesh = sharding.mesh_of(params)
         if mesh not in jitted:
             if mesh is None:
                 jitted[mesh] = jax.jit(fn)
             else:
                 def on_mesh(p, *b, _mesh=mesh):
-                    with activate(_mesh):
-                        return fn(p, *shard_batch(b, _mesh))
+                    with sharding.activate(_mesh):
+                        return fn(p, *sharding.shard_batch(b, _mesh))
 
-                jitted[mesh] = jax.jit(on_mesh, out_shardings=replicated(mesh))
+                jitted[mesh] = jax.jit(on_mesh, out_shardings=sharding.replicated(mesh))
         return jitted[mesh](params, *put_batch(batch, mesh))
 
     return step
