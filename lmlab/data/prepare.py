@@ -178,7 +178,7 @@ def prepare(config, run_dir: pathlib.Path, *, min_train_tokens: int = 0) -> Prep
     source's training split must have at least `min_train_tokens` tokens (the task's window)."""
     run_dir = pathlib.Path(run_dir)
     tok_dir, data_dir = run_dir / "tokenizer", run_dir / "data"
-    sources = corpus_sources(config.data)
+    sources = corpus_sources(config.data) if config is not None else {"": ""}  # None: read back a prepared run
     paths = {label: token_paths(data_dir, label) for label in sources}
     if (tok_dir / "tokenizer.json").exists() and all(_done(p) for pair in paths.values() for p in pair):
         tokenizer = load_tokenizer(tok_dir)
