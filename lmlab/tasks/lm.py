@@ -107,7 +107,7 @@ class LMTask(Task):
 
     def sample_batch(self, train_arrays, key):
         d = self.config.data
-        if d.get("mixture"):
+        if "source_starts" in train_arrays:  # a mixture's (mixture_train_arrays)
             return sample_mixture_windows(train_arrays, key, mixture_weights(d.mixture), d.batch_size, d.seq_len)
         return sample_windows(train_arrays["tokens"], key, d.batch_size, d.seq_len)
 
