@@ -27,7 +27,9 @@ from lmlab.tokenizers import Tokenizer, load_tokenizer
 
 log = logging.getLogger("lmlab")
 
-PARALLEL_MIN_CHARS = 2_000_000  # below this, one process (measured: ~1 s to start 2 workers)
+# Below this, one process: on the 2-core machine 2 workers lost to one process up to ~10 MB of text
+# and won 1.4x (sentencepiece) at 32 MB (docs/benchmarks.md); the main job's 4.3 MB stays serial.
+PARALLEL_MIN_CHARS = 16_000_000
 _worker_tokenizer: Tokenizer | None = None
 
 
