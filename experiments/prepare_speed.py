@@ -1,11 +1,11 @@
 """Tokenization throughput of `lmlab prepare` (lmlab.data.encode) against sentencepiece's own batch encoder.
 
     PYTHONPATH=. python experiments/prepare_speed.py [--corpus python_stdlib] [--kind bpe] [--repeats 3]
-                                                     [--vocab-size 2048]
+                                                     [--vocab-size 2048] [--copies 1]
 
 The tokenizer is the main job's (`tokenizer.kind=bpe`, sentencepiece BPE) or another kind (`bytebpe`:
 lmlab's pure-Python byte-level BPE, no library batch encoder), trained here on the corpus's training
-split; the documents are that split. Timed, each the median of the repeats, wall clock:
+split; the documents are that split (`--copies N`: N times over, for a larger input). Timed, each the median of the repeats, wall clock:
 
   * lmlab_serial: `encode_docs(..., workers=1)`, one process (sentencepiece may still use its threads
     inside long documents, which lmlab's BpeTokenizer cuts at line breaks into 8 kB pieces);
@@ -44,11 +44,14 @@ def main() -> None:
     parser.add_argument("--kind", default="bpe", choices=("bpe", "bytebpe", "char"))
     parser.add_argument("--vocab-size", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--copies", type=int, default=1)
     args = parser.parse_args()
     docs = list(get_corpus(args.corpus).train_docs)
+    tokenizer_text = "\n\n".join(docs)
+    docs = docs * args.copies
     n_bytes, cores = sum(len(d.encode()) for d in docs), available_cores()
     with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = train_tokenizer(args.kind, "\n\n".join(docs), vocab_size=args.vocab_size,
+        tokenizer = train_tokenizer(args.kind, tokenizer_text, vocab_size=args.vocab_size,
                                     special_tokens=("<|endoftext|>",), out_dir=tmp)
         variants = {
             "lmlab_serial": (1, lambda: len(encode_docs(tokenizer, docs, tokenizer_dir=tmp, workers=1))),
@@ -58,7 +61,7 @@ def main() -> None:
             processor = tokenizer._processor  # the sentencepiece object lmlab's BpeTokenizer wraps
             variants["spm_batch_1"] = (1, lambda: sum(map(len, processor.encode(docs, num_threads=1))))
             variants[f"spm_batch_{cores}"] = (cores, lambda: sum(map(len, processor.encode(docs, num_threads=cores))))
-        result = {"corpus": args.corpus, "kind": args.kind, "documents": len(docs), "bytes": n_bytes, "cores": cores}
+        result = {"corpus": args.corpus, "copies": args.copies, "kind": args.kind, "documents": len(docs), "bytes": n_bytes, "cores": cores}
         for name, (used, fn) in variants.items():
             seconds, n_tokens = _median_seconds(fn, args.repeats)
             result[name] = {"seconds": round(seconds, 3), "tokens": n_tokens, "MB_per_s": round(n_bytes / seconds / 1e6, 2),
