@@ -184,7 +184,7 @@ def prepare(config, run_dir: pathlib.Path, *, min_train_tokens: int = 0) -> Prep
         tokenizer = load_tokenizer(tok_dir)
         return PreparedData(tokenizer, _unpack(sources, {k: _read_ids(p[0], tokenizer) for k, p in paths.items()}),
                             _unpack(sources, {k: _read_ids(p[1], tokenizer) for k, p in paths.items()}))
-    written = [tok_dir, data_dir / MANIFEST] + [f for pair in paths.values() for p in pair for f in (p, metadata_path(p))]
+    written = [tok_dir, data_dir, data_dir / MANIFEST] + [f for pair in paths.values() for p in pair for f in (p, metadata_path(p))]
     with _removed_on_error(written):
         return _prepare_files(config, run_dir, sources, paths, min_train_tokens)
 

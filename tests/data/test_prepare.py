@@ -115,3 +115,22 @@ def test_a_mixture_writes_one_pair_of_files_per_source_and_heldout_reads_them_ba
     again = prepare_heldout(config, tmp_path / "run")  # rebuilt, only the held-out files
     np.testing.assert_array_equal(again.val_tokens["b"], data.val_tokens["b"])
     assert not (tmp_path / "run" / "data" / "train.b.bin").exists()
+
+
+def test_a_failure_while_writing_removes_the_files_already_written(tmp_path, monkeypatch):
+    from lmlab.data import prepare as prepare_module
+
+    real, calls = prepare_module.write_token_file, []
+
+    def fails_on_the_second(path, ids, *, vocab_size):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(f"{path}: No space left on device")
+        real(path, ids, vocab_size=vocab_size)
+
+    monkeypatch.setattr(prepare_module, "write_token_file", fails_on_the_second)
+    folder = text_folder(tmp_path / "docs")
+    with pytest.raises(OSError, match="No space left"):
+        get_task(load(f"--config.data.corpus={folder}")).prepare(tmp_path / "run")
+    assert (tmp_path / "run").exists() is False or not any((tmp_path / "run").iterdir())
+    assert len(calls) == 2 and calls[0].name == "train.bin"
