@@ -9,8 +9,14 @@ def get_config() -> ml_collections.ConfigDict:
     c.task = "lm"                   # the objective (lmlab/tasks): lm | mlm | classify | translate | sft | dpo | reward
 
     c.data = ml_collections.ConfigDict()
-    c.data.corpus = "shakespeare"   # a name from lmlab.data.available_corpora(); task sft: conversations
+    c.data.corpus = "shakespeare"   # a name from lmlab.data.available_corpora(), or a path: a text file, a folder
+                                    # or glob of them, a .jsonl(.gz) of {"text": ...} lines; task sft: conversations
                                     # (a .jsonl file of {"messages": [...]} or translate_en_fr)
+    c.data.mixture = ""             # task lm: "corpus:weight,..." (e.g. "shakespeare:0.7,python_stdlib:0.3"),
+                                    # training windows drawn by weight; replaces data.corpus when set
+    c.data.dedupe = False           # drop exact duplicate documents (and training copies of held-out ones)
+    c.data.min_chars = 0            # drop documents shorter than this many characters
+    c.data.min_printable = 0.0      # drop documents whose share of printable characters is below this
     c.data.seq_len = 128            # tokens per training window (the model's context)
     c.data.batch_size = 16          # windows per optimizer micro-step
     c.data.src_len = 64             # encdec: source tokens per pair (longer training pairs are dropped)

@@ -1,4 +1,4 @@
-"""`lmlab train | eval | sample | chat | bench | import | embed | experiment | bpe | tokenize | params`: parse
+"""`lmlab train | prepare | eval | sample | chat | bench | import | embed | experiment | bpe | tokenize | params`: parse
 arguments, call the library, print results to stdout.
 
 Logs and progress go to stderr. User errors end with one line `lmlab: error: ...` (`lmlab CMD: error:
@@ -182,6 +182,17 @@ def cmd_train(args, overrides) -> int:
         for text in texts:
             print("-" * 40)
             print(text)
+    return 0
+
+
+def cmd_prepare(args, overrides) -> int:
+    from lmlab import config as config_lib
+    from lmlab.prepare_run import prepare_run
+
+    config = config_lib.load(args.config, overrides)
+    workdir = pathlib.Path(args.workdir or pathlib.Path("runs") / pathlib.Path(args.config).stem)
+    log.info("run directory: %s", workdir)
+    print(json.dumps(prepare_run(config, workdir)))
     return 0
 
 
@@ -666,6 +677,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-samples", action="store_true", help="skip the samples printed after training")
     p.set_defaults(fn=cmd_train)
 
+    p = sub.add_parser("prepare", help="tokenize a config's corpus into its run directory once (as train would)",
+                       description="Trains the tokenizer and writes the token files and data/manifest.json of "
+                                   "CONFIG's run on every core, as the first `lmlab train` would; training then "
+                                   "reuses them. --config.section.key=value overrides any key.")
+    p.add_argument("config", help="config file, e.g. configs/gpt_shakespeare.py")
+    p.add_argument("--workdir", help="run directory (default runs/<config name>), the one train would use")
+    p.set_defaults(fn=cmd_prepare)
+
     p = sub.add_parser("eval", help="held-out loss, perplexity and bits per byte of a run",
                        description="Evaluates the latest checkpoint on the run's held-out split (only that split "
                                    "is tokenized) and prints one JSON object; a progress bar goes to stderr.")
@@ -839,8 +858,8 @@ def main(argv: list[str] | None = None) -> int:
     args_only, overrides = _split_overrides(argv)
     parser = build_parser()
     args = parser.parse_args(args_only)
-    if overrides and args.command not in ("train", "bench", "params"):
-        return _usage_error(args, f"--config overrides only apply to 'train', 'bench train' and 'params' "
+    if overrides and args.command not in ("train", "prepare", "bench", "params"):
+        return _usage_error(args, f"--config overrides only apply to 'train', 'prepare', 'bench train' and 'params' "
                                   f"(got {overrides[0]})")
     _setup_logging(args.verbose)
 

@@ -20,6 +20,8 @@ from typing import Any, Iterable
 
 import ml_collections
 
+from lmlab.data.mixture import parse_mixture
+
 log = logging.getLogger("lmlab")
 
 class ConfigError(ValueError):
@@ -230,6 +232,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if not 0.0 <= config.train.min_lr_ratio <= 1.0:
         raise ConfigError(f"config key 'train.min_lr_ratio' must be in [0, 1]; got {config.train.min_lr_ratio}")
     _validate_lora(config)
+    _validate_data(config.data, config.task)
     if not 0.0 <= config.dpo.label_smoothing < 0.5:
         raise ConfigError(f"config key 'dpo.label_smoothing' must be in [0, 0.5); got {config.dpo.label_smoothing}")
     if (config.task == "reward") != bool(m.reward_head):
@@ -283,6 +286,22 @@ def resolve_mesh(mesh, n_devices: int) -> tuple[int, int, int]:
         raise ConfigError(f"config section 'mesh' ({shown}) needs {math.prod(sizes.values())} devices, "
                           f"but {n_devices} are available; set one axis to -1 or change the sizes")
     return tuple(sizes[key] for key in MESH_KEYS)
+
+
+def _validate_data(d, task: str) -> None:
+    """The corpus keys of lmlab.data (absent from run configs older than them: their defaults apply)."""
+    if d.get("mixture", ""):
+        if task != "lm":
+            raise ConfigError(f"config key 'data.mixture' applies to task lm (language modelling); task is {task}")
+        try:
+            parse_mixture(d.mixture)
+        except ValueError as e:
+            raise ConfigError(f"config key {e}") from None
+    min_chars, min_printable = d.get("min_chars", 0), d.get("min_printable", 0.0)
+    if isinstance(min_chars, bool) or not isinstance(min_chars, int) or min_chars < 0:
+        raise ConfigError(f"config key 'data.min_chars' must be an integer >= 0; got {min_chars!r}")
+    if not _is_number(min_printable) or not 0.0 <= min_printable <= 1.0:
+        raise ConfigError(f"config key 'data.min_printable' must be a share in [0, 1]; got {min_printable!r}")
 
 
 def _validate_lora(config) -> None:

@@ -174,3 +174,13 @@ def test_no_positions_only_for_causal_decoders():
     for other in ("configs/bert_shakespeare.py", "configs/translate_en_fr.py"):
         with pytest.raises(config_lib.ConfigError, match="'model.positions' = none needs model.family gpt"):
             config_lib.load(other, ["model.positions=none"])
+
+
+def test_smollm2_finetune_takes_model_and_tokenizer_from_the_run_and_a_corpus_path(tmp_path):
+    source = config_lib.load("configs/smollm2_135m.py", ["--config.tokenizer.kind=bytelevel_bpe"])
+    (tmp_path / "smollm2").mkdir()
+    config_lib.save(source, tmp_path / "smollm2")
+    c = config_lib.load("configs/smollm2_finetune.py", [f"--config.train.init_from={tmp_path / 'smollm2'}",
+                                                        "--config.data.corpus=~/my_texts"])
+    assert c.model.to_dict() == source.model.to_dict() and c.tokenizer.to_dict() == source.tokenizer.to_dict()
+    assert (c.task, c.data.corpus, c.data.seq_len) == ("lm", "~/my_texts", 256)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 
 import jax
@@ -11,9 +12,12 @@ from flax import nnx
 
 from lmlab import flops, sharding
 from lmlab.compress.distill import distill_objective
+from lmlab.data.mixture import mixture_weights
+from lmlab.data.mixture_windows import mixture_train_arrays, sample_mixture_windows
 from lmlab.data.prepare import prepare, prepare_heldout
 from lmlab.eval import batching
 from lmlab.eval.lm import eval_windows, evaluate
+from lmlab.eval.mixture import mixture_evaluator
 from lmlab.tasks.base import LossOutput, Task, TaskData
 from lmlab.train.losses import token_cross_entropy
 
@@ -88,7 +92,9 @@ class LMTask(Task):
     families = ("gpt",)
 
     def prepare(self, run_dir: pathlib.Path) -> TaskData:
-        data = prepare(self.config, run_dir)
+        data = prepare(self.config, run_dir, min_train_tokens=self.config.data.seq_len + 2)
+        if isinstance(data.train_tokens, dict):  # a mixture (data.mixture): sources end to end
+            return TaskData(data.tokenizer, mixture_train_arrays(data.train_tokens), data.val_tokens)
         if len(data.train_tokens) <= self.config.data.seq_len + 1:
             raise ValueError(f"training split has {len(data.train_tokens)} tokens, fewer than data.seq_len + 2")
         return TaskData(data.tokenizer, {"tokens": np.asarray(data.train_tokens)}, data.val_tokens)
@@ -101,7 +107,10 @@ class LMTask(Task):
         return teacher_source(self.config)
 
     def sample_batch(self, train_arrays, key):
-        return sample_windows(train_arrays["tokens"], key, self.config.data.batch_size, self.config.data.seq_len)
+        d = self.config.data
+        if "source_starts" in train_arrays:  # a mixture's (mixture_train_arrays)
+            return sample_mixture_windows(train_arrays, key, mixture_weights(d.mixture), d.batch_size, d.seq_len)
+        return sample_windows(train_arrays["tokens"], key, d.batch_size, d.seq_len)
 
     def loss(self, model, batch, dropout_key, frozen):
         t = self.config.train
@@ -113,6 +122,10 @@ class LMTask(Task):
 
     def make_evaluator(self, graphdef, data: TaskData, frozen=None):
         c = self.config
+        if isinstance(data.val, dict):  # a mixture: each source's held-out split, and their weighted mean
+            weights = dict(zip(data.val, mixture_weights(c.data.mixture)))
+            return mixture_evaluator({label: self.make_evaluator(graphdef, dataclasses.replace(data, val=tokens), frozen)
+                                      for label, tokens in data.val.items()}, weights)
         teacher = (frozen or {}).get("teacher")
         eval_step = make_lm_eval_step(graphdef, teacher and teacher.graphdef,
                                       temperature=c.distill.temperature if teacher else 1.0)
