@@ -18,7 +18,7 @@ from lmlab import config as config_lib
 from lmlab.data.prepare import MANIFEST
 from lmlab.tasks import get_task
 from lmlab.train import rundir_lock
-from lmlab.train.loop import _check_resume_compatible
+from lmlab.train.loop import check_resume_compatible
 
 log = logging.getLogger("lmlab")
 
@@ -32,7 +32,7 @@ def prepare_run(config, run_dir: str | pathlib.Path) -> dict:
     with rundir_lock.hold(run_dir):
         try:
             if (run_dir / "config.json").exists():
-                _check_resume_compatible(config_lib.load_run_config(run_dir), config, run_dir)
+                check_resume_compatible(config_lib.load_run_config(run_dir), config, run_dir)
             t0 = time.time()
             data = task.prepare(run_dir)
             config_lib.save(config, run_dir)

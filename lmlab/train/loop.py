@@ -63,7 +63,7 @@ class Interrupted(Exception):
         self.signum, self.step = signum, step
 
 
-def _check_resume_compatible(saved, config, run_dir) -> None:
+def check_resume_compatible(saved, config, run_dir) -> None:
     """Refuses to resume a run whose data, tokenizer or model would differ from its checkpoints."""
     was, now = config_lib.flatten(saved.to_dict()), config_lib.flatten(config.to_dict())
     differ = [key for key in sorted(set(was) | set(now))
@@ -136,7 +136,7 @@ def _open_run(config, run_dir: pathlib.Path, primary: bool) -> _Run:
     task = get_task(config)  # a task/family mismatch is refused before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     if (run_dir / "config.json").exists():
-        _check_resume_compatible(config_lib.load_run_config(run_dir), config, run_dir)
+        check_resume_compatible(config_lib.load_run_config(run_dir), config, run_dir)
     mesh = sharding.make_mesh(config.get("mesh"))
     sharding.check_batch(config, mesh)
     distributed.sync("lmlab_config_checked")  # every process has read the old config before it is replaced

@@ -226,7 +226,7 @@ def test_refused_resume_names_every_differing_key(tmp_path):
     saved = tiny_config(8)
     wanted = tiny_config(8, "--config.model.d_model=64", "--config.seed=3", "--config.data.seq_len=16")
     with pytest.raises(config_lib.ConfigError) as info:
-        loop._check_resume_compatible(saved, wanted, tmp_path)
+        loop.check_resume_compatible(saved, wanted, tmp_path)
     message = str(info.value)
     for change in ("data.seq_len=32 (this command: 16)", "model.d_model=32 (this command: 64)",
                    "seed=0 (this command: 3)"):
