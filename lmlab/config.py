@@ -150,6 +150,10 @@ _CHOICES = {
     "model.attention_impl": ("auto", "naive", "blockwise", "cudnn", "pallas"),
     "model.dtype": ("float32", "bfloat16"),
     "model.remat": ("none", "full", "dots_saveable"),
+    "quant.weights": ("none", "int8", "int4"),
+    "quant.embeddings": ("int8", "float"),
+    "quant.kv": ("none", "int8"),
+    "quant.qat": ("none", "int4"),
 }
 _POSITIVE_INTS = (
     "data.seq_len", "data.batch_size", "tokenizer.vocab_size", "model.n_layers", "model.d_model",
@@ -230,6 +234,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if not 0.0 <= config.train.min_lr_ratio <= 1.0:
         raise ConfigError(f"config key 'train.min_lr_ratio' must be in [0, 1]; got {config.train.min_lr_ratio}")
     _validate_lora(config)
+    _validate_quant(config.quant)
     if not 0.0 <= config.dpo.label_smoothing < 0.5:
         raise ConfigError(f"config key 'dpo.label_smoothing' must be in [0, 0.5); got {config.dpo.label_smoothing}")
     if (config.task == "reward") != bool(m.reward_head):
@@ -303,6 +308,17 @@ def _validate_lora(config) -> None:
         raise ConfigError("config key 'lora.rank' > 0 adapts a trained model: set train.init_from to the base run")
 
 
+def _validate_quant(quant) -> None:
+    group = quant.group
+    if isinstance(group, bool) or not isinstance(group, int) or group < 1 or group & (group - 1):
+        raise ConfigError(f"config key 'quant.group' must be a positive power of two (32, 64, 128, ...); got {group!r}")
+    if not isinstance(quant.asymmetric, bool):
+        raise ConfigError(f"config key 'quant.asymmetric' must be true or false; got {quant.asymmetric!r}")
+    if quant.qat != "none" and quant.weights != "none":
+        raise ConfigError("config keys 'quant.qat' and 'quant.weights': a run either trains with fake quantization "
+                          "(qat) or holds quantized weights (weights, from `lmlab quantize`), not both")
+
+
 # The task each family trained before the `task` key existed (old run directories).
 _FAMILY_TASKS = {"gpt": "lm", "bert": "mlm", "encdec": "translate"}
 
@@ -347,6 +363,10 @@ def load(path: str | pathlib.Path, overrides: Iterable[str] = ()) -> ml_collecti
     overrides = list(overrides)
     config = inherit_from_init(apply_overrides(config, overrides), config, overrides)
     config = validate(config)
+    if config.quant.weights != "none":  # integer weights have no gradient; only run directories hold them
+        raise ConfigError(f"config key 'quant.weights' ({config.quant.weights}) describes a quantized run directory "
+                          "(written by `lmlab quantize` from a trained run): a config trains float weights; "
+                          "for quantization-aware training set quant.qat=int4")
     _warn_short_run(config.train)
     return config
 

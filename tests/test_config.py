@@ -174,3 +174,20 @@ def test_no_positions_only_for_causal_decoders():
     for other in ("configs/bert_shakespeare.py", "configs/translate_en_fr.py"):
         with pytest.raises(config_lib.ConfigError, match="'model.positions' = none needs model.family gpt"):
             config_lib.load(other, ["model.positions=none"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("quant.group=48", "'quant.group' must be a positive power of two"),
+    ("quant.weights=int8", "describes a quantized run directory"),
+    ("quant.kv=int4", "'quant.kv' must be one of none, int8"),
+])
+def test_quant_settings_refused_in_one_line(override, message):
+    with pytest.raises(config_lib.ConfigError, match=message):
+        config_lib.load("configs/gpt_shakespeare.py", [f"--config.{override}"])
+
+
+def test_qat_and_stored_weights_exclude_each_other():
+    config = config_lib.apply_overrides(config_lib.load("configs/gpt_shakespeare.py"),
+                                        ["quant.qat=int4", "quant.weights=int4"])
+    with pytest.raises(config_lib.ConfigError, match="not both"):
+        config_lib.validate(config)

@@ -144,3 +144,38 @@ def quantize_kv(x_BTKH: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 def dequantize_kv(q_BSKH: jax.Array, scale_BSK: jax.Array, dtype) -> jax.Array:
     return (q_BSKH.astype(jnp.float32) * scale_BSK.astype(jnp.float32)[..., None]).astype(dtype)
+
+
+# --- whole weight matrices, as lmlab.nn.linear stores them -----------------------------------
+WEIGHT_KINDS = ("int8", "int4")
+
+
+def quantize_weight(w_DF: jax.Array, kind: str, *, group: int = 0, asymmetric: bool = False) -> dict:
+    """{"q": payload, "scale": ..., ["zero": ...]} of a [D, F] kernel: int8 per output channel
+    (q int8 [D, F], scale [F]) or int4 group-wise (q packed uint8 [ceil(D / 2), F], scale [G, F],
+    zero uint8 [G, F] when asymmetric)."""
+    if kind == "int8":
+        q, scale = quantize_int8(w_DF, axis=0)
+        return {"q": q, "scale": scale}
+    if kind != "int4":
+        raise ValueError(f"unknown weight quantization '{kind}'; expected one of {', '.join(WEIGHT_KINDS)}")
+    nibbles, scale, zero = quantize_int4(w_DF, group, asymmetric=asymmetric)
+    parts = {"q": pack_int4(nibbles), "scale": scale}
+    return parts if zero is None else {**parts, "zero": zero}
+
+
+def dequantize_weight(parts: dict, kind: str, *, d_in: int, group: int = 0) -> jax.Array:
+    """float32 [D, F] from `quantize_weight`'s parts."""
+    if kind == "int8":
+        return dequantize_int8(parts["q"], parts["scale"], axis=0)
+    return dequantize_int4(unpack_int4(parts["q"], d_in), parts["scale"], parts.get("zero"), group)
+
+
+def fake_quantize_weight(w_DF: jax.Array, kind: str, *, group: int = 0, asymmetric: bool = False) -> jax.Array:
+    """`w_DF` as `quantize_weight` then `dequantize_weight` would give it back, with a
+    straight-through gradient (quantization-aware training); kind "float" returns it as is."""
+    if kind == "float":
+        return w_DF
+    if kind == "int8":
+        return fake_quantize_int8(w_DF, axis=0)
+    return fake_quantize_int4(w_DF, group, asymmetric=asymmetric)
