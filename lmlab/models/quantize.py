@@ -51,7 +51,7 @@ def quantize_model(model: nnx.Module, quant) -> nnx.Module:
     dense, table = _formats(quant)
     nodes = [("/".join(map(str, path)), node) for path, node in nnx.iter_graph(model)]
     for path, node in nodes:
-        if isinstance(node, Linear) or isinstance(node, Embed):
+        if isinstance(node, (Linear, Embed)):
             fmt = table if isinstance(node, Embed) or path.split("/")[-1] in HEADS else dense
             if fmt.kind == "float":
                 continue
