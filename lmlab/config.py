@@ -385,6 +385,9 @@ def inherit_from_init(config, file_config, overrides: Iterable[str]) -> ml_colle
     base = load_config_file(BASE_CONFIG)
     given = {item.removeprefix("--config.").removeprefix("config.").split("=", 1)[0] for item in overrides}
     inherited = load_run_config(source)
+    if inherited.quant.weights != "none":  # its dense layers hold no float kernels to start from
+        raise ConfigError(f"config key 'train.init_from' names a quantized run ({source}, quant.weights="
+                          f"{inherited.quant.weights}); start from the float run it was quantized from")
     config = ml_collections.ConfigDict(config.to_dict())
     for section in INHERITED_SECTIONS:
         for key, value in inherited[section].items():

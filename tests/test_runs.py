@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 
 from lmlab import cli
+from lmlab import config as config_lib
 from lmlab.models.quantize import quantize_model
 from lmlab.runs import load_run, quantize_run
 from tests.tiny_runs import GPT, write_tiny_run
@@ -65,3 +66,10 @@ def test_cli_refuses_an_already_quantized_run_and_a_missing_one(run_dir, tmp_pat
     assert cli.main(["quantize", str(tmp_path / "nope"), "--weights", "int4", "--out", str(tmp_path / "q3")]) == 2
     assert "not an lmlab run directory" in capsys.readouterr().err
     assert not (tmp_path / "qq").exists() and not (tmp_path / "q3").exists()
+
+
+def test_a_quantized_run_cannot_start_a_training_run(run_dir, tmp_path):
+    """Its dense layers hold integer payloads, no float kernels init_from could copy."""
+    quantize_run(run_dir, tmp_path / "q", ["quant.weights=int4"])
+    with pytest.raises(config_lib.ConfigError, match="names a quantized run"):
+        config_lib.load("configs/gpt_shakespeare.py", [f"--config.train.init_from={tmp_path / 'q'}"])
