@@ -108,7 +108,8 @@ def read_cache_kv(cache: dict, dtype) -> tuple[jax.Array, jax.Array]:
     """(k_BSKH, v_BSKH) in `dtype`: the cache's slots, dequantized if they are int8."""
     if "k_scale" not in cache:
         return cache["k"].astype(dtype), cache["v"].astype(dtype)
-    return quant.dequantize_kv(cache["k"], cache["k_scale"], dtype), quant.dequantize_kv(cache["v"], cache["v_scale"], dtype)
+    return (quant.dequantize_kv(cache["k"], cache["k_scale"], dtype),
+            quant.dequantize_kv(cache["v"], cache["v_scale"], dtype))
 
 
 def write_cache_segments(cache_segment_ids_BS: jax.Array, segment_ids_BT: jax.Array | None, cache_index,

@@ -136,7 +136,8 @@ class Embed(nnx.Module):
         """The [V, D] float32 table: as trained, dequantized, or fake-quantized."""
         if self.stored.kind == "int8":
             return quant.dequantize_int8(self.embedding_q[...], self.embedding_scale[...], axis=1)
-        return self.embedding[...] if self.fake.kind == "float" else quant.fake_quantize_int8(self.embedding[...], axis=1)
+        table_VD = self.embedding[...]
+        return table_VD if self.fake.kind == "float" else quant.fake_quantize_int8(table_VD, axis=1)
 
     def quantize(self, q: Quantization) -> None:
         """int8 rows in place of the float table."""

@@ -38,7 +38,8 @@ def test_quantized_linear_dequantizes_on_the_fly(fmt):
     np.testing.assert_array_equal(layer.kernel_q[...], parts["q"])
     np.testing.assert_allclose(layer(x), x @ dq + b, rtol=1e-6, atol=1e-6)
     # and within what rounding each weight by at most half its step can move it
-    step_DF = jnp.broadcast_to(parts["scale"], (344, 24)) if fmt.kind == "int8" else quant._expand_groups(parts["scale"], 344, fmt.group)
+    step_DF = (jnp.broadcast_to(parts["scale"], (344, 24)) if fmt.kind == "int8"
+               else quant._expand_groups(parts["scale"], 344, fmt.group))
     assert bool(jnp.all(jnp.abs(layer(x) - y_float) <= jnp.abs(x) @ (step_DF / 2) + 1e-5))
     expect_q = (344, 24) if fmt.kind == "int8" else (172, 24)  # int4: two per byte
     assert layer.kernel_q[...].shape == expect_q
