@@ -85,6 +85,14 @@ def get_config() -> ml_collections.ConfigDict:
     c.distill.alpha = 0.5           # weight of the teacher's soft targets; 1 - alpha on the labels
     c.distill.temperature = 1.0     # softens both distributions; the soft term is scaled by its square
 
+    c.quant = ml_collections.ConfigDict()  # quantization (lmlab/models/quantize.py, lmlab/compress/quant.py)
+    c.quant.weights = "none"        # none | int8 (per output channel) | int4 (group-wise): set by `lmlab quantize`
+    c.quant.group = 64              # int4: weights per scale along the input dimension (a power of two)
+    c.quant.asymmetric = False      # int4: a zero point per group (range [min, max]) instead of +-max
+    c.quant.embeddings = "int8"     # int8 (one scale per row) | float: token embeddings and the output head
+    c.quant.kv = "none"             # none | int8: the KV cache while decoding (a scale per token and head)
+    c.quant.qat = "none"            # none | int4: train with fake int4 weights (quant.group), straight-through
+
     c.dpo = ml_collections.ConfigDict()  # task dpo (lmlab/tasks/dpo.py)
     c.dpo.beta = 0.1                # strength of the KL anchor to the reference (Rafailov et al. 2023)
     c.dpo.label_smoothing = 0.0     # assumed share of flipped preference labels (conservative DPO)

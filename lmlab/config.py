@@ -152,6 +152,10 @@ _CHOICES = {
     "model.attention_impl": ("auto", "naive", "blockwise", "cudnn", "pallas"),
     "model.dtype": ("float32", "bfloat16"),
     "model.remat": ("none", "full", "dots_saveable"),
+    "quant.weights": ("none", "int8", "int4"),
+    "quant.embeddings": ("int8", "float"),
+    "quant.kv": ("none", "int8"),
+    "quant.qat": ("none", "int4"),
 }
 _POSITIVE_INTS = (
     "data.seq_len", "data.batch_size", "tokenizer.vocab_size", "model.n_layers", "model.d_model",
@@ -233,6 +237,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ConfigError(f"config key 'train.min_lr_ratio' must be in [0, 1]; got {config.train.min_lr_ratio}")
     _validate_lora(config)
     _validate_data(config.data, config.task)
+    _validate_quant(config.quant)
     if not 0.0 <= config.dpo.label_smoothing < 0.5:
         raise ConfigError(f"config key 'dpo.label_smoothing' must be in [0, 0.5); got {config.dpo.label_smoothing}")
     if (config.task == "reward") != bool(m.reward_head):
@@ -322,6 +327,17 @@ def _validate_lora(config) -> None:
         raise ConfigError("config key 'lora.rank' > 0 adapts a trained model: set train.init_from to the base run")
 
 
+def _validate_quant(quant) -> None:
+    group = quant.group
+    if isinstance(group, bool) or not isinstance(group, int) or group < 1 or group & (group - 1):
+        raise ConfigError(f"config key 'quant.group' must be a positive power of two (32, 64, 128, ...); got {group!r}")
+    if not isinstance(quant.asymmetric, bool):
+        raise ConfigError(f"config key 'quant.asymmetric' must be true or false; got {quant.asymmetric!r}")
+    if quant.qat != "none" and quant.weights != "none":
+        raise ConfigError("config keys 'quant.qat' and 'quant.weights': a run either trains with fake quantization "
+                          "(qat) or holds quantized weights (weights, from `lmlab quantize`), not both")
+
+
 # The task each family trained before the `task` key existed (old run directories).
 _FAMILY_TASKS = {"gpt": "lm", "bert": "mlm", "encdec": "translate"}
 
@@ -366,6 +382,10 @@ def load(path: str | pathlib.Path, overrides: Iterable[str] = ()) -> ml_collecti
     overrides = list(overrides)
     config = inherit_from_init(apply_overrides(config, overrides), config, overrides)
     config = validate(config)
+    if config.quant.weights != "none":  # integer weights have no gradient; only run directories hold them
+        raise ConfigError(f"config key 'quant.weights' ({config.quant.weights}) describes a quantized run directory "
+                          "(written by `lmlab quantize` from a trained run): a config trains float weights; "
+                          "for quantization-aware training set quant.qat=int4")
     _warn_short_run(config.train)
     return config
 
@@ -384,6 +404,9 @@ def inherit_from_init(config, file_config, overrides: Iterable[str]) -> ml_colle
     base = load_config_file(BASE_CONFIG)
     given = {item.removeprefix("--config.").removeprefix("config.").split("=", 1)[0] for item in overrides}
     inherited = load_run_config(source)
+    if inherited.quant.weights != "none":  # its dense layers hold no float kernels to start from
+        raise ConfigError(f"config key 'train.init_from' names a quantized run ({source}, quant.weights="
+                          f"{inherited.quant.weights}); start from the float run it was quantized from")
     config = ml_collections.ConfigDict(config.to_dict())
     for section in INHERITED_SECTIONS:
         for key, value in inherited[section].items():

@@ -23,8 +23,8 @@ class Query:
 
 
 def embedding_table(model) -> np.ndarray:
-    """float32 [V, D]: the token embedding of a run's model."""
-    return np.asarray(model.embed.embedding[...], np.float32)
+    """float32 [V, D]: the token embedding of a run's model (dequantized in a quantized run)."""
+    return np.asarray(model.embed.table(), np.float32)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ from lmlab import config as config_lib
 from lmlab import distributed
 from lmlab import sharding
 from lmlab.interop.rundir import write_run
+from lmlab.models.quantize import describe, is_quantized, quantize_model
 from lmlab.nn import lora
 from lmlab.tokenizers import Tokenizer, load_tokenizer
 from lmlab.train.checkpoint import Checkpointer
@@ -67,3 +68,38 @@ def merge_lora_run(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path) -> 
     config = config_lib.apply_overrides(run.config, ["lora.rank=0", "train.init_from="])
     params = jax.device_get(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
     return write_run(out_dir, config, run.tokenizer, params)
+
+
+def quantize_run(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path, overrides: list[str]) -> dict:
+    """Writes a run directory holding the run's weights quantized as `overrides` ("quant.weights=int4",
+    "quant.group=64", ...) set the config's quant section; returns its sizes and policy.
+
+    Refused before anything is written: a run that is already quantized, a LoRA run (merge it
+    first: its base weights live in another run), a bad quant setting, a non-empty `out_dir`.
+    """
+    config = config_lib.load_run_config(run_dir)
+    if is_quantized(config.quant):
+        raise config_lib.ConfigError(f"{run_dir} is already quantized (quant.weights={config.quant.weights}, "
+                                     f"quant.kv={config.quant.kv}); quantize the float run it came from")
+    if uses_lora(config):
+        raise config_lib.ConfigError(f"{run_dir} is a LoRA run: merge it first (lmlab lora merge), then quantize that")
+    config = config_lib.validate(config_lib.apply_overrides(config, [*overrides, "quant.qat=none"]))
+    if not is_quantized(config.quant):
+        raise config_lib.ConfigError("nothing to quantize: set the weights (int8, int4) or the KV cache (int8)")
+    out_dir = pathlib.Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ValueError(f"{out_dir} already exists and is not empty; choose a new --out directory")
+    run = load_run(run_dir)
+    n_weights = sum(x.size for x in jax.tree.leaves(run.params))
+    model = quantize_model(nnx.merge(*nnx.split(run.model)), config.quant)  # a copy: run.model stays float
+    params = jax.device_get(nnx.to_pure_dict(nnx.state(model)))
+    write_run(out_dir, config, run.tokenizer, params)
+    return {"run_dir": str(out_dir), "quantized_from": str(run_dir), "policy": describe(config.quant),
+            "params": int(n_weights), "weight_bytes": int(sum(x.nbytes for x in jax.tree.leaves(params))),
+            "float32_bytes": 4 * int(n_weights), "bfloat16_bytes": 2 * int(n_weights),
+            "checkpoint_bytes_on_disk": dir_bytes(out_dir / "checkpoints")}
+
+
+def dir_bytes(path: str | pathlib.Path) -> int:
+    """Bytes of the files under `path` (what `du --apparent-size` counts)."""
+    return sum(f.stat().st_size for f in pathlib.Path(path).rglob("*") if f.is_file())

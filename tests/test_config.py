@@ -184,3 +184,18 @@ def test_smollm2_finetune_takes_model_and_tokenizer_from_the_run_and_a_corpus_pa
                                                         "--config.data.corpus=~/my_texts"])
     assert c.model.to_dict() == source.model.to_dict() and c.tokenizer.to_dict() == source.tokenizer.to_dict()
     assert (c.task, c.data.corpus, c.data.seq_len) == ("lm", "~/my_texts", 256)
+@pytest.mark.parametrize("override, message", [
+    ("quant.group=48", "'quant.group' must be a positive power of two"),
+    ("quant.weights=int8", "describes a quantized run directory"),
+    ("quant.kv=int4", "'quant.kv' must be one of none, int8"),
+])
+def test_quant_settings_refused_in_one_line(override, message):
+    with pytest.raises(config_lib.ConfigError, match=message):
+        config_lib.load("configs/gpt_shakespeare.py", [f"--config.{override}"])
+
+
+def test_qat_and_stored_weights_exclude_each_other():
+    config = config_lib.apply_overrides(config_lib.load("configs/gpt_shakespeare.py"),
+                                        ["quant.qat=int4", "quant.weights=int4"])
+    with pytest.raises(config_lib.ConfigError, match="not both"):
+        config_lib.validate(config)

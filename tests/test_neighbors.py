@@ -13,6 +13,7 @@ from lmlab import cli, neighbors
 from lmlab import config as config_lib
 from lmlab.interop import rundir
 from lmlab.models import build_model
+from lmlab.nn.linear import Embed, Quantization
 from lmlab.tokenizers import CharTokenizer
 
 TOK = CharTokenizer(sorted("abcdxyz "))  # ids 0-2 reserved (empty), then " ", "a", "b", ...
@@ -54,8 +55,13 @@ def test_analogy_is_a_minus_b_plus_c():
 
 
 def test_embedding_table_of_a_model():
-    model = types.SimpleNamespace(embed=types.SimpleNamespace(embedding=nnx.Param(np.eye(4, 2))))
-    np.testing.assert_array_equal(neighbors.embedding_table(model), np.eye(4, 2, dtype=np.float32))
+    embed = Embed(4, 2, rngs=nnx.Rngs(params=0))
+    embed.embedding[...] = np.eye(4, 2, dtype=np.float32) * 0.5
+    model = types.SimpleNamespace(embed=embed)
+    np.testing.assert_array_equal(neighbors.embedding_table(model), np.eye(4, 2, dtype=np.float32) * 0.5)
+    embed.quantize(Quantization("int8"))  # a quantized run: the dequantized table (each row's max is 127 steps)
+    assert embed.embedding is None
+    np.testing.assert_allclose(neighbors.embedding_table(model), np.eye(4, 2, dtype=np.float32) * 0.5, rtol=1e-6)
 
 
 def test_cli_embed_neighbors_and_analogy(tmp_path, capsys):

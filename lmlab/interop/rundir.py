@@ -18,6 +18,7 @@ from flax import nnx
 import lmlab
 from lmlab import config as config_lib
 from lmlab.models import build_model
+from lmlab.models.quantize import quantize_model
 from lmlab.tokenizers import Tokenizer
 
 BASE_CONFIG = pathlib.Path(lmlab.__file__).resolve().parent.parent / "configs" / "base.py"
@@ -44,10 +45,22 @@ def _tree_shapes(tree) -> dict:
     return {jax.tree_util.keystr(path): tuple(np.shape(x)) for path, x in jax.tree_util.tree_leaves_with_path(tree)}
 
 
+def _abstract_model(config, vocab_size: int) -> nnx.Module:
+    """The config's model (quantized as config.quant says) without an initialization."""
+    return nnx.eval_shape(lambda: quantize_model(build_model(config.model, vocab_size, seed=config.seed),
+                                                 config.get("quant")))
+
+
 def abstract_params(config, vocab_size: int) -> dict:
     """The model's param tree as jax.ShapeDtypeStruct leaves: shapes without an initialization."""
-    abstract = nnx.eval_shape(lambda: build_model(config.model, vocab_size, seed=config.seed))
-    return nnx.to_pure_dict(nnx.state(abstract))
+    return nnx.to_pure_dict(nnx.state(_abstract_model(config, vocab_size)))
+
+
+def _as_model_dtypes(config, vocab_size: int, params: dict) -> dict:
+    """`params` as jax arrays of the model's dtypes: float32 weights (imported float16 ones too),
+    a quantized model's integer payloads as they are."""
+    want = abstract_params(config, vocab_size)
+    return jax.tree_util.tree_map(lambda x, a: jnp.asarray(x, a.dtype), params, want)
 
 
 def check_params(config, vocab_size: int, params: dict) -> None:
@@ -63,10 +76,8 @@ def check_params(config, vocab_size: int, params: dict) -> None:
 def model_with_params(config, vocab_size: int, params: dict) -> nnx.Module:
     """The model of `config` holding `params`, without spending time on a random initialization."""
     check_params(config, vocab_size, params)
-    abstract = nnx.eval_shape(lambda: build_model(config.model, vocab_size, seed=config.seed))
-    graphdef, _ = nnx.split(abstract)
-    state = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), params)
-    return nnx.merge(graphdef, nnx.State(state))
+    graphdef, _ = nnx.split(_abstract_model(config, vocab_size))
+    return nnx.merge(graphdef, nnx.State(_as_model_dtypes(config, vocab_size, params)))
 
 
 def train_state(config, vocab_size: int, params: dict) -> dict:
@@ -80,7 +91,7 @@ def train_state(config, vocab_size: int, params: dict) -> dict:
     from lmlab.train.state import init_state
 
     check_params(config, vocab_size, params)
-    params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), params)
+    params = _as_model_dtypes(config, vocab_size, params)
     state = {"params": params, "opt_state": make_optimizer(config.train).init(params),
              "step": jnp.zeros((), jnp.int32), "rng": jax.random.key_data(jax.random.key(config.seed))}
     want = jax.eval_shape(lambda: init_state(config, vocab_size)[3])

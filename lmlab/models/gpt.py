@@ -163,7 +163,11 @@ class GPT(nnx.Module):
 
     def kv_cache_bytes_per_token(self, dtype=None) -> int:
         """Bytes the KV cache holds per token per sequence: 2 (k, v) x layers x kv_heads x head_dim
-        (plus, not counted here, each slot's int32 segment id per layer)."""
+        (plus, not counted here, each slot's int32 segment id per layer); an int8 cache (quant.kv) holds
+        one byte per value and two per head for its scale."""
         m = self.config
+        head_dim = m.d_model // m.n_heads
+        if self.blocks[0].attn.kv_quant == "int8":  # int8 values and a bfloat16 scale per head
+            return 2 * m.n_layers * m.n_kv_heads * (head_dim + 2)
         itemsize = jnp.dtype(dtype or self.dtype).itemsize
-        return 2 * m.n_layers * m.n_kv_heads * (m.d_model // m.n_heads) * itemsize
+        return 2 * m.n_layers * m.n_kv_heads * head_dim * itemsize

@@ -5,6 +5,11 @@ the cache. A cache is a dict {"k": [B, S, K, H], "v": [B, S, K, H], "segment_ids
 layer; only the K kv heads are stored, so GQA/MQA shrink it by N / K. The segment ids of the slots
 (0 = padding or not yet written) keep a left-padded prompt's pad slots hidden from every later
 query: decoding batches of prompts of different lengths.
+
+With `kv_quant = "int8"` (config quant.kv, set by lmlab.models.quantize) "k" and "v" hold int8
+values and "k_scale" / "v_scale" [B, S, K] bfloat16 scales, one per token and head
+(lmlab.compress.quant.quantize_kv): about half a bfloat16 cache. New keys and values are
+quantized as they are written, and the whole cache is dequantized before attending.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from lmlab.compress import quant
 from lmlab.nn.linear import Linear
 from lmlab.nn.positions import alibi_slopes, apply_rope
 from lmlab.ops.attention import attention
@@ -32,6 +38,7 @@ class SelfAttention(nnx.Module):
                           init_std=out_init_std, rngs=rngs, axes=("heads", "embed"))
         self.impl = impl
         self.alibi = alibi  # slopes are a fixed function of the head count, not parameters
+        self.kv_quant = "none"  # none | int8: the KV cache's storage (module docstring)
 
     @classmethod
     def from_config(cls, m, *, dtype, out_init_std: float, rngs: nnx.Rngs) -> "SelfAttention":
@@ -65,12 +72,10 @@ class SelfAttention(nnx.Module):
             if isinstance(cache_index, (int, np.integer)) and cache_index + T > cache["k"].shape[1]:
                 raise ValueError(f"{T} tokens at cache_index {cache_index} overflow a KV cache of "
                                  f"{cache['k'].shape[1]} positions")
-            # Write this step's keys/values at cache_index; slots beyond it are excluded by causality.
-            k_BSKH = jax.lax.dynamic_update_slice(cache["k"], k_BTKH.astype(cache["k"].dtype), (0, cache_index, 0, 0))
-            v_BSKH = jax.lax.dynamic_update_slice(cache["v"], v_BTKH.astype(cache["v"].dtype), (0, cache_index, 0, 0))
             segments = write_cache_segments(cache["segment_ids"], segment_ids_BT, cache_index, B, T)
-            cache = {"k": k_BSKH, "v": v_BSKH, "segment_ids": segments["kv_segment_ids"]}
-            k_BTKH, v_BTKH, q_offset = k_BSKH.astype(q_BTNH.dtype), v_BSKH.astype(q_BTNH.dtype), cache_index
+            cache = {**write_cache_kv(cache, k_BTKH, v_BTKH, cache_index), "segment_ids": segments["kv_segment_ids"]}
+            k_BTKH, v_BTKH = read_cache_kv(cache, q_BTNH.dtype)
+            q_offset = cache_index
         slopes = jnp.asarray(alibi_slopes(N)) if self.alibi else None
         out_BTNH = attention(q_BTNH, k_BTKH, v_BTKH, mask=mask, causal=causal, q_offset=q_offset, impl=self.impl,
                              alibi_slopes=slopes, **segments)
@@ -78,8 +83,33 @@ class SelfAttention(nnx.Module):
 
     def init_cache(self, batch: int, max_len: int, dtype=jnp.float32) -> dict:
         shape = (batch, max_len, self.n_kv_heads, self.head_dim)
-        return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
-                "segment_ids": jnp.zeros((batch, max_len), jnp.int32)}
+        segments = {"segment_ids": jnp.zeros((batch, max_len), jnp.int32)}
+        if self.kv_quant == "int8":
+            scales = jnp.zeros(shape[:3], jnp.bfloat16)
+            return {"k": jnp.zeros(shape, jnp.int8), "v": jnp.zeros(shape, jnp.int8), "k_scale": scales,
+                    "v_scale": scales, **segments}
+        return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype), **segments}
+
+
+def write_cache_kv(cache: dict, k_BTKH: jax.Array, v_BTKH: jax.Array, cache_index) -> dict:
+    """The cache's keys and values (and int8 scales) with T new tokens written at cache_index;
+    slots beyond them are excluded by causality."""
+    def put(slots, new):
+        return jax.lax.dynamic_update_slice(slots, new.astype(slots.dtype), (0, cache_index) + (0,) * (slots.ndim - 2))
+
+    if "k_scale" not in cache:
+        return {"k": put(cache["k"], k_BTKH), "v": put(cache["v"], v_BTKH)}
+    (k_q, k_scale), (v_q, v_scale) = quant.quantize_kv(k_BTKH), quant.quantize_kv(v_BTKH)
+    return {"k": put(cache["k"], k_q), "v": put(cache["v"], v_q),
+            "k_scale": put(cache["k_scale"], k_scale), "v_scale": put(cache["v_scale"], v_scale)}
+
+
+def read_cache_kv(cache: dict, dtype) -> tuple[jax.Array, jax.Array]:
+    """(k_BSKH, v_BSKH) in `dtype`: the cache's slots, dequantized if they are int8."""
+    if "k_scale" not in cache:
+        return cache["k"].astype(dtype), cache["v"].astype(dtype)
+    return (quant.dequantize_kv(cache["k"], cache["k_scale"], dtype),
+            quant.dequantize_kv(cache["v"], cache["v_scale"], dtype))
 
 
 def write_cache_segments(cache_segment_ids_BS: jax.Array, segment_ids_BT: jax.Array | None, cache_index,

@@ -15,6 +15,7 @@ from flax import nnx
 from lmlab import sharding
 from lmlab.config import ConfigError
 from lmlab.models import build_model
+from lmlab.models.quantize import quantize_model
 from lmlab.nn import lora
 from lmlab.train.optimizer import make_optimizer
 
@@ -26,8 +27,8 @@ def uses_lora(config) -> bool:
 
 
 def build_trained_model(config, vocab_size: int) -> nnx.Module:
-    """The config's model, with LoRA adapters when lora.rank > 0."""
-    model = build_model(config.model, vocab_size, seed=config.seed)
+    """The config's model, quantized as config.quant says, with LoRA adapters when lora.rank > 0."""
+    model = quantize_model(build_model(config.model, vocab_size, seed=config.seed), config.get("quant"))
     if uses_lora(config):
         settings = config.lora
         try:

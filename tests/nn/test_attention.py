@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from lmlab.compress import quant
 from lmlab.nn.attention import CrossAttention, SelfAttention
 from lmlab.ops.attention import padding_mask_from_ids
 
@@ -59,3 +60,30 @@ def test_a_numpy_integer_cache_index_past_the_end_is_refused_not_clamped():
     np.testing.assert_array_equal(np.abs(np.asarray(cache["k"][0, :, 0])).sum(-1) > 0, [False, False, True, True])
     with pytest.raises(ValueError, match="3 tokens at cache_index 2 overflow a KV cache of 4 positions"):
         attn(x, cache=attn.init_cache(1, 4), cache_index=np.int64(2))
+
+
+def test_int8_kv_cache_decoding_equals_dequantize_then_attend():
+    """Prefill 5 tokens, decode a 6th: each output is softmax attention over the int8-rounded
+    keys and values (a bfloat16 scale per token and head), computed here by hand."""
+    attn = SelfAttention(16, 4, 2, use_bias=True, dtype=jnp.float32, impl="naive", rngs=nnx.Rngs(3))
+    attn.kv_quant = "int8"
+    x = jax.random.normal(jax.random.key(0), (1, 6, 16)) * 3.0
+    cache = attn.init_cache(1, 8)
+    assert cache["k"].dtype == jnp.int8 and cache["k_scale"].shape == (1, 8, 2)
+    prefill, cache = attn(x[:, :5], cache=cache, cache_index=0)
+    step, cache = attn(x[:, 5:], cache=cache, cache_index=5)
+
+    qkv = x @ attn.qkv.kernel[...] + attn.qkv.bias[...]
+    q, k, v = qkv[..., :16].reshape(1, 6, 4, 4), qkv[..., 16:24].reshape(1, 6, 2, 4), qkv[..., 24:].reshape(1, 6, 2, 4)
+    k_dq, v_dq = (quant.dequantize_kv(*quant.quantize_kv(t), jnp.float32) for t in (k, v))
+    np.testing.assert_array_equal(cache["k"][:, :6], quant.quantize_kv(k)[0])
+    k_dq, v_dq = jnp.repeat(k_dq, 2, axis=2), jnp.repeat(v_dq, 2, axis=2)  # GQA: 2 query heads per kv head
+    scores = jnp.einsum("btnh,bsnh->bnts", q, k_dq) / 2.0
+    scores = jnp.where(jnp.tril(jnp.ones((6, 6), bool)), scores, -jnp.inf)
+    expected = jnp.einsum("bnts,bsnh->btnh", jax.nn.softmax(scores, -1), v_dq).reshape(1, 6, 16)
+    expected = expected @ attn.out.kernel[...] + attn.out.bias[...]
+    np.testing.assert_allclose(prefill, expected[:, :5], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(step, expected[:, 5:], rtol=1e-5, atol=1e-5)
+    attn.kv_quant = "none"  # the float cache gives nearly, not exactly, the same
+    float_step = attn(x[:, 5:], cache=attn(x[:, :5], cache=attn.init_cache(1, 8), cache_index=0)[1], cache_index=5)[0]
+    assert 0 < float(jnp.max(jnp.abs(float_step - step))) < 0.05
