@@ -37,8 +37,11 @@ def sample_replies(model, tokenizer, messages, *, k: int, max_new_tokens: int, t
     """K replies to a conversation, each cut at <|im_end|>."""
     prompt = tokenizer.encode(chat_format(tokenizer).render(list(messages), add_generation_prompt=True))
     end_id = tokenizer.special_ids.get(END, tokenizer.eos_id)
-    out = np.asarray(generate(model, [prompt] * k, max_new_tokens=max_new_tokens, key=key, temperature=temperature,
-                              eos_id=end_id))[:, len(prompt):]
+    # Left-padded to a multiple of 32 tokens: a handful of compiled shapes instead of one per prompt length.
+    width = -(-len(prompt) // 32) * 32
+    padded = [[0] * (width - len(prompt)) + prompt] * k
+    out = np.asarray(generate(model, padded, max_new_tokens=max_new_tokens, key=key, temperature=temperature,
+                              eos_id=end_id, prompt_lengths_B=[len(prompt)] * k))[:, width:]
     replies = []
     for row in out.tolist():
         row = row[:row.index(end_id)] if end_id in row else row
