@@ -15,12 +15,12 @@ Every problem with a line is one ValueError naming the file and line.
 
 from __future__ import annotations
 
-import gzip
 import json
 import pathlib
 from dataclasses import dataclass
 
 from lmlab.data.bitext import get_parallel_corpus, split_of
+from lmlab.data.jsonl import read_objects
 
 ROLES = ("system", "user", "assistant")
 TRANSLATE_PROMPT = "Translate to French: "
@@ -52,35 +52,9 @@ def check_messages(messages, where: str) -> Conversation:
     return tuple({"role": m["role"], "content": m["content"]} for m in messages)
 
 
-def _lines(path: pathlib.Path):
-    opener = gzip.open if path.name.endswith(".gz") else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            yield from enumerate(f, 1)
-    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as e:
-        raise ValueError(f"{path}: not UTF-8 JSON lines ({e})") from None
-
-
-def read_jsonl_objects(path: str | pathlib.Path):
-    """(line number, object) of every non-blank line; a line that is not a JSON object is an error."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such conversation file: {path}")
-    for line_no, line in _lines(path):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{line_no}: not valid JSON ({e.msg})") from None
-        if not isinstance(record, dict):
-            raise ValueError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}")
-        yield line_no, record
-
-
 def read_conversations(path: str | pathlib.Path) -> list[Conversation]:
     conversations = []
-    for line_no, record in read_jsonl_objects(path):
+    for line_no, record in read_objects(path):
         if "messages" not in record:
             raise ValueError(f"{path}:{line_no}: no \"messages\" key")
         conversations.append(check_messages(record["messages"], f"{path}:{line_no}"))

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from lmlab.chat import END, chat_format
 from lmlab.data.bitext import split_of
-from lmlab.data.conversations import check_messages, read_jsonl_objects
+from lmlab.data.conversations import check_messages
+from lmlab.data.jsonl import read_objects
 
 HELD_OUT_PERCENT = 10
 
@@ -41,7 +42,7 @@ def _completion(value, where: str, key: str) -> str:
 
 def read_pairs(path: str | pathlib.Path) -> list[Pair]:
     pairs = []
-    for line_no, record in read_jsonl_objects(path):
+    for line_no, record in read_objects(path):
         where = f"{path}:{line_no}"
         missing = [key for key in ("prompt", "chosen", "rejected") if key not in record]
         if missing:

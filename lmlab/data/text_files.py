@@ -19,7 +19,7 @@ import glob
 import os
 import pathlib
 
-from lmlab.data.conversations import read_jsonl_objects
+from lmlab.data.jsonl import read_objects
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz")
 _GLOB_CHARS = "*?["
@@ -73,7 +73,7 @@ def read_text_file(path: pathlib.Path) -> str:
 
 def read_jsonl_texts(path: pathlib.Path, name: str) -> list[Document]:
     docs = []
-    for line_no, record in read_jsonl_objects(path):
+    for line_no, record in read_objects(path):
         text = record.get("text")
         if not isinstance(text, str):
             what = "no \"text\" key" if "text" not in record else f"\"text\" is a {type(text).__name__}, not a string"

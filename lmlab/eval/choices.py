@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import pathlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+from lmlab.data.jsonl import read_objects
 
 TARGET_DELIMITER = " "
 
@@ -40,24 +41,13 @@ class Question:
 
 def read_choices(path: str | pathlib.Path) -> list[Question]:
     """The questions of a JSONL file; a malformed line is a one-line ValueError naming the line."""
-    path = pathlib.Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
-    questions = [_parse(line, f"{path}:{number}", number) for number, line in enumerate(lines, 1) if line.strip()]
+    questions = [_parse(item, f"{path}:{number}", number) for number, item in read_objects(path)]
     if not questions:
         raise ValueError(f"{path}: no questions")
     return questions
 
 
-def _parse(line: str, where: str, number: int) -> Question:
-    try:
-        item = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{where}: not JSON ({error.msg})") from None
-    if not isinstance(item, dict):
-        raise ValueError(f"{where}: expected an object with question, choices and answer")
+def _parse(item: dict, where: str, number: int) -> Question:
     question, choices, answer = item.get("question"), item.get("choices"), item.get("answer")
     if not isinstance(question, str):
         raise ValueError(f"{where}: 'question' should be a string, got {question!r}")

@@ -94,8 +94,8 @@ def test_trailing_whitespace_of_the_question_moves_to_the_continuation():
     ('{"question": "q", "choices": ["a"], "answer": 0}', "needs at least two choices, got 1"),
     ('{"question": "q", "choices": ["a", ""], "answer": 0}', "'choices' should be a list of non-empty strings"),
     ('{"question": 3, "choices": ["a", "b"], "answer": 0}', "'question' should be a string, got 3"),
-    ('["q", ["a", "b"], 0]', "expected an object"),
-    ('{"question": "q", "choices": ["a", "b"], "answer": 0', "not JSON"),
+    ('["q", ["a", "b"], 0]', "expected a JSON object, got list"),
+    ('{"question": "q", "choices": ["a", "b"], "answer": 0', "not valid JSON"),
 ])
 def test_bad_lines_are_one_line_errors_naming_the_line(tmp_path, line, message):
     path = tmp_path / "q.jsonl"
