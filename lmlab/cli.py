@@ -89,6 +89,20 @@ def _check_room(run, prompt: str, max_new_tokens: int) -> None:
                          f"{max(m.max_len - n_prompt, 0)} or less")
 
 
+def _room(run, s) -> int:
+    """sample.max_new_tokens, cut to what the longest prompt leaves of model.max_len where positions end
+    there: the samples after training never fail a finished run."""
+    m = run.config.model
+    if m.positions not in ("learned", "sinusoidal"):
+        return s.max_new_tokens
+    longest = max(len(run.tokenizer.encode(p) or [run.tokenizer.bos_id]) for p in s.prompts)
+    room = max(min(s.max_new_tokens, m.max_len - longest), 1)
+    if room < s.max_new_tokens:
+        log.info("samples: %d new tokens (sample.max_new_tokens %d does not fit model.max_len %d)",
+                 room, s.max_new_tokens, m.max_len)
+    return room
+
+
 HEARTBEAT_S = 30.0
 
 
@@ -176,7 +190,7 @@ def cmd_train(args, overrides) -> int:
             translations = _translate_texts(run, list(s.prompts), beam=s.beam_size, length_penalty=s.length_penalty)
             texts = [f"{source}\n-> {target}" for source, target in zip(s.prompts, translations)]
         else:
-            texts = _generate_texts(run.model, run.tokenizer, list(s.prompts), max_new_tokens=s.max_new_tokens,
+            texts = _generate_texts(run.model, run.tokenizer, list(s.prompts), max_new_tokens=_room(run, s),
                                     temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, seed=config.seed)
         (workdir / "samples.txt").write_text("\n\n---\n\n".join(texts) + "\n")
         for text in texts:

@@ -110,3 +110,18 @@ def test_embed_json_has_the_keys_its_help_names(runs):
     assert len(result["word"]["occurrences"]) == 2
     plain = lmlab("embed", runs["bert"], "--text", "To be, or not", "--text", "to be", "--json")
     assert set(json.loads(plain.stdout)) == top
+
+
+def test_samples_after_training_fit_learned_positions(tmp_path, capsys):
+    """sample.max_new_tokens (100 by default) beyond a learned table of 32 is cut to fit, not an error
+    that turns a finished run's exit status into 1."""
+    from lmlab import cli
+    from tests.test_prepare_run import TINY
+
+    run = tmp_path / "run"
+    args = [a for a in TINY if not a.startswith("--config.sample.prompts")]
+    assert cli.main(["train", "configs/gpt_shakespeare.py", *args, "--config.data.corpus=shakespeare_tiny",
+                     "--config.model.positions=learned", "--config.model.max_len=32", "--workdir", str(run),
+                     "--no-progress"]) == 0
+    sample = (run / "samples.txt").read_text()
+    assert sample.startswith("ROMEO:\n") and len(sample) > len("ROMEO:\n")
