@@ -207,6 +207,8 @@ def cmd_eval(args, overrides) -> int:
         raise UsageError(f"need --batch-size >= 0 (0: the run's data.batch_size), --max-batches >= 0 (0: all) and "
                          f"--seq-len >= 0 (0: the run's data.seq_len), got {args.batch_size}, {args.max_batches} "
                          f"and {args.seq_len}")
+    if args.choices and args.corpus:
+        raise UsageError("--choices and --corpus are two different evaluations; give one")
     if args.choices:
         from lmlab.eval import choices
 
@@ -218,11 +220,25 @@ def cmd_eval(args, overrides) -> int:
         result = choices.evaluate_choices(run.model, run.tokenizer, questions, run.config.model.max_len)
         print(json.dumps({"step": run.step, "choices": args.choices, **result}))
         return 0
+    if args.corpus:
+        _check_corpus_spec(args.corpus)
     run = load_run(args.run_dir)
     with progress.shown("eval") if not args.no_progress else contextlib.nullcontext():
-        result = evaluate_run(run, seq_len=args.seq_len, batch_size=args.batch_size, max_batches=args.max_batches)
+        result = evaluate_run(run, seq_len=args.seq_len, batch_size=args.batch_size, max_batches=args.max_batches,
+                              corpus=args.corpus or "")
     print(json.dumps({"step": run.step, **result}))
     return 0
+
+
+def _check_corpus_spec(spec: str) -> None:
+    """A name that is neither a registered corpus nor a path is a wrong argument (a path that does
+    not exist is reported when it is read)."""
+    from lmlab.data.corpora import available_corpora
+    from lmlab.data.text_files import is_path_spec
+
+    if spec not in available_corpora() and not is_path_spec(spec):
+        raise UsageError(f"--corpus {spec!r} is neither a registered corpus ({', '.join(available_corpora())}) "
+                         "nor a path to text files")
 
 
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
@@ -722,6 +738,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--seq-len", type=int, default=0, help="held-out windows of N tokens (0: the training length); "
                    "learned and sinusoidal positions reach model.max_len at most")
+    p.add_argument("--corpus", metavar="NAME|PATH", help="an lm run on another corpus's held-out split (a "
+                   "registered corpus or a path, as data.corpus takes), tokenized with the run's tokenizer; bits per "
+                   "byte compare runs whose tokenizers differ")
     p.add_argument("--choices", metavar="FILE.jsonl", help='multiple choice instead: lines {"question", "choices", '
                    '"answer"}; prints acc, acc_norm (per byte) and count, as lm-evaluation-harness scores them')
     p.set_defaults(fn=cmd_eval)
