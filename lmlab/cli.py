@@ -1,4 +1,4 @@
-"""`lmlab train | prepare | eval | sample | chat | bench | quantize | import | embed | experiment | bpe | tokenize | params`: parse
+"""`lmlab train | prepare | eval | sample | chat | bench | distill | quantize | import | embed | experiment | bpe | tokenize | params`: parse
 arguments, call the library, print results to stdout.
 
 Logs and progress go to stderr. User errors end with one line `lmlab: error: ...` (`lmlab CMD: error:
@@ -419,6 +419,22 @@ def cmd_lora(args, overrides) -> int:
     return 0
 
 
+def cmd_distill(args, overrides) -> int:
+    from lmlab import config as config_lib
+    from lmlab.compress.distill_cache import build_cache
+
+    if args.top_k < 1:
+        raise UsageError(f"--top-k must be >= 1; got {args.top_k}")
+    # The student's config: the file given, or the teacher's own settings (its corpus, seed, steps).
+    config = (config_lib.load(args.config, overrides) if args.config
+              else config_lib.apply_overrides(config_lib.load_run_config(args.teacher_run), overrides))
+    manifest = build_cache(args.teacher_run, args.out, config, top_k=args.top_k, dtype=args.dtype)
+    log.info("cache %s: %d windows, top %d of %d ids, %s values; train with --config.distill.cache=%s", args.out,
+             manifest["windows"], manifest["top_k"], manifest["vocab_size"], manifest["dtype"], args.out)
+    print(json.dumps({"cache": str(args.out), **manifest}))
+    return 0
+
+
 def cmd_quantize(args, overrides) -> int:
     from lmlab.compress.quant import check_group
     from lmlab.runs import quantize_run
@@ -782,6 +798,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=cmd_chat)
 
+    p = sub.add_parser("distill", help="offline distillation: cache a teacher's top-k for a student's windows")
+    b = p.add_subparsers(dest="distill_command", required=True).add_parser(
+        "cache", help="store TEACHER_RUN's top-k log-probabilities for every window a student run will draw",
+        description="Runs TEACHER_RUN once over the training windows of the student config (--config CONFIG and "
+                    "--config.section.key=value overrides; default the teacher's own config) for its train.steps, "
+                    "and writes OUT: manifest.json, the teacher's tokenizer and the arrays. A run with "
+                    "distill.cache=OUT (and the same seed, batch, seq_len, grad_accum, at most those steps) then "
+                    "distils without loading the teacher.")
+    b.add_argument("teacher_run")
+    b.add_argument("--config", help="the student's config file (its data, seed, batch, steps)")
+    b.add_argument("--top-k", type=int, default=64, help="ids stored per token (default 64; the vocabulary size "
+                   "stores the whole distribution)")
+    b.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="of the log-probabilities")
+    b.add_argument("--out", required=True, help="the cache directory (must not exist or be empty)")
+    b.set_defaults(fn=cmd_distill)
+
     p = sub.add_parser("lora", help="LoRA runs: merge the adapters into a plain run directory")
     b = p.add_subparsers(dest="lora_command", required=True).add_parser(
         "merge", help="write a run directory whose weights are the base's plus the adapters' product",
@@ -921,9 +953,9 @@ def main(argv: list[str] | None = None) -> int:
     args_only, overrides = _split_overrides(argv)
     parser = build_parser()
     args = parser.parse_args(args_only)
-    if overrides and args.command not in ("train", "prepare", "bench", "params"):
-        return _usage_error(args, f"--config overrides only apply to 'train', 'prepare', 'bench train' and 'params' "
-                                  f"(got {overrides[0]})")
+    if overrides and args.command not in ("train", "prepare", "bench", "params", "distill"):
+        return _usage_error(args, f"--config overrides only apply to 'train', 'prepare', 'bench train', 'params' "
+                                  f"and 'distill cache' (got {overrides[0]})")
     _setup_logging(args.verbose)
 
     from lmlab.config import ConfigError

@@ -37,10 +37,12 @@ log = logging.getLogger("lmlab")
 
 def tokenizer_sources(config) -> dict[str, pathlib.Path]:
     """{config key: run directory} of the runs whose token ids this run must share: the run it
-    starts from (train.init_from) and a distillation teacher (distill.teacher)."""
+    starts from (train.init_from) and a distillation teacher (distill.teacher, or the offline cache
+    of one, distill.cache, which holds the teacher's tokenizer directory as a run does)."""
     keys = {"train.init_from": config.train.get("init_from")}
     if "distill" in config:
         keys["distill.teacher"] = config.distill.get("teacher")
+        keys["distill.cache"] = config.distill.get("cache")
     return {key: pathlib.Path(value) for key, value in keys.items() if value}
 
 
