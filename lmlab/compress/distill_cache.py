@@ -26,6 +26,7 @@ from lmlab.compress import topk_cache
 from lmlab.compress.distill import teacher_topk
 from lmlab.data.prepare import prepare, token_paths
 from lmlab.data.token_file import read_token_metadata
+from lmlab.eval.run import max_eval_len
 from lmlab.runs import load_run
 from lmlab.tasks.lm import window_starts
 from lmlab.train.frozen import fingerprint
@@ -86,9 +87,12 @@ def build_cache(teacher_dir: str | pathlib.Path, out_dir: str | pathlib.Path, co
                                      f"this config has task={config.task}")
     check_out_dir(out_dir)
     run = load_run(teacher_dir)
-    vocab = run.tokenizer.vocab_size
+    vocab, limit = run.tokenizer.vocab_size, max_eval_len(run.config)
     if not 1 <= top_k <= vocab:
         raise config_lib.ConfigError(f"--top-k must be in 1..{vocab} (the teacher's vocabulary); got {top_k}")
+    if limit is not None and config.data.seq_len > limit:
+        raise config_lib.ConfigError(f"the student's data.seq_len {config.data.seq_len} exceeds the teacher's "
+                                     f"model.max_len {limit}: its {run.config.model.positions} positions stop there")
     with tempfile.TemporaryDirectory(prefix="lmlab-distill-cache-") as tmp:
         tmp = pathlib.Path(tmp)  # the student's training tokens, as its run would prepare them
         tokens_N = np.asarray(prepare(config, tmp, min_train_tokens=config.data.seq_len + 2).train_tokens)

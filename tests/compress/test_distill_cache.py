@@ -20,7 +20,7 @@ from lmlab.train.metrics import read_metrics
 from lmlab.train.state import initial_rng
 from lmlab.tokenizers import load_tokenizer
 from lmlab.train.step import batch_key
-from tests.tiny_runs import TEXT, write_tiny_run
+from tests.tiny_runs import GPT, TEXT, write_tiny_run
 
 STUDENT = [
     "--config.data.corpus=shakespeare_tiny", "--config.data.seq_len=16", "--config.data.batch_size=4",
@@ -140,4 +140,8 @@ def test_cli_writes_a_float16_cache_and_refuses_bad_input_in_one_line(runs, tmp_
         assert len(lines) == 1 and message in lines[0] and "Traceback" not in err, err
     assert cli.main(["distill", "cache", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
     assert "not an lmlab run directory" in capsys.readouterr().err
+    learned = write_tiny_run(tmp_path / "learned", GPT, "--config.model.positions=learned")  # max_len 32
+    assert cli.main(["distill", "cache", str(learned), "--config.data.seq_len=48", "--config.model.max_len=64",
+                     "--out", str(tmp_path / "x")]) == 2  # the student may be longer; the teacher may not
+    assert "data.seq_len 48 exceeds the teacher's model.max_len 32" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not list(tmp_path.glob("*.partial"))
