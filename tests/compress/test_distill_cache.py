@@ -15,10 +15,10 @@ from lmlab.compress import topk_cache
 from lmlab.compress.distill_cache import build_cache, training_starts
 from lmlab.data.token_file import read_token_file
 from lmlab.tasks.lm import window_starts
+from lmlab.tokenizers import load_tokenizer
 from lmlab.train import loop
 from lmlab.train.metrics import read_metrics
 from lmlab.train.state import initial_rng
-from lmlab.tokenizers import load_tokenizer
 from lmlab.train.step import batch_key
 from tests.tiny_runs import GPT, TEXT, write_tiny_run
 
