@@ -84,6 +84,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.distill.teacher = ""          # a run directory: its frozen model teaches this one (same tokenizer)
     c.distill.alpha = 0.5           # weight of the teacher's soft targets; 1 - alpha on the labels
     c.distill.temperature = 1.0     # softens both distributions; the soft term is scaled by its square
+    c.distill.cache = ""            # offline instead of teacher: a `lmlab distill cache` directory (task lm)
 
     c.quant = ml_collections.ConfigDict()  # quantization (lmlab/models/quantize.py, lmlab/compress/quant.py)
     c.quant.weights = "none"        # none | int8 (per output channel) | int4 (group-wise): set by `lmlab quantize`

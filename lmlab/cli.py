@@ -1,4 +1,4 @@
-"""`lmlab train | prepare | eval | sample | chat | bench | quantize | import | embed | experiment | bpe | tokenize | params`: parse
+"""`lmlab train | prepare | eval | sample | chat | bench | distill | quantize | import | embed | experiment | bpe | tokenize | params`: parse
 arguments, call the library, print results to stdout.
 
 Logs and progress go to stderr. User errors end with one line `lmlab: error: ...` (`lmlab CMD: error:
@@ -221,6 +221,8 @@ def cmd_eval(args, overrides) -> int:
         raise UsageError(f"need --batch-size >= 0 (0: the run's data.batch_size), --max-batches >= 0 (0: all) and "
                          f"--seq-len >= 0 (0: the run's data.seq_len), got {args.batch_size}, {args.max_batches} "
                          f"and {args.seq_len}")
+    if args.choices and args.corpus:
+        raise UsageError("--choices and --corpus are two different evaluations; give one")
     if args.choices:
         from lmlab.eval import choices
 
@@ -232,11 +234,25 @@ def cmd_eval(args, overrides) -> int:
         result = choices.evaluate_choices(run.model, run.tokenizer, questions, run.config.model.max_len)
         print(json.dumps({"step": run.step, "choices": args.choices, **result}))
         return 0
+    if args.corpus:
+        _check_corpus_spec(args.corpus)
     run = load_run(args.run_dir)
     with progress.shown("eval") if not args.no_progress else contextlib.nullcontext():
-        result = evaluate_run(run, seq_len=args.seq_len, batch_size=args.batch_size, max_batches=args.max_batches)
+        result = evaluate_run(run, seq_len=args.seq_len, batch_size=args.batch_size, max_batches=args.max_batches,
+                              corpus=args.corpus or "")
     print(json.dumps({"step": run.step, **result}))
     return 0
+
+
+def _check_corpus_spec(spec: str) -> None:
+    """A name that is neither a registered corpus nor a path is a wrong argument (a path that does
+    not exist is reported when it is read)."""
+    from lmlab.data.corpora import available_corpora
+    from lmlab.data.text_files import is_path_spec
+
+    if spec not in available_corpora() and not is_path_spec(spec):
+        raise UsageError(f"--corpus {spec!r} is neither a registered corpus ({', '.join(available_corpora())}) "
+                         "nor a path to text files")
 
 
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
@@ -414,6 +430,22 @@ def cmd_lora(args, overrides) -> int:
         raise UsageError("lmlab lora takes no --config overrides")
     out = merge_lora_run(args.run_dir, args.out)
     print(json.dumps({"run_dir": str(out), "merged_from": str(args.run_dir)}))
+    return 0
+
+
+def cmd_distill(args, overrides) -> int:
+    from lmlab import config as config_lib
+    from lmlab.compress.distill_cache import build_cache
+
+    if args.top_k < 1:
+        raise UsageError(f"--top-k must be >= 1; got {args.top_k}")
+    # The student's config: the file given, or the teacher's own settings (its corpus, seed, steps).
+    config = (config_lib.load(args.config, overrides) if args.config
+              else config_lib.apply_overrides(config_lib.load_run_config(args.teacher_run), overrides))
+    manifest = build_cache(args.teacher_run, args.out, config, top_k=args.top_k, dtype=args.dtype)
+    log.info("cache %s: %d windows, top %d of %d ids, %s values; train with --config.distill.cache=%s", args.out,
+             manifest["windows"], manifest["top_k"], manifest["vocab_size"], manifest["dtype"], args.out)
+    print(json.dumps({"cache": str(args.out), **manifest}))
     return 0
 
 
@@ -736,6 +768,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--seq-len", type=int, default=0, help="held-out windows of N tokens (0: the training length); "
                    "learned and sinusoidal positions reach model.max_len at most")
+    p.add_argument("--corpus", metavar="NAME|PATH", help="an lm run on another corpus's held-out split (a "
+                   "registered corpus or a path, as data.corpus takes), tokenized with the run's tokenizer; bits per "
+                   "byte compare runs whose tokenizers differ")
     p.add_argument("--choices", metavar="FILE.jsonl", help='multiple choice instead: lines {"question", "choices", '
                    '"answer"}; prints acc, acc_norm (per byte) and count, as lm-evaluation-harness scores them')
     p.set_defaults(fn=cmd_eval)
@@ -776,6 +811,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=1.0, help="1 = off")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=cmd_chat)
+
+    p = sub.add_parser("distill", help="offline distillation: cache a teacher's top-k for a student's windows")
+    b = p.add_subparsers(dest="distill_command", required=True).add_parser(
+        "cache", help="store TEACHER_RUN's top-k log-probabilities for every window a student run will draw",
+        description="Runs TEACHER_RUN once over the training windows of the student config (--config CONFIG and "
+                    "--config.section.key=value overrides; default the teacher's own config) for its train.steps, "
+                    "and writes OUT: manifest.json, the teacher's tokenizer and the arrays. A run with "
+                    "distill.cache=OUT (and the same seed, batch, seq_len, grad_accum, at most those steps) then "
+                    "distils without loading the teacher.")
+    b.add_argument("teacher_run")
+    b.add_argument("--config", help="the student's config file (its data, seed, batch, steps)")
+    b.add_argument("--top-k", type=int, default=64, help="ids stored per token (default 64; the vocabulary size "
+                   "stores the whole distribution)")
+    b.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="of the log-probabilities")
+    b.add_argument("--out", required=True, help="the cache directory (must not exist or be empty)")
+    b.set_defaults(fn=cmd_distill)
 
     p = sub.add_parser("lora", help="LoRA runs: merge the adapters into a plain run directory")
     b = p.add_subparsers(dest="lora_command", required=True).add_parser(
@@ -916,9 +967,9 @@ def main(argv: list[str] | None = None) -> int:
     args_only, overrides = _split_overrides(argv)
     parser = build_parser()
     args = parser.parse_args(args_only)
-    if overrides and args.command not in ("train", "prepare", "bench", "params"):
-        return _usage_error(args, f"--config overrides only apply to 'train', 'prepare', 'bench train' and 'params' "
-                                  f"(got {overrides[0]})")
+    if overrides and args.command not in ("train", "prepare", "bench", "params", "distill"):
+        return _usage_error(args, f"--config overrides only apply to 'train', 'prepare', 'bench train', 'params' "
+                                  f"and 'distill cache' (got {overrides[0]})")
     _setup_logging(args.verbose)
 
     from lmlab.config import ConfigError

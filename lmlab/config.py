@@ -243,10 +243,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if (config.task == "reward") != bool(m.reward_head):
         raise ConfigError(f"config key 'model.reward_head' ({m.reward_head}) adds the scalar head of task=reward: it "
                           f"must be true for task=reward and false otherwise (task={config.task})")
-    if not 0.0 <= config.distill.alpha <= 1.0:
-        raise ConfigError(f"config key 'distill.alpha' must be in [0, 1]; got {config.distill.alpha}")
-    if not isinstance(config.distill.teacher, str):
-        raise ConfigError(f"config key 'distill.teacher' must be a run directory (a string); got {config.distill.teacher!r}")
+    _validate_distill(config)
     if not 0.0 < config.sample.top_p <= 1.0:
         raise ConfigError(f"config key 'sample.top_p' must be in (0, 1]; got {config.sample.top_p}")
     if m.family == "bert":
@@ -307,6 +304,24 @@ def _validate_data(d, task: str) -> None:
         raise ConfigError(f"config key 'data.min_chars' must be an integer >= 0; got {min_chars!r}")
     if not _is_number(min_printable) or not 0.0 <= min_printable <= 1.0:
         raise ConfigError(f"config key 'data.min_printable' must be a share in [0, 1]; got {min_printable!r}")
+
+
+def _validate_distill(config) -> None:
+    d = config.distill
+    if not 0.0 <= d.alpha <= 1.0:
+        raise ConfigError(f"config key 'distill.alpha' must be in [0, 1]; got {d.alpha}")
+    if not isinstance(d.teacher, str):
+        raise ConfigError(f"config key 'distill.teacher' must be a run directory (a string); got {d.teacher!r}")
+    cache = d.get("cache", "")
+    if not isinstance(cache, str):
+        raise ConfigError(f"config key 'distill.cache' must be a directory (a string); got {cache!r}")
+    if cache and d.teacher:
+        raise ConfigError("config keys 'distill.teacher' and 'distill.cache': distil from the teacher run (online) "
+                          "or from its cached top-k (offline), not both; set one of them empty")
+    if cache and (config.task != "lm" or config.data.get("mixture", "")):
+        raise ConfigError(f"config key 'distill.cache' applies to task lm on one corpus (windows of one token "
+                          f"stream); this run has task={config.task}"
+                          + (f", data.mixture={config.data.mixture}" if config.data.get("mixture", "") else ""))
 
 
 def _validate_lora(config) -> None:

@@ -37,10 +37,12 @@ log = logging.getLogger("lmlab")
 
 def tokenizer_sources(config) -> dict[str, pathlib.Path]:
     """{config key: run directory} of the runs whose token ids this run must share: the run it
-    starts from (train.init_from) and a distillation teacher (distill.teacher)."""
+    starts from (train.init_from) and a distillation teacher (distill.teacher, or the offline cache
+    of one, distill.cache, which holds the teacher's tokenizer directory as a run does)."""
     keys = {"train.init_from": config.train.get("init_from")}
     if "distill" in config:
         keys["distill.teacher"] = config.distill.get("teacher")
+        keys["distill.cache"] = config.distill.get("cache")
     return {key: pathlib.Path(value) for key, value in keys.items() if value}
 
 
@@ -163,14 +165,23 @@ def prepare_heldout(config, run_dir: pathlib.Path) -> PreparedData:
     for label, spec in sources.items():
         val_path = token_paths(run_dir / "data", label)[1]
         if not _done(val_path):
-            t0 = time.time()
-            corpus, _ = load_corpus(spec, config.data)
-            ids = encode_docs(tokenizer, corpus.val_docs, tokenizer_dir=run_dir / "tokenizer", desc=f"{label or spec} val")
+            ids, _ = heldout_ids(spec, config.data, tokenizer, run_dir / "tokenizer", desc=f"{label or spec} val")
             with _removed_on_error([val_path, metadata_path(val_path)]):
                 write_token_file(val_path, ids, vocab_size=tokenizer.vocab_size)
-            log.info("corpus %s: held-out split tokenized [%.1fs]", corpus.name, time.time() - t0)
         val[label] = _read_ids(val_path, tokenizer)
     return PreparedData(tokenizer, np.zeros((0,), np.int32), _unpack(sources, val))
+
+
+def heldout_ids(spec: str, data_config, tokenizer: Tokenizer, tokenizer_dir: pathlib.Path, *,
+                desc: str = "") -> tuple[np.ndarray, Corpus]:
+    """The held-out split of corpus `spec` (the documents every run on it holds out, through the
+    data.* filters of `data_config`) as `tokenizer`'s ids, documents joined as `prepare` joins them;
+    and the corpus. Nothing is written."""
+    t0 = time.time()
+    corpus, _ = load_corpus(spec, data_config)
+    ids = encode_docs(tokenizer, corpus.val_docs, tokenizer_dir=tokenizer_dir, desc=desc or f"{spec} val")
+    log.info("corpus %s: held-out split tokenized [%.1fs]", corpus.name, time.time() - t0)
+    return np.asarray(ids), corpus
 
 
 def prepare(config, run_dir: pathlib.Path, *, min_train_tokens: int = 0) -> PreparedData:

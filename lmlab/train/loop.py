@@ -27,6 +27,7 @@ from lmlab import config as config_lib
 from lmlab import distributed
 from lmlab import sharding
 from lmlab.models import count_params
+from lmlab.models.quantize import describe as describe_quant
 from lmlab.tasks import get_task
 from lmlab.train import frozen as frozen_lib
 from lmlab.train import rundir_lock
@@ -150,6 +151,8 @@ def _open_run(config, run_dir: pathlib.Path, primary: bool) -> _Run:
     n_params, n_trained = count_params(model), sum(x.size for x in jax.tree.leaves(state["params"]))
     log.info("task: %s, model: %s, %.2fM parameters, %s trained (%.2f%%)", config.task, config.model.family,
              n_params / 1e6, f"{n_trained:,}", 100 * n_trained / n_params)
+    if config.quant.qat != "none":  # the policy line `lmlab quantize` prints, for the run it will quantize
+        log.info("quantization: %s", describe_quant(config.quant))
 
     checkpointer = Checkpointer(run_dir / "checkpoints", keep=config.train.keep_checkpoints)
     start_step, best_val = 0, math.inf

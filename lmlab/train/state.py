@@ -62,6 +62,11 @@ def trained_model(graphdef, params: dict, frozen_params: dict) -> nnx.Module:
     return nnx.merge(graphdef, nnx.State(full_params(params, frozen_params)))
 
 
+def initial_rng(seed: int) -> jax.Array:
+    """The state's "rng": raw key data, so checkpoints store it as a plain uint32 array."""
+    return jax.random.key_data(jax.random.key(seed))
+
+
 def init_state(config, vocab_size: int, mesh=None, *, sharded_init: bool | None = None):
     """Returns (model, graphdef, optimizer, state); params in the state are a plain nested dict.
 
@@ -93,7 +98,7 @@ def init_state(config, vocab_size: int, mesh=None, *, sharded_init: bool | None 
     params = nnx.to_pure_dict(state)
     tx = make_optimizer(config.train)
     train_state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
-                   "rng": jax.random.key_data(jax.random.key(config.seed))}
+                   "rng": initial_rng(config.seed)}
     return model, graphdef, tx, train_state
 
 

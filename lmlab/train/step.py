@@ -34,6 +34,13 @@ DATA_STREAM, DROPOUT_STREAM = 0, 1
 TRAINER_METRICS = ("loss", "grad_norm", "lr", "tokens_per_sec")
 
 
+def batch_key(rng: jax.Array, position) -> jax.Array:
+    """The key the task samples the micro-batch at data `position` (step * grad_accum + i) from, in a
+    run whose state holds `rng` (lmlab.train.state.initial_rng): an offline distillation cache
+    (lmlab.compress.distill_cache) redraws the same windows with it."""
+    return jax.random.fold_in(jax.random.fold_in(rng, DATA_STREAM), position)
+
+
 def make_loss_fn(graphdef, task, frozen_graphdefs: dict | None = None) -> Callable:
     """loss_fn(params, batch, dropout_key, frozen_params) -> (objective, (n_targets, metrics)) for
     jax.value_and_grad(has_aux=True); frozen models are rebuilt from their graphdefs in the trace,
@@ -72,12 +79,11 @@ def make_train_chunk(graphdef, tx: optax.GradientTransformation, config, n_steps
 
     def one_step(state, train_arrays, frozen_params):
         params, step = state["params"], state["step"]
-        data_key = jax.random.fold_in(state["rng"], DATA_STREAM)
         dropout_base = jax.random.fold_in(state["rng"], DROPOUT_STREAM)
 
         def micro(i):
             position = step * accum + i
-            batch = sharding.shard_batch(task.sample_batch(train_arrays, jax.random.fold_in(data_key, position)), mesh)
+            batch = sharding.shard_batch(task.sample_batch(train_arrays, batch_key(state["rng"], position)), mesh)
             dkey = jax.random.fold_in(dropout_base, position) if use_dropout else None
             (objective, (n, metrics)), grads = grad_fn(params, batch, dkey, frozen_params)
             return n, (objective, metrics, grads)

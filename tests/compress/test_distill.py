@@ -1,12 +1,14 @@
 """Distillation loss (lmlab.compress.distill) against a hand-computed float64 reference, and its
-place in the LM loss: alpha 0 is plain CE, the teacher receives no gradient."""
+place in the LM loss: alpha 0 is plain CE, the teacher receives no gradient; the offline (top-k)
+loss equals the online one at k = vocabulary and renormalises over the k ids below it."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmlab.compress.distill import distill_objective, kl_divergence
+from lmlab.compress.distill import (cached_distill_objective, distill_objective, kl_divergence, teacher_topk,
+                                    topk_kl_divergence)
 from lmlab.tasks.lm import lm_loss
 from lmlab.train.losses import token_cross_entropy
 
@@ -84,3 +86,65 @@ def test_teacher_gets_no_gradient():
 
     g_student, g_teacher = jax.grad(objective, argnums=(0, 1))(s_table, t_table)
     assert float(jnp.abs(g_teacher).max()) == 0.0 and float(jnp.abs(g_student).max()) > 0.0
+
+
+# Offline distillation: the teacher's stored top-k (lmlab.compress.topk_cache) instead of its logits.
+
+def test_cached_top_vocab_equals_the_online_loss_on_the_same_batch():
+    rng = np.random.default_rng(3)
+    student, teacher = TableLM(jnp.asarray(rng.normal(size=(V, V)), jnp.float32)), TableLM(
+        jnp.asarray(rng.normal(size=(V, V)) * 3, jnp.float32))
+    windows = jnp.asarray(rng.integers(0, V, (3, 9)), jnp.int32)
+    cached = teacher_topk(teacher.table[windows[:, :-1]], windows[:, 1:], V)  # k = vocabulary
+    for temperature in (1.0, 2.0):
+        online = lm_loss(student, windows, None, label_smoothing=0.1, teacher=teacher, alpha=0.7,
+                         temperature=temperature)
+        offline = lm_loss(student, windows, None, label_smoothing=0.1, cached_teacher=cached, alpha=0.7,
+                          temperature=temperature)
+        assert float(offline.objective) == pytest.approx(float(online.objective), rel=1e-6)
+        for name in ("distill/kl", "distill/teacher_nll", "distill/ce", "nll"):
+            assert float(offline.metrics[name]) == pytest.approx(float(online.metrics[name]), rel=1e-5, abs=1e-7)
+        # float16 values, as the cache stores them by default: within their rounding
+        half = cached._replace(logp_BTK=cached.logp_BTK.astype(jnp.float16))
+        rounded = lm_loss(student, windows, None, label_smoothing=0.1, cached_teacher=half, alpha=0.7,
+                          temperature=temperature)
+        assert float(rounded.objective) == pytest.approx(float(online.objective), rel=2e-3)
+
+
+def test_top_k_renormalises_both_distributions_over_the_teacher_s_ids():
+    """k < vocabulary, by hand: the KL of the teacher's and the student's distributions restricted to
+    the teacher's k most likely ids, each renormalised; the tail of the teacher does not matter."""
+    student, teacher, target = np.array([0.5, 2.0, -1.0, 1.0, 0.0]), np.array([3.0, 1.0, 2.5, -2.0, 0.0]), 3
+    k, temperature = 2, 2.0
+    top = [0, 2]  # the teacher's two largest logits
+    p = np.exp(teacher[top] / temperature) / np.exp(teacher[top] / temperature).sum()
+    q = np.exp(student[top] / temperature) / np.exp(student[top] / temperature).sum()
+    kl = float((p * np.log(p / q)).sum())
+    cached = teacher_topk(jnp.asarray([[teacher]], jnp.float32), jnp.asarray([[target]]), k)
+    np.testing.assert_array_equal(cached.ids_BTK[0, 0], top)
+    assert float(cached.nll_BT[0, 0]) == pytest.approx(-log_softmax(teacher)[target], rel=1e-6)  # not in the top 2
+    got = topk_kl_divergence(jnp.asarray([[student]], jnp.float32), cached, temperature)
+    assert float(got[0, 0]) == pytest.approx(kl, rel=1e-5)
+    ce = 1.25
+    objective, metrics = cached_distill_objective(jnp.asarray([[ce]]), jnp.asarray([[student]], jnp.float32), cached,
+                                                  alpha=0.5, temperature=temperature)
+    assert float(objective[0, 0]) == pytest.approx(0.5 * ce + 0.5 * 4.0 * kl, rel=1e-5)
+    assert float(metrics["distill/teacher_nll"][0, 0]) == pytest.approx(-log_softmax(teacher)[target], rel=1e-6)
+    lower_tail = teacher_topk(jnp.asarray([[teacher - 5.0 * (np.arange(5) % 2)]], jnp.float32),
+                              jnp.asarray([[target]]), k)  # ids 1 and 3 (outside the top 2) made less likely
+    assert float(topk_kl_divergence(jnp.asarray([[student]], jnp.float32), lower_tail, temperature)[0, 0]) == (
+        pytest.approx(kl, rel=1e-5))
+
+
+def test_cached_teacher_gets_no_gradient_and_the_student_does():
+    rng = np.random.default_rng(4)
+    windows = jnp.asarray(rng.integers(0, V, (2, 5)), jnp.int32)
+    s_table = jnp.asarray(rng.normal(size=(V, V)), jnp.float32)
+    cached = teacher_topk(jnp.asarray(rng.normal(size=(2, 4, V)), jnp.float32), windows[:, 1:], 3)
+
+    def objective(s, logp):
+        return lm_loss(TableLM(s), windows, None, cached_teacher=cached._replace(logp_BTK=logp), alpha=1.0,
+                       temperature=2.0).objective
+
+    g_student, g_logp = jax.grad(objective, argnums=(0, 1))(s_table, cached.logp_BTK)
+    assert float(jnp.abs(g_logp).max()) == 0.0 and float(jnp.abs(g_student).max()) > 0.0

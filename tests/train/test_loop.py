@@ -247,3 +247,16 @@ def test_final_full_evaluation_is_in_metrics_jsonl_and_equals_eval_json(tmp_path
     periodic = [m for m in records if "val_loss" in m][-1]  # eval_batches=2 of the held-out windows
     assert periodic["step"] == 8 and periodic["val_loss"] != final["final_val_loss"]
     assert tensorboard_scalars(run_dir)[("final_val_loss", 8)] == pytest.approx(summary["val_loss"], rel=1e-6)
+
+
+def test_qat_training_prints_the_quantization_policy_once(tmp_path, caplog):
+    from lmlab.models.quantize import describe
+
+    config = tiny_config(2, "--config.quant.qat=int4", "--config.quant.group=16", "--config.model.dropout=0.0",
+                         "--config.train.steps_per_call=2", "--config.train.eval_every=2",
+                         "--config.train.checkpoint_every=2")
+    with caplog.at_level("INFO", logger="lmlab"):
+        loop.train(config, tmp_path / "qat", progress=False)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("quantization: ")]
+    assert lines == [f"quantization: {describe(config.quant)}"]
+    assert "int4 groups of 16" in lines[0] and "fake-quantized while training (QAT)" in lines[0]
