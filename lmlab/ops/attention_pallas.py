@@ -80,7 +80,7 @@ def pallas_attention(
     """Arguments as in `lmlab.ops.attention.attention` (already validated; mask is 4D or None;
     segment_ids is (q_segment_ids_BT, kv_segment_ids_BS) or None)."""
     B, T, N, H = q_BTNH.shape
-    S, K = k_BSKH.shape[1], k_BSKH.shape[2]
+    S = k_BSKH.shape[1]
     backend = jax.default_backend()
     if backend == "tpu":
         if (mask is not None or segment_ids is not None or T != S or not is_static_zero(q_offset)

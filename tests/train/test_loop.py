@@ -1,7 +1,6 @@
 """End-to-end trainer behaviour on a tiny model: resume exactness, preemption, corruption, NaN guard."""
 
 import json
-import os
 import pathlib
 import signal
 import subprocess
