@@ -11,7 +11,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict()
     c.data.corpus = "shakespeare"   # a name from lmlab.data.available_corpora(), or a path: a text file, a folder
                                     # or glob of them, a .jsonl(.gz) of {"text": ...} lines; task sft: conversations
-                                    # (a .jsonl file of {"messages": [...]} or translate_en_fr)
+                                    # (a .jsonl file of {"messages": [...]}, translate_en_fr, chatterbot[:LANGUAGE])
     c.data.mixture = ""             # task lm: "corpus:weight,..." (e.g. "shakespeare:0.7,python_stdlib:0.3"),
                                     # training windows drawn by weight; replaces data.corpus when set
     c.data.dedupe = False           # drop exact duplicate documents (and training copies of held-out ones)
