@@ -101,7 +101,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.lora = ml_collections.ConfigDict()  # LoRA adapters (lmlab/nn/lora.py); needs train.init_from, the base
     c.lora.rank = 0                 # > 0: train rank-r adapters only; the init_from run's weights stay frozen
     c.lora.alpha = 16.0             # the adapter product is scaled by alpha / rank
-    c.lora.dropout = 0.0            # dropout on the adapters' input (not implemented: must be 0)
+    c.lora.dropout = 0.0            # dropout on the adapters' input x, in training only (gpt family)
     c.lora.targets = "attn|mlp"     # regex over dense-layer paths (e.g. blocks/0/attn/qkv) that get adapters
 
     c.mesh = ml_collections.ConfigDict()  # device mesh (lmlab/sharding.py); product = device count
