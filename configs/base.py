@@ -11,7 +11,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict()
     c.data.corpus = "shakespeare"   # a name from lmlab.data.available_corpora(), or a path: a text file, a folder
                                     # or glob of them, a .jsonl(.gz) of {"text": ...} lines; task sft: conversations
-                                    # (a .jsonl file of {"messages": [...]} or translate_en_fr)
+                                    # (a .jsonl file of {"messages": [...]}, translate_en_fr, chatterbot[:LANGUAGE])
     c.data.mixture = ""             # task lm: "corpus:weight,..." (e.g. "shakespeare:0.7,python_stdlib:0.3"),
                                     # training windows drawn by weight; replaces data.corpus when set
     c.data.dedupe = False           # drop exact duplicate documents (and training copies of held-out ones)
@@ -102,7 +102,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.lora = ml_collections.ConfigDict()  # LoRA adapters (lmlab/nn/lora.py); needs train.init_from, the base
     c.lora.rank = 0                 # > 0: train rank-r adapters only; the init_from run's weights stay frozen
     c.lora.alpha = 16.0             # the adapter product is scaled by alpha / rank
-    c.lora.dropout = 0.0            # dropout on the adapters' input (not implemented: must be 0)
+    c.lora.dropout = 0.0            # dropout on the adapters' input x, in training only (gpt family)
     c.lora.targets = "attn|mlp"     # regex over dense-layer paths (e.g. blocks/0/attn/qkv) that get adapters
 
     c.mesh = ml_collections.ConfigDict()  # device mesh (lmlab/sharding.py); product = device count

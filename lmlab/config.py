@@ -332,8 +332,8 @@ def _validate_lora(config) -> None:
         return
     if not _is_number(settings.alpha) or settings.alpha <= 0:
         raise ConfigError(f"config key 'lora.alpha' must be a finite number > 0; got {settings.alpha!r}")
-    if settings.dropout != 0:
-        raise ConfigError("config key 'lora.dropout' must be 0: dropout on the adapters is not implemented")
+    if not _is_number(settings.dropout) or not 0.0 <= settings.dropout < 1.0:
+        raise ConfigError(f"config key 'lora.dropout' must be in [0, 1); got {settings.dropout!r}")
     try:
         re.compile(settings.targets)
     except (re.error, TypeError) as e:

@@ -8,7 +8,10 @@ A conversation set has a training and a held-out split. `data.corpus` names one:
   * `translate_en_fr`: the en->fr gettext pairs (lmlab.data.po_catalogs, `ui_en_fr`) as
     "Translate to French: ..." conversations, training pairs only; the dev pairs are held out and
     the test pairs stay unseen (the evaluation of lmlab.eval.chat_translation);
-  * `translate_en_fr_tiny`: the same from the small JupyterLab catalog (tests, smoke runs).
+  * `translate_en_fr_tiny`: the same from the small JupyterLab catalog (tests, smoke runs);
+  * `chatterbot`: the English dialogues of PyPI `chatterbot-corpus` (lmlab.data.chatterbot), the
+    first turn the user's, then alternating (a last question without a reply is dropped);
+    `chatterbot:LANGUAGE` (e.g. `chatterbot:chinese`) another language's. Held out as for files.
 
 Every problem with a line is one ValueError naming the file and line.
 """
@@ -19,6 +22,7 @@ import json
 import pathlib
 from dataclasses import dataclass
 
+from lmlab.data import chatterbot
 from lmlab.data.bitext import get_parallel_corpus, split_of
 from lmlab.data.jsonl import read_objects
 
@@ -78,19 +82,34 @@ def _translation_set(name: str, corpus_name: str) -> ConversationSet:
                            tuple(translation_conversation(s, t) for s, t in corpus.dev))
 
 
+def alternating_conversation(turns) -> Conversation:
+    """User, assistant, user, ... messages from plain turns; a last user turn without a reply
+    teaches nothing (the loss is on replies) and is dropped."""
+    turns = turns[: len(turns) - len(turns) % 2]
+    return tuple({"role": ("user", "assistant")[i % 2], "content": turn} for i, turn in enumerate(turns))
+
+
+def held_out_split(name: str, conversations) -> ConversationSet:
+    """5% of the conversations, by a hash of their first message, held out (at least one)."""
+    train = tuple(c for c in conversations if not _held_out(c))
+    val = tuple(c for c in conversations if _held_out(c))
+    if not train or not val:  # tiny sets: keep one conversation out rather than none
+        train, val = tuple(conversations[:-1]) or tuple(conversations), tuple(conversations[-1:])
+    return ConversationSet(name, train, val)
+
+
 BUILTIN = {"translate_en_fr": "ui_en_fr", "translate_en_fr_tiny": "jupyterlab_en_fr_tiny"}
 
 
 def get_conversations(name_or_path: str) -> ConversationSet:
     if name_or_path in BUILTIN:
         return _translation_set(name_or_path, BUILTIN[name_or_path])
+    if chatterbot.is_chatterbot(name_or_path):
+        turns = chatterbot.load_conversations(name_or_path)
+        return held_out_split(name_or_path, [alternating_conversation(t) for t in turns])
     path = pathlib.Path(name_or_path)
     if not name_or_path.endswith((".jsonl", ".jsonl.gz")):
         raise ValueError(f"data.corpus={name_or_path!r} for task sft must be a .jsonl / .jsonl.gz file of "
-                         f"{{\"messages\": [...]}} lines or one of {', '.join(BUILTIN)}")
-    conversations = read_conversations(path)
-    train = tuple(c for c in conversations if not _held_out(c))
-    val = tuple(c for c in conversations if _held_out(c))
-    if not train or not val:  # tiny files: keep one conversation out rather than none
-        train, val = tuple(conversations[:-1]) or tuple(conversations), tuple(conversations[-1:])
-    return ConversationSet(str(path), train, val)
+                         f"{{\"messages\": [...]}} lines or one of {', '.join(BUILTIN)}, "
+                         f"{chatterbot.NAME}, {chatterbot.NAME}:LANGUAGE")
+    return held_out_split(str(path), read_conversations(path))

@@ -1,7 +1,8 @@
 """Decoder-only transformer (GPT-2 and Llama-style) built from lmlab.nn parts.
 
 Every switch comes from the `model` config section: positions learned | sinusoidal | rope | alibi,
-norm layernorm | rmsnorm, mlp gelu | swiglu, tied or untied embeddings, MHA/GQA/MQA, dropout.
+norm layernorm | rmsnorm, mlp gelu | swiglu, tied or untied embeddings, MHA/GQA/MQA, dropout (and
+LoRA dropout inside the dense layers, lmlab.nn.lora), both driven by `dropout_key` (None: none).
 
 Packed rows (several documents per row, as MaxText and T5X train): `segment_ids_BT` numbers the
 documents of a row 1, 2, ... (neighbours must differ) and marks padding with 0. Attention then never
@@ -21,6 +22,7 @@ import ml_collections
 from flax import nnx
 
 from lmlab.nn.attention import SelfAttention, write_cache_segments
+from lmlab.nn.dropout import adapter_keys, dropout
 from lmlab.nn.linear import Embed, Linear
 from lmlab.nn.mlp import make_mlp
 from lmlab.nn.norms import make_norm
@@ -32,14 +34,6 @@ REMAT_POLICIES = {
     "full": jax.checkpoint_policies.nothing_saveable,          # recompute the whole block
     "dots_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep matmul outputs
 }
-
-
-def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
-    """Inverted dropout driven by an explicit key, so a train step stays a pure function."""
-    if key is None or rate == 0.0:
-        return x
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
 
 
 class Block(nnx.Module):
@@ -54,15 +48,17 @@ class Block(nnx.Module):
 
     def __call__(self, x_BTD, *, rope, cache, cache_index, dropout_key, segment_ids_BT=None):
         k1, k2 = jax.random.split(dropout_key) if dropout_key is not None else (None, None)
+        k_attn, k_mlp = adapter_keys(dropout_key, 2)  # LoRA dropout inside the dense layers
         h, cache = self.attn(self.norm1(x_BTD), rope=rope, causal=True, cache=cache, cache_index=cache_index,
-                             segment_ids_BT=segment_ids_BT)
+                             segment_ids_BT=segment_ids_BT, dropout_key=k_attn)
         x_BTD = x_BTD + dropout(h, self.dropout_rate, k1)
-        x_BTD = x_BTD + dropout(self.mlp(self.norm2(x_BTD)), self.dropout_rate, k2)
+        x_BTD = x_BTD + dropout(self.mlp(self.norm2(x_BTD), dropout_key=k_mlp), self.dropout_rate, k2)
         return x_BTD, cache
 
 
 class GPT(nnx.Module):
     decodes, needs_source = True, False  # generates text; continues a prompt (no source)
+    adapter_dropout = True  # every dense layer gets a dropout key (lora.dropout)
 
     def __init__(self, m, vocab_size: int, *, rngs: nnx.Rngs):
         # Frozen: the config is static graph data, and jit needs it hashable.
@@ -86,7 +82,9 @@ class GPT(nnx.Module):
         """Returns (logits_BTV in float32, updated cache or None); the arguments are `hidden`'s."""
         x_BTD, new_cache = self.hidden(tokens_BT, segment_ids_BT=segment_ids_BT, positions_BT=positions_BT,
                                        cache=cache, cache_index=cache_index, dropout_key=dropout_key)
-        logits_BTV = self.embed.attend(x_BTD) if self.config.tie_embeddings else self.lm_head(x_BTD)
+        head_key, = adapter_keys(dropout_key, 1)
+        logits_BTV = (self.embed.attend(x_BTD) if self.config.tie_embeddings
+                      else self.lm_head(x_BTD, dropout_key=head_key))
         return logits_BTV.astype(jnp.float32), new_cache
 
     def reward(self, tokens_BT: jax.Array, last_B: jax.Array, *, segment_ids_BT: jax.Array | None = None,
@@ -95,7 +93,8 @@ class GPT(nnx.Module):
         row's last real token (index `last_B`), as reward models in TRL read them."""
         x_BTD, _ = self.hidden(tokens_BT, segment_ids_BT=segment_ids_BT, dropout_key=dropout_key)
         last_BD = jnp.take_along_axis(x_BTD, last_B[:, None, None], axis=1)[:, 0]
-        return self.reward_head(last_BD)[:, 0].astype(jnp.float32)
+        head_key, = adapter_keys(dropout_key, 1)
+        return self.reward_head(last_BD, dropout_key=head_key)[:, 0].astype(jnp.float32)
 
     def hidden(self, tokens_BT: jax.Array, *, segment_ids_BT: jax.Array | None = None,
                positions_BT: jax.Array | None = None, cache: list | None = None, cache_index=0,

@@ -20,6 +20,7 @@ import numpy as np
 from flax import nnx
 
 from lmlab.compress import quant
+from lmlab.nn.dropout import split_key
 from lmlab.nn.linear import Linear
 from lmlab.nn.positions import alibi_slopes, apply_rope
 from lmlab.ops.attention import attention
@@ -47,16 +48,19 @@ class SelfAttention(nnx.Module):
                    rngs=rngs, out_init_std=out_init_std, alibi=m.positions == "alibi")
 
     def __call__(self, x_BTD: jax.Array, *, rope=None, mask=None, causal: bool = True,
-                 cache: dict | None = None, cache_index=None, segment_ids_BT: jax.Array | None = None):
+                 cache: dict | None = None, cache_index=None, segment_ids_BT: jax.Array | None = None,
+                 dropout_key: jax.Array | None = None):
         """Returns (out_BTD, updated cache or None).
 
         `segment_ids_BT`: tokens attend only to keys of their own segment (packed documents; see
         lmlab.ops.attention). With a cache they are the new tokens' ids (default: all 1), written
         into the cache next to their keys, and compared with every slot's.
+        `dropout_key`: the projections' LoRA dropout (training only; lmlab.nn.linear).
         """
         B, T, _ = x_BTD.shape
         N, K, H = self.n_heads, self.n_kv_heads, self.head_dim
-        qkv = self.qkv(x_BTD)
+        k_qkv, k_out = split_key(dropout_key, 2)
+        qkv = self.qkv(x_BTD, dropout_key=k_qkv)
         q_BTNH = qkv[..., : N * H].reshape(B, T, N, H)
         k_BTKH = qkv[..., N * H: (N + K) * H].reshape(B, T, K, H)
         v_BTKH = qkv[..., (N + K) * H:].reshape(B, T, K, H)
@@ -79,7 +83,7 @@ class SelfAttention(nnx.Module):
         slopes = jnp.asarray(alibi_slopes(N)) if self.alibi else None
         out_BTNH = attention(q_BTNH, k_BTKH, v_BTKH, mask=mask, causal=causal, q_offset=q_offset, impl=self.impl,
                              alibi_slopes=slopes, **segments)
-        return self.out(out_BTNH.reshape(B, T, N * H)), cache
+        return self.out(out_BTNH.reshape(B, T, N * H), dropout_key=k_out), cache
 
     def init_cache(self, batch: int, max_len: int, dtype=jnp.float32) -> dict:
         shape = (batch, max_len, self.n_kv_heads, self.head_dim)

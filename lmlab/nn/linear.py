@@ -20,6 +20,7 @@ from flax import nnx
 
 from lmlab import sharding
 from lmlab.compress import quant
+from lmlab.nn.dropout import dropout
 
 
 @jax.custom_vjp
@@ -78,9 +79,9 @@ class Linear(nnx.Module):
         self.bias = nnx.Param(jnp.zeros((d_out,), jnp.float32), logical_axes=(axes[1],)) if use_bias else None
         self.dtype = dtype
         self.in_axis, self.out_axis = axes
-        # LoRA adapters (lmlab.nn.lora.add_adapters): y += lora_scale * x A B.
+        # LoRA adapters (lmlab.nn.lora.add_adapters): y += lora_scale * dropout(x) A B.
         self.lora_a, self.lora_b = nnx.data(None), nnx.data(None)
-        self.lora_scale = 0.0
+        self.lora_scale, self.lora_dropout = 0.0, 0.0
         self.d_in, self.d_out = d_in, d_out
         self.stored, self.fake = FLOAT, FLOAT  # see the module docstring
         self.kernel_q, self.kernel_scale, self.kernel_zero = nnx.data(None), nnx.data(None), nnx.data(None)
@@ -108,11 +109,13 @@ class Linear(nnx.Module):
         self.kernel = nnx.data(None)
         self.stored = q
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
+        """`dropout_key` (training only) drops the adapter's input at rate `lora_dropout`, as in the
+        LoRA paper and PEFT: x -> dropout -> A -> B; the base product x W never sees it."""
         x = x.astype(self.dtype)
         y = matmul(x, self.weight().astype(self.dtype))
         if self.lora_a is not None:
-            low_NR = matmul(x, self.lora_a[...].astype(self.dtype))
+            low_NR = matmul(dropout(x, self.lora_dropout, dropout_key), self.lora_a[...].astype(self.dtype))
             y = y + self.lora_scale * matmul(low_NR, self.lora_b[...].astype(self.dtype))
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)

@@ -6,6 +6,11 @@ layer's own logical axes (A like W's input, B like its output). The base weights
 `nnx.Param`s; the trainer optimizes the LoRAParams only (lmlab.train.state). `merge_adapters`
 folds them into W for a plain model with the same outputs.
 
+LoRA dropout (`lora.dropout`, PEFT's `lora_dropout`): y = x W + scale * dropout(x) A B, with
+inverted scaling, so the expected output is the undropped one. It acts only in a training forward
+pass, which passes a dropout key down the model (lmlab.nn.dropout); evaluation, decoding and a
+merged model pass none and compute the plain product.
+
 Why not qwix's LoraProvider: it adds the adapter product inside the dot_general it intercepts,
 which for lmlab's Linear is inside the explicit-VJP `matmul` (lmlab.nn.linear); there the
 adapters are values closed over by a custom_vjp function, and differentiating them fails
@@ -30,9 +35,11 @@ def linear_paths(model: nnx.Module) -> dict[str, Linear]:
     return {"/".join(map(str, path)): node for path, node in nnx.iter_graph(model) if isinstance(node, Linear)}
 
 
-def add_adapters(model: nnx.Module, *, rank: int, alpha: float, targets: str, seed: int) -> list[str]:
+def add_adapters(model: nnx.Module, *, rank: int, alpha: float, targets: str, seed: int,
+                 dropout: float = 0.0) -> list[str]:
     """Adds rank-`rank` adapters to the dense layers whose path matches `targets` (re.search);
-    returns their paths. Raises ValueError when none matches."""
+    returns their paths. Raises ValueError when none matches. `dropout`: the rate at which a
+    training forward pass (one given a dropout key) drops the adapters' input."""
     pattern = re.compile(targets)
     layers = linear_paths(model)
     chosen = sorted(path for path in layers if pattern.search(path))
@@ -47,7 +54,7 @@ def add_adapters(model: nnx.Module, *, rank: int, alpha: float, targets: str, se
         a = jax.random.uniform(jax.random.fold_in(key, i), (d_in, rank), jnp.float32, -bound, bound)
         layer.lora_a = nnx.LoRAParam(a, logical_axes=(layer.in_axis, None))
         layer.lora_b = nnx.LoRAParam(jnp.zeros((rank, d_out), jnp.float32), logical_axes=(None, layer.out_axis))
-        layer.lora_scale = alpha / rank
+        layer.lora_scale, layer.lora_dropout = alpha / rank, dropout
     return chosen
 
 
@@ -58,7 +65,7 @@ def merge_adapters(model: nnx.Module) -> nnx.Module:
             delta = layer.lora_scale * (layer.lora_a[...] @ layer.lora_b[...])
             layer.kernel[...] = layer.kernel[...] + delta
             layer.lora_a, layer.lora_b = nnx.data(None), nnx.data(None)
-            layer.lora_scale = 0.0
+            layer.lora_scale, layer.lora_dropout = 0.0, 0.0
     return model
 
 

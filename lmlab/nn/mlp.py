@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
+from lmlab.nn.dropout import split_key
 from lmlab.nn.linear import Linear
 
 
@@ -16,10 +17,13 @@ class GeluMLP(nnx.Module):
                            axes=("mlp", "embed"))
         self.approximate = approximate
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
+        """`dropout_key`: the layers' LoRA dropout (training only; lmlab.nn.linear)."""
+        k_up, k_down = split_key(dropout_key, 2)
         # tanh approximation: what GPT-2 used, and ~7% faster than erf on CPU. approximate=False
         # ("gelu_exact") is the erf form of BERT checkpoints, needed to match their outputs.
-        return self.down(jax.nn.gelu(self.up(x), approximate=self.approximate))
+        hidden = jax.nn.gelu(self.up(x, dropout_key=k_up), approximate=self.approximate)
+        return self.down(hidden, dropout_key=k_down)
 
 
 class SwiGLU(nnx.Module):
@@ -30,8 +34,11 @@ class SwiGLU(nnx.Module):
         self.down = Linear(d_ff, d_model, use_bias=use_bias, dtype=dtype, init_std=out_init_std, rngs=rngs,
                            axes=("mlp", "embed"))
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.down(jax.nn.silu(self.gate(x)) * self.up(x))
+    def __call__(self, x: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
+        """`dropout_key`: the layers' LoRA dropout (training only; lmlab.nn.linear)."""
+        k_gate, k_up, k_down = split_key(dropout_key, 3)
+        hidden = jax.nn.silu(self.gate(x, dropout_key=k_gate)) * self.up(x, dropout_key=k_up)
+        return self.down(hidden, dropout_key=k_down)
 
 
 def make_mlp(kind: str, d_model: int, d_ff: int, **kwargs) -> nnx.Module:

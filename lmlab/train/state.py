@@ -31,12 +31,20 @@ def build_trained_model(config, vocab_size: int) -> nnx.Module:
     model = quantize_model(build_model(config.model, vocab_size, seed=config.seed), config.get("quant"))
     if uses_lora(config):
         settings = config.lora
+        if settings.dropout and not getattr(model, "adapter_dropout", False):
+            raise ConfigError(f"config key 'lora.dropout' needs a model that passes dropout keys to its dense "
+                              f"layers (the gpt family); model.family is {config.model.family}: set lora.dropout=0")
         try:
             lora.add_adapters(model, rank=settings.rank, alpha=settings.alpha, targets=settings.targets,
-                              seed=config.seed)
+                              seed=config.seed, dropout=settings.dropout)
         except ValueError as e:  # a targets regex that matches no layer: a config error
             raise ConfigError(str(e)) from None
     return model
+
+
+def uses_dropout(config) -> bool:
+    """Whether a train step draws dropout keys: model dropout, or LoRA dropout on the adapters."""
+    return config.model.dropout > 0 or (uses_lora(config) and config.lora.dropout > 0)
 
 
 def split_trained(model, config):

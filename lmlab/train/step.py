@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from lmlab.train.state import BASE, trained_model
+from lmlab.train.state import BASE, trained_model, uses_dropout
 
 DATA_STREAM, DROPOUT_STREAM = 0, 1
 
@@ -74,7 +74,7 @@ def make_train_chunk(graphdef, tx: optax.GradientTransformation, config, n_steps
     train = config.train
     loss_fn = make_loss_fn(graphdef, task, frozen_graphdefs)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    use_dropout = config.model.dropout > 0
+    use_dropout = uses_dropout(config)
     accum = train.grad_accum
 
     def one_step(state, train_arrays, frozen_params):
