@@ -72,7 +72,7 @@ class Experiment:
     tiny_variants: dict = field(default_factory=dict)
     tiny_seeds: int = 2
     measures: Sequence[Any] = ()                # lmlab.experiment.measure objects
-    primary: str = "val_bpb"                    # the metric findings are judged on (lower is better)
+    primary: str = "val_bpb"                    # the metric findings are judged on (bpb, or e.g. "bleu")
     table: Sequence[str] = ()                   # metric columns of the table; () = every metric
     plot: Callable | None = None                # plot(report, path): lmlab.experiment.plots; None: bars of `primary`
     analyze: Callable | None = None             # analyze(report) -> (markdown, json-able dict), e.g. a fit
