@@ -129,12 +129,18 @@ def derive(ctx: Context, job: Job) -> int:
         shutil.rmtree(job.run_dir)
     cmd = [sys.executable, "-m", "lmlab.cli", *job.derive]
     log.info("deriving %s/seed-%d: %s", job.variant, job.seed, " ".join(cmd[1:]))
-    rc = subprocess.run(cmd, cwd=ctx.root, stdout=subprocess.DEVNULL).returncode
-    if rc != 0:
-        log.error("deriving %s/seed-%d failed with exit status %d", job.variant, job.seed, rc)
-        return rc
+    out = subprocess.run(cmd, cwd=ctx.root, stdout=subprocess.PIPE, text=True)
+    if out.returncode != 0:
+        log.error("deriving %s/seed-%d failed with exit status %d", job.variant, job.seed, out.returncode)
+        return out.returncode
+    printed = out.stdout.strip().splitlines()  # `lmlab quantize` prints its sizes and policy as JSON
+    try:
+        made = json.loads(printed[-1]) if printed else None
+    except ValueError:
+        made = printed[-1]
     run = load_run(job.run_dir)
-    write_json(job.run_dir / "eval.json", {"step": run.step, **evaluate_run(run), "derived": list(job.derive)})
+    write_json(job.run_dir / "eval.json", {"step": run.step, **evaluate_run(run), "derived": list(job.derive),
+                                           "derive_output": made})
     return 0
 
 
