@@ -132,3 +132,12 @@ def test_runs_end_to_end_at_tiny_scale(name, tmp_path, capsys):
     rc = cli.main(["experiment", str(ROOT / "experiments" / f"{name}.py"), "--scale", "tiny", "--seeds", "1",
                    "--runs-dir", str(runs)])
     assert rc == 0 and json.loads(capsys.readouterr().out.strip().splitlines()[-1])["skipped"] == n_runs
+    if name == "quantization":  # a derived run cut short (no eval.json yet) is made again from its source
+        int8 = runs / f"{name}-tiny" / "int8" / "seed-0"
+        (int8 / "eval.json").unlink()
+        rc = cli.main(["experiment", str(ROOT / "experiments" / f"{name}.py"), "--scale", "tiny", "--seeds", "1",
+                       "--runs-dir", str(runs)])
+        result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert rc == 0 and (result["done"], result["skipped"]) == (1, n_runs - 1)
+        remade = json.loads((int8 / "eval.json").read_text())
+        assert remade["val_bpb"] == metrics["int8"]["val_bpb"] and remade["derive_output"]["policy"]
