@@ -45,6 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.rope_theta = 10000.0
     c.model.norm = "layernorm"      # layernorm | rmsnorm
     c.model.norm_eps = 1e-5
+    c.model.norm_position = "pre"   # GPT: pre (x + f(norm(x)), final norm) | post (norm(x + f(x)), GPT-1); BERT: prenorm
     c.model.mlp = "gelu"            # gelu (tanh approximation) | gelu_exact (erf, as in BERT) | swiglu
     c.model.tie_embeddings = True
     c.model.use_bias = True

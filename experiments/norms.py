@@ -1,8 +1,10 @@
-"""Norms: RMSNorm (the main job's) against LayerNorm, pre-norm GPT at the main job's budget.
+"""Norms: RMSNorm (the main job's) against LayerNorm, each pre-norm (the main job's) and post-norm.
 
     lmlab experiment experiments/norms.py [--scale tiny]
 
-lmlab's GPT is pre-norm only (post-norm exists for BERT), so this is the norm kind alone.
+A 2 x 2 at the main job's shape and budget. Pre-norm: x + f(norm(x)) per sublayer and a final
+norm (GPT-2, Llama); post-norm: norm(x + f(x)) per sublayer, no final norm (the original
+Transformer, GPT-1), with the same learning rate and 200-step warmup (not re-tuned).
 """
 
 from lmlab.experiment import TINY, Experiment, Size
@@ -11,12 +13,16 @@ from lmlab.experiment import plots
 EXPERIMENT = Experiment(
     description=__doc__.split("\n\n")[0] + """
 
-Anchor: Zhang and Sennrich 2019 (RMSNorm) report quality on par with LayerNorm at 7-64% less
-time per step in their implementations.""",
+Anchors: Zhang and Sennrich 2019 (RMSNorm) report quality on par with LayerNorm at 7-64% less
+time per step in their implementations. Xiong et al. 2020 (On Layer Normalization in the
+Transformer Architecture): post-norm needs a learning-rate warmup and is sensitive to its length;
+pre-norm trains without one and converges faster.""",
     base="configs/gpt_shakespeare.py",
     variants=[
         ("rmsnorm", {"model.norm": "rmsnorm"}),
         ("layernorm", {"model.norm": "layernorm"}),
+        ("rmsnorm-post", {"model.norm": "rmsnorm", "model.norm_position": "post"}),
+        ("layernorm-post", {"model.norm": "layernorm", "model.norm_position": "post"}),
     ],
     seeds=3,
     tiny=TINY,

@@ -148,6 +148,7 @@ _CHOICES = {
     "model.family": ("gpt", "bert", "encdec"),
     "model.positions": ("learned", "sinusoidal", "rope", "alibi", "none"),
     "model.norm": ("layernorm", "rmsnorm"),
+    "model.norm_position": ("pre", "post"),
     "model.mlp": ("gelu", "gelu_exact", "swiglu"),
     "model.attention_impl": ("auto", "naive", "blockwise", "cudnn", "pallas"),
     "model.dtype": ("float32", "bfloat16"),
@@ -229,6 +230,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ConfigError(f"config key 'data.seq_len' ({config.data.seq_len}) exceeds model.max_len ({m.max_len})")
     if m.family == "encdec" and max(config.data.src_len, config.data.tgt_len) > m.max_len:
         raise ConfigError(f"config keys 'data.src_len' / 'data.tgt_len' exceed model.max_len ({m.max_len})")
+    if m.norm_position == "post" and m.family != "gpt":  # BERT has model.prenorm; encdec is pre-norm only
+        raise ConfigError(f"config key 'model.norm_position' = post is for model.family gpt; "
+                          f"a '{m.family}' model {'uses model.prenorm' if m.family == 'bert' else 'is pre-norm only'}")
     if not 0.0 <= m.dropout < 1.0:
         raise ConfigError(f"config key 'model.dropout' must be in [0, 1); got {m.dropout}")
     if not 0.0 <= config.train.label_smoothing < 1.0:

@@ -199,3 +199,12 @@ def test_qat_and_stored_weights_exclude_each_other():
                                         ["quant.qat=int4", "quant.weights=int4"])
     with pytest.raises(config_lib.ConfigError, match="not both"):
         config_lib.validate(config)
+
+
+def test_norm_position_is_pre_or_post_and_post_is_for_the_gpt():
+    assert config_lib.load("configs/gpt_shakespeare.py").model.norm_position == "pre"
+    assert config_lib.load("configs/gpt_shakespeare.py", ["--config.model.norm_position=post"]).model.norm_position == "post"
+    with pytest.raises(config_lib.ConfigError, match="'model.norm_position' must be one of pre, post; got 'middle'"):
+        config_lib.load("configs/gpt_shakespeare.py", ["--config.model.norm_position=middle"])
+    with pytest.raises(config_lib.ConfigError, match="norm_position' = post is for model.family gpt; a 'bert' model uses"):
+        config_lib.load("configs/bert_shakespeare.py", ["--config.model.norm_position=post"])

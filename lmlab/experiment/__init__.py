@@ -2,7 +2,7 @@
 measurements -> table, JSON and plot).
 
     spec      what an experiment file declares (Experiment) and the runs it stands for (plan)
-    measure   measurements on a finished run (held-out bpb at several lengths, sizes, decode speed)
+    measure   measurements on a finished run (held-out bpb at several lengths, sizes, weight bytes, decode speed)
     runner    the worker (train in a subprocess, then measure) and the local executor
     slurm     the SLURM executor: one sbatch job array, followed with squeue / scontrol
     report    NAME.md / NAME.json / NAME.png
@@ -17,9 +17,9 @@ import pathlib
 
 from lmlab.config import ConfigError
 from lmlab.experiment import report, slurm
-from lmlab.experiment.measure import DecodeSpeed, HeldOutBpb, Size
-from lmlab.experiment.runner import Context, run_local
-from lmlab.experiment.spec import TINY, Experiment, experiment_dir
+from lmlab.experiment.measure import DecodeSpeed, HeldOutBpb, Size, WeightBytes
+from lmlab.experiment.runner import Context, run_local, waiting_on
+from lmlab.experiment.spec import TINY, Derive, Experiment, experiment_dir, levels
 
 log = logging.getLogger("lmlab")
 
@@ -56,10 +56,13 @@ def run_experiment(path, *, scale: str = "full", seeds: int | None = None, jobs:
                  experiment_dir(ctx.runs_dir, ctx.name, scale))
         if executor == "local":
             outcome = run_local(ctx, planned, jobs or 1)
-        else:
-            outcome = slurm.run_slurm(ctx, planned, jobs or 0, options)
+        else:  # one job array per wave: a wave's runs need only earlier waves' runs
+            for wave in levels(planned):
+                waiting = {j.index: reason for j in wave if (reason := waiting_on(j, planned, outcome))}
+                outcome.update(waiting)
+                outcome.update(slurm.run_slurm(ctx, [j for j in wave if j.index not in waiting], jobs or 0, options))
     written = report.write(ctx, planned, results_dir(ctx, results), command)
     return outcome, written
 
 
-__all__ = ["TINY", "DecodeSpeed", "Experiment", "HeldOutBpb", "Size", "run_experiment"]
+__all__ = ["TINY", "DecodeSpeed", "Derive", "Experiment", "HeldOutBpb", "Size", "WeightBytes", "run_experiment"]

@@ -77,6 +77,18 @@ class Size:
 
 
 @dataclass(frozen=True)
+class WeightBytes:
+    """Bytes of the model's weights as held and saved (`lmlab quantize`'s weight_bytes): int4 packed
+    two per byte, with their scales, and the float norms. Not the checkpoint directory, which also
+    holds a trained run's optimizer state."""
+
+    name: str = "weights"
+
+    def __call__(self, run) -> dict:
+        return {"weight_bytes": sum(int(x.nbytes) for x in jax.tree.leaves(nnx.state(run.model)))}
+
+
+@dataclass(frozen=True)
 class DecodeSpeed:
     """Greedy decoding tokens/s with the KV cache at each batch size (`decode_tok_s@bN`): generated
     tokens per second of a whole generate call (prefill included), median of `repeats` after one

@@ -65,9 +65,9 @@ def bars(metrics: tuple[str, ...], labels: dict | None = None):
         plt = _pyplot()
         fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 4), dpi=100, squeeze=False)
         for ax, metric in zip(axes[0], metrics):
-            stats = [_stat(report, v, metric) for v in report.variants]
-            ax.bar(report.variants, [s[0] for s in stats], yerr=[s[1] for s in stats], capsize=3,
-                   color=[f"C{i}" for i in range(len(report.variants))])
+            stats = [_stat(report, v, metric) for v in report.rows]
+            ax.bar(report.rows, [s[0] for s in stats], yerr=[s[1] for s in stats], capsize=3,
+                   color=[f"C{i}" for i in range(len(report.rows))])
             ax.set_title(labels.get(metric, metric))
             ax.tick_params(axis="x", rotation=30)
             ax.grid(axis="y", alpha=0.3)

@@ -2,7 +2,8 @@
 
 Each variant's metrics are the mean and sample standard deviation over its seeds. A difference
 from the reference variant (the first) is called a finding only where it exceeds twice the seed
-spread (the larger of the two standard deviations); with one seed nothing is.
+spread (the larger of the two standard deviations); with one seed nothing is. Prerequisites (a
+distillation teacher) get rows of their own below the variants, never judged against them.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ class Report:
     runs: list[dict]                         # one per job: variant, seed, run_dir, status, overrides, config, metrics
     columns: list[str]
     summary: dict = field(default_factory=dict)   # variant -> metric -> {"mean", "std", "n"}
+    prerequisites: list[str] = field(default_factory=list)  # rows after the variants (trained once)
+
+    @property
+    def rows(self) -> list[str]:
+        return [*self.variants, *self.prerequisites]
 
     def points(self, x: str, y: str) -> tuple[list[float], list[float]]:
         """Every finished run's (x, y) where it has both: one point per seed."""
@@ -48,14 +54,17 @@ def run_record(job: Job, experiment: Experiment) -> dict:
     """What one run contributes: its config, status and flat metrics (None where it has none)."""
     summary = read_json(job.run_dir / "eval.json") or {}
     measured = read_json(job.run_dir / MEASUREMENTS) or {}
-    metrics = {k: summary.get(k) for k in TRAIN_METRICS if k in summary}
+    metrics = {k: summary.get(k) for k in (*TRAIN_METRICS, *experiment.eval_metrics) if k in summary}
     for m in experiment.measures:  # in the experiment's order: the table's default column order
         if isinstance(measured.get(m.name), dict):
             metrics.update(measured[m.name])
     status = ("finished" if finished(job, experiment) else "trained, not measured" if trained(job)
               else "not trained")
-    return {"variant": job.variant, "seed": job.seed, "run_dir": str(job.run_dir), "status": status,
-            "overrides": list(job.overrides), "config": job.config.to_dict(), "metrics": metrics,
+    # A derived run's config is what its command wrote (the plan only knows its source's).
+    config = (read_json(job.run_dir / "config.json") if job.kind == "derive" else None) or job.config.to_dict()
+    return {"variant": job.variant, "seed": job.seed, "kind": job.kind, "run_dir": str(job.run_dir),
+            "status": status, "overrides": list(job.overrides), "derive": list(job.derive), "config": config,
+            "metrics": metrics,
             "host": measured.get("host")}
 
 
@@ -82,8 +91,8 @@ def build(ctx: Context, jobs: list[Job]) -> Report:
     for r in runs:
         seen += [k for k in r["metrics"] if k not in seen]
     columns = list(ctx.experiment.table) or seen
-    report = Report(ctx.name, ctx.scale, variants, runs, columns)
-    report.summary = {v: {c: mean_std(report.values(v, c)) for c in seen} for v in variants}
+    report = Report(ctx.name, ctx.scale, variants, runs, columns, prerequisites=list(ctx.experiment.requires))
+    report.summary = {v: {c: mean_std(report.values(v, c)) for c in seen} for v in report.rows}
     return report
 
 
@@ -108,11 +117,13 @@ def table_markdown(report: Report) -> str:
     ref = report.variants[0]
     lines = ["| variant | seeds | " + " | ".join(report.columns) + " |",
              "|---|---|" + "---|" * len(report.columns)]
-    for v in report.variants:
+    for v in report.rows:
         seeds = max((report.summary[v].get(c, {"n": 0})["n"] for c in report.columns), default=0)
-        cells = [_cell(report.summary[v].get(c, mean_std([])), None if v == ref else report.summary[ref].get(c))
+        judged = v != ref and v in report.variants
+        cells = [_cell(report.summary[v].get(c, mean_std([])), report.summary[ref].get(c) if judged else None)
                  for c in report.columns]
-        lines.append(f"| {v} | {seeds} | " + " | ".join(cells) + " |")
+        label = f"{v} (prerequisite)" if v in report.prerequisites else v
+        lines.append(f"| {label} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -162,7 +173,7 @@ def write(ctx: Context, jobs: list[Job], out_dir: pathlib.Path, command: str) ->
     md, js, png = (out_dir / f"{ctx.name}.{ext}" for ext in ("md", "json", "png"))
     md.write_text(markdown(ctx, report, env, analysis_md))
     js.write_text(json.dumps({"experiment": ctx.name, **env, "variants": report.variants,
-                              "summary": report.summary, "analysis": analysis, "runs": report.runs},
+                              "prerequisites": report.prerequisites, "summary": report.summary, "analysis": analysis, "runs": report.runs},
                              indent=1, sort_keys=False) + "\n")
     written = [md, js]
     try:

@@ -4,6 +4,9 @@ A worker trains its run with `python -m lmlab.cli train ...` in a subprocess (a 
 that run; an interrupted run resumes from its checkpoint when the same command runs again), then
 takes the measurements still missing from the run's measurements.json. A run is finished when
 its eval.json is at the configured final step and every measurement is there: the runner skips it.
+A prerequisite is trained the same way from its own config file; a derived variant is made by its
+`lmlab` command from its source run (again from scratch if it was cut short) and then evaluated
+into its eval.json. Jobs run in waves (spec.levels): a run starts once every run it names is done.
 
 The local executor and the SLURM array script run job I as
 `python -m lmlab.experiment.worker EXPERIMENT.py --scale S --runs-dir DIR --job I [--seeds N]`.
@@ -16,6 +19,7 @@ import logging
 import os
 import pathlib
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from lmlab.experiment.spec import Experiment, Job, experiment_dir, load_experiment, plan
+from lmlab.experiment.spec import Experiment, Job, experiment_dir, levels, load_experiment, plan
 
 log = logging.getLogger("lmlab")
 
@@ -71,7 +75,10 @@ def write_json(path: pathlib.Path, data) -> None:
 
 
 def trained(job: Job) -> bool:
+    """Trained to the final step, or (a derived run) made by its command and evaluated."""
     summary = read_json(job.run_dir / "eval.json")
+    if job.kind == "derive":
+        return isinstance(summary, dict) and summary.get("derived") == list(job.derive)
     return isinstance(summary, dict) and summary.get("step") == job.config.train.steps
 
 
@@ -81,7 +88,7 @@ def finished(job: Job, experiment: Experiment) -> bool:
 
 
 def train_command(ctx: Context, job: Job) -> list[str]:
-    return [sys.executable, "-m", "lmlab.cli", "train", str(ctx.root / ctx.experiment.base), "--workdir",
+    return [sys.executable, "-m", "lmlab.cli", "train", str(ctx.root / job.config_file), "--workdir",
             str(job.run_dir), "--no-progress", "--no-samples", *(f"--config.{o}" for o in job.overrides)]
 
 
@@ -112,9 +119,38 @@ def measure(ctx: Context, job: Job) -> dict:
     return measured
 
 
+def derive(ctx: Context, job: Job) -> int:
+    """Makes a derived run with its command (`lmlab quantize SOURCE ... --out RUN`), then evaluates
+    it as `lmlab eval` would and saves that as its eval.json (at the source's step)."""
+    from lmlab.eval.run import evaluate_run
+    from lmlab.runs import load_run
+
+    if job.run_dir.exists():  # cut short before its eval.json: the command wants a new --out
+        shutil.rmtree(job.run_dir)
+    cmd = [sys.executable, "-m", "lmlab.cli", *job.derive]
+    log.info("deriving %s/seed-%d: %s", job.variant, job.seed, " ".join(cmd[1:]))
+    out = subprocess.run(cmd, cwd=ctx.root, stdout=subprocess.PIPE, text=True)
+    if out.returncode != 0:
+        log.error("deriving %s/seed-%d failed with exit status %d", job.variant, job.seed, out.returncode)
+        return out.returncode
+    printed = out.stdout.strip().splitlines()  # `lmlab quantize` prints its sizes and policy as JSON
+    try:
+        made = json.loads(printed[-1]) if printed else None
+    except ValueError:
+        made = printed[-1]
+    run = load_run(job.run_dir)
+    write_json(job.run_dir / "eval.json", {"step": run.step, **evaluate_run(run), "derived": list(job.derive),
+                                           "derive_output": made})
+    return 0
+
+
 def run_job(ctx: Context, job: Job) -> int:
-    """The worker: train (resuming whatever is there), then measure. Returns an exit status."""
-    if not trained(job):
+    """The worker: train (resuming whatever is there) or derive, then measure. Returns an exit status."""
+    if job.kind == "derive" and not trained(job):
+        rc = derive(ctx, job)
+        if rc != 0:
+            return rc
+    elif not trained(job):
         cmd = train_command(ctx, job)
         log.info("training %s/seed-%d: %s", job.variant, job.seed, " ".join(cmd[1:]))
         t0 = time.perf_counter()
@@ -133,14 +169,34 @@ def run_job(ctx: Context, job: Job) -> int:
 
 def log_path(ctx: Context, job: Job) -> pathlib.Path:
     """Outside the run directory: a run that fails before its first checkpoint removes that."""
-    return experiment_dir(ctx.runs_dir, ctx.name, ctx.scale) / "logs" / f"{job.variant}-seed-{job.seed}.log"
+    name = job.variant if job.kind == "prerequisite" else f"{job.variant}-seed-{job.seed}"
+    return experiment_dir(ctx.runs_dir, ctx.name, ctx.scale) / "logs" / f"{name}.log"
+
+
+def waiting_on(job: Job, jobs: list[Job], outcome: dict[int, str]) -> str | None:
+    """The outcome line of a job not started because a run it needs did not finish; None: it can start."""
+    missing = [jobs[i] for i in job.after if outcome.get(i) not in ("done", "skipped")]
+    if not missing:
+        return None
+    return "not started: it needs " + ", ".join(
+        f"{j.variant}" + (f"/seed-{j.seed}" if j.kind != "prerequisite" else "") for j in missing) + ", not finished"
 
 
 def run_local(ctx: Context, jobs: list[Job], n_parallel: int) -> dict[int, str]:
-    """Runs the unfinished jobs, `n_parallel` worker processes at a time. Returns {job index:
-    'done' | 'skipped' | failure line}. SIGINT/SIGTERM stop every worker (the trainers checkpoint)."""
-    outcome = {job.index: "skipped" for job in jobs if finished(job, ctx.experiment)}
-    todo = [job for job in jobs if job.index not in outcome]
+    """Runs the unfinished jobs wave by wave (spec.levels), `n_parallel` worker processes at a time.
+    Returns {job index: 'done' | 'skipped' | failure line}. SIGINT/SIGTERM stop every worker."""
+    outcome: dict[int, str] = {}
+    for wave in levels(jobs):
+        outcome.update(run_wave(ctx, jobs, wave, n_parallel, outcome))
+    return outcome
+
+
+def run_wave(ctx: Context, jobs: list[Job], wave: list[Job], n_parallel: int, before: dict[int, str]) -> dict[int, str]:
+    outcome = {job.index: "skipped" for job in wave if finished(job, ctx.experiment)}
+    for job in wave:
+        if job.index not in outcome and (reason := waiting_on(job, jobs, before)):
+            outcome[job.index] = reason
+    todo = [job for job in wave if job.index not in outcome]
     procs: dict[int, subprocess.Popen] = {}
     stopping = []
 

@@ -12,7 +12,7 @@ import os
 import sys
 
 from lmlab.config import ConfigError
-from lmlab.experiment.runner import Context, run_job
+from lmlab.experiment.runner import Context, run_job, trained
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= index < len(jobs):  # e.g. the experiment file lost variants after the array was submitted
         print(f"lmlab: error: run {index} is not in experiment '{ctx.name}' ({len(jobs)} runs)", file=sys.stderr)
         return 2
-    return run_job(ctx, jobs[index])
+    job = jobs[index]
+    missing = [jobs[i] for i in job.after if not trained(jobs[i])]
+    if missing:  # the executors start a run only after the runs it needs; a hand-started worker may not
+        print(f"lmlab: error: {job.variant}/seed-{job.seed} needs {missing[0].run_dir}, which is not trained yet",
+              file=sys.stderr)
+        return 1
+    return run_job(ctx, job)
 
 
 if __name__ == "__main__":

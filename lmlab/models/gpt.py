@@ -2,7 +2,10 @@
 
 Every switch comes from the `model` config section: positions learned | sinusoidal | rope | alibi,
 norm layernorm | rmsnorm, mlp gelu | swiglu, tied or untied embeddings, MHA/GQA/MQA, dropout (and
-LoRA dropout inside the dense layers, lmlab.nn.lora), both driven by `dropout_key` (None: none).
+LoRA dropout inside the dense layers, lmlab.nn.lora), both driven by `dropout_key` (None: none), and
+norm_position: pre (GPT-2, Llama: x + f(norm(x)) per sublayer, then a final norm) or post (the
+original Transformer and GPT-1: norm(x + f(x)) per sublayer, no final norm: the last block's
+output is already normalized).
 
 Packed rows (several documents per row, as MaxText and T5X train): `segment_ids_BT` numbers the
 documents of a row 1, 2, ... (neighbours must differ) and marks padding with 0. Attention then never
@@ -36,19 +39,30 @@ REMAT_POLICIES = {
 }
 
 
+def is_post_norm(m) -> bool:
+    return m.get("norm_position", "pre") == "post"  # configs written before the key are pre-norm
+
+
 class Block(nnx.Module):
     def __init__(self, m, *, dtype, rngs: nnx.Rngs):
-        out_std = 0.02 / math.sqrt(2 * m.n_layers)  # GPT-2: residual projections scaled by depth
+        # Pre-norm stacks scale residual projections by depth (GPT-2); post-norm ones (GPT-1) do not.
+        out_std = 0.02 if is_post_norm(m) else 0.02 / math.sqrt(2 * m.n_layers)
         self.norm1 = make_norm(m.norm, m.d_model, eps=m.norm_eps, use_bias=m.use_bias)
         self.attn = SelfAttention.from_config(m, dtype=dtype, out_init_std=out_std, rngs=rngs)
         self.norm2 = make_norm(m.norm, m.d_model, eps=m.norm_eps, use_bias=m.use_bias)
         self.mlp = make_mlp(m.mlp, m.d_model, m.d_ff, use_bias=m.use_bias, dtype=dtype,
                             out_init_std=out_std, rngs=rngs)
         self.dropout_rate = m.dropout
+        self.post_norm = is_post_norm(m)
 
     def __call__(self, x_BTD, *, rope, cache, cache_index, dropout_key, segment_ids_BT=None):
         k1, k2 = jax.random.split(dropout_key) if dropout_key is not None else (None, None)
         k_attn, k_mlp = adapter_keys(dropout_key, 2)  # LoRA dropout inside the dense layers
+        if self.post_norm:
+            h, cache = self.attn(x_BTD, rope=rope, causal=True, cache=cache, cache_index=cache_index,
+                                 segment_ids_BT=segment_ids_BT, dropout_key=k_attn)
+            x_BTD = self.norm1(x_BTD + dropout(h, self.dropout_rate, k1))
+            return self.norm2(x_BTD + dropout(self.mlp(x_BTD, dropout_key=k_mlp), self.dropout_rate, k2)), cache
         h, cache = self.attn(self.norm1(x_BTD), rope=rope, causal=True, cache=cache, cache_index=cache_index,
                              segment_ids_BT=segment_ids_BT, dropout_key=k_attn)
         x_BTD = x_BTD + dropout(h, self.dropout_rate, k1)
@@ -69,7 +83,8 @@ class GPT(nnx.Module):
         self.embed = Embed(vocab_size, m.d_model, dtype=self.dtype, rngs=rngs)
         self.pos_embed = learned_table(m, init_std=0.01, rngs=rngs)
         self.blocks = nnx.List([Block(m, dtype=self.dtype, rngs=rngs) for _ in range(m.n_layers)])
-        self.final_norm = make_norm(m.norm, m.d_model, eps=m.norm_eps, use_bias=m.use_bias)
+        if not is_post_norm(m):
+            self.final_norm = make_norm(m.norm, m.d_model, eps=m.norm_eps, use_bias=m.use_bias)
         if not m.tie_embeddings:
             self.lm_head = Linear(m.d_model, vocab_size, use_bias=False, dtype=self.dtype, rngs=rngs,
                                   axes=("embed", "vocab"))
@@ -99,7 +114,7 @@ class GPT(nnx.Module):
     def hidden(self, tokens_BT: jax.Array, *, segment_ids_BT: jax.Array | None = None,
                positions_BT: jax.Array | None = None, cache: list | None = None, cache_index=0,
                dropout_key: jax.Array | None = None):
-        """Returns (final-normed hidden states x_BTD, updated cache or None).
+        """Returns (the last hidden states x_BTD, normalized; the updated cache or None).
 
         `segment_ids_BT`: int [B, T], the document of each token (module docstring; 0 = padding).
         `positions_BT`: int [B, T], explicit positions (default: from the segment ids, restarting
@@ -130,7 +145,7 @@ class GPT(nnx.Module):
                                            segment_ids_BT=segment_ids_BT)
                 if cache is not None:
                     new_cache.append(layer_cache)
-        return self.final_norm(x_BTD), new_cache
+        return (x_BTD if is_post_norm(m) else self.final_norm(x_BTD)), new_cache
 
     def _positions(self, tokens_BT, segment_ids_BT, positions_BT, cache, cache_index) -> jax.Array | None:
         """The positions_BT for `add_positions`: given, from the segments (of the cache), or None."""

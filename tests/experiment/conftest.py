@@ -15,7 +15,7 @@ def write_experiment(tmp_path):
     def write(body: str, name: str = "tiny_ablation") -> pathlib.Path:
         path = tmp_path / "experiments" / f"{name}.py"
         path.parent.mkdir(parents=True, exist_ok=True)
-        header = f"from lmlab.experiment import TINY, Experiment, HeldOutBpb, Size, DecodeSpeed\nBASE = {str(BASE)!r}\n"
+        header = f"from lmlab.experiment import TINY, Derive, Experiment, HeldOutBpb, Size, DecodeSpeed\nBASE = {str(BASE)!r}\n"
         path.write_text(header + textwrap.dedent(body))
         return path
 

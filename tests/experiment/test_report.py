@@ -75,3 +75,38 @@ def test_report_only_from_nothing_writes_an_empty_table(ctx, tmp_path):
     report.write(ctx, ctx.jobs(), tmp_path / "out", "cmd")
     md = (tmp_path / "out" / "tiny_ablation.md").read_text()
     assert "| a | 0 |" in md and "machine: unknown" in md
+
+
+def test_prerequisite_row_eval_metrics_and_a_derived_run(write_experiment, tmp_path):
+    """The teacher is a row of its own below the variants (never judged against them), an
+    eval.json key named in eval_metrics is a column, and a derived run counts once its command's
+    eval.json is there (its step is its source's, whatever that is)."""
+    path = write_experiment("""
+        EXPERIMENT = Experiment(base=BASE, requires={"teacher": BASE}, eval_metrics=("eval/distill/kl",),
+                                table=("val_bpb", "eval/distill/kl"),
+                                variants=[("alone", {}), ("kd", {"distill.teacher": "{teacher}"}),
+                                          ("int8", Derive("alone", ["quantize", "--weights", "int8"]))])
+    """)
+    ctx = Context.load(path, scale="tiny", seeds=2, runs_dir=tmp_path / "runs")
+    jobs = ctx.jobs()
+    for job, bpb in zip(jobs, [1.5, 2.0, 2.1, 1.8, 1.81, 2.02, 2.12]):
+        _fake_run(job, bpb, bpb)
+        if job.variant == "kd":
+            summary = json.loads((job.run_dir / "eval.json").read_text())
+            (job.run_dir / "eval.json").write_text(json.dumps({**summary, "eval/distill/kl": 0.25 + job.seed}))
+        if job.kind == "derive":
+            (job.run_dir / "eval.json").write_text(json.dumps({"step": 0, "val_bpb": bpb, "derived": list(job.derive)}))
+    report.write(ctx, jobs, tmp_path / "out", "cmd")
+    md = (tmp_path / "out" / "tiny_ablation.md").read_text()
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in md.splitlines() if line.startswith("| ")]
+    rows = {row[0]: row for row in cells}
+    assert list(rows)[1:] == ["alone", "kd", "int8", "teacher (prerequisite)"]
+    assert rows["variant"][3] == "eval/distill/kl"
+    assert rows["teacher (prerequisite)"][1:3] == ["1", "1.5000"]  # one run, no std, no finding mark
+    assert rows["kd"][2] == "1.8050 ± 0.0071 *" and rows["kd"][3] == "0.7500 ± 0.7071"
+    assert rows["alone"][3] == "n/a" and rows["int8"][2].startswith("2.0700 ± 0.0707")
+    assert "teacher vs" not in md
+    data = json.loads((tmp_path / "out" / "tiny_ablation.json").read_text())
+    assert data["prerequisites"] == ["teacher"]
+    assert {r["variant"]: r["kind"] for r in data["runs"]} == {"teacher": "prerequisite", "alone": "train",
+                                                               "kd": "train", "int8": "derive"}

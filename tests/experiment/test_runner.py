@@ -134,3 +134,17 @@ def test_interrupted_experiment_resumes(done, capsys):
         after = json.loads((exp / v / "seed-0" / "eval.json").read_text())
         assert after["val_loss"] == pytest.approx(before[v]["val_loss"], rel=1e-6)
     assert (exp / "rope" / "seed-0" / "measurements.json").exists()
+
+
+def test_a_run_waits_for_the_runs_it_names(write_experiment, tmp_path):
+    from lmlab.experiment.runner import Context, waiting_on
+
+    path = write_experiment("""
+        EXPERIMENT = Experiment(base=BASE, requires={"teacher": BASE},
+                                variants=[("kd", {"distill.teacher": "{teacher}"}), ("alone", {})])
+    """)
+    jobs = Context.load(path, scale="tiny", seeds=1, runs_dir=tmp_path).jobs()
+    teacher, kd, alone = jobs
+    assert waiting_on(kd, jobs, {0: "failed (exit status 1); log: x"}) == "not started: it needs teacher, not finished"
+    assert waiting_on(kd, jobs, {0: "skipped"}) is None and waiting_on(kd, jobs, {0: "done"}) is None
+    assert waiting_on(alone, jobs, {}) is None

@@ -6,9 +6,10 @@ import pytest
 
 from lmlab import cli
 from lmlab.config import ConfigError
-from lmlab.experiment.spec import format_value, load_experiment, plan
+from lmlab.experiment.spec import TINY, format_value, levels, load_experiment, plan
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+BASE = ROOT / "configs" / "gpt_shakespeare.py"  # the experiment files' base (conftest.py)
 
 
 def test_plan_orders_overrides_and_resolves_every_run(write_experiment, tmp_path):
@@ -35,6 +36,37 @@ def test_plan_orders_overrides_and_resolves_every_run(write_experiment, tmp_path
     assert len(plan(experiment, name, root, scale="tiny", seeds=1, runs_dir=tmp_path)) == 2
 
 
+def test_prerequisites_placeholders_and_derived_variants(write_experiment, tmp_path):
+    """A prerequisite is one run before the variants (the config's own seed; at full scale no
+    overrides at all, so a run trained by hand with the same command counts); placeholders become
+    run directories of the same seed, and the runs they name come first."""
+    path = write_experiment("""
+        EXPERIMENT = Experiment(base=BASE, requires={"teacher": BASE}, seeds=2,
+            variants=[("alone", {}), ("kd", {"distill.teacher": "{teacher}", "distill.alpha": 0.9}),
+                      ("ft", {"train.init_from": "{alone}"}), ("q", Derive("alone", ["quantize", "--weights", "int8"]))],
+            tiny_variants={"teacher": {"model.d_model": 64}})
+    """)
+    name, experiment, root = load_experiment(path)
+    runs = tmp_path / "runs"
+    exp = runs / name
+    jobs = plan(experiment, name, root, scale="full", seeds=None, runs_dir=runs)
+    assert [(j.kind, j.variant, j.seed) for j in jobs] == [("prerequisite", "teacher", 0)] + [
+        ("derive" if v == "q" else "train", v, s) for v in ("alone", "kd", "ft", "q") for s in (0, 1)]
+    teacher = jobs[0]
+    assert (teacher.run_dir, teacher.overrides, teacher.config_file, teacher.after) == (exp / "teacher", (), str(BASE), ())
+    kd, ft, q = jobs[4], jobs[6], jobs[8]  # seed 1 of each
+    assert kd.config.distill.teacher == str(exp / "teacher") and kd.after == (0,) and kd.config.seed == 1
+    assert ft.config.train.init_from == str(exp / "alone" / "seed-1") and ft.after == (2,)
+    assert q.derive == ("quantize", str(exp / "alone" / "seed-1"), "--weights", "int8", "--out", str(exp / "q" / "seed-1"))
+    assert q.after == (2,) and q.config.to_dict() == jobs[2].config.to_dict()  # its source's, until it is made
+    assert [[j.index for j in wave] for wave in levels(jobs)] == [[0, 1, 2], [3, 4, 5, 6, 7, 8]]
+    tiny = plan(experiment, name, root, scale="tiny", seeds=1, runs_dir=runs)
+    assert tiny[0].run_dir == runs / f"{name}-tiny" / "teacher"
+    assert tiny[0].config.model.d_model == 64 and tiny[1].config.model.d_model == TINY["model.d_model"]
+    assert tiny[0].config.data.corpus == tiny[1].config.data.corpus == "shakespeare_tiny"
+    assert tiny[2].config.distill.teacher == str(runs / f"{name}-tiny" / "teacher")
+
+
 def test_values_format_as_the_command_line_parses_them():
     assert [format_value(v) for v in (True, False, 3, 2.5e-3, "rope", ("a", "b"))] == [
         "true", "false", "3", "0.0025", "rope", "('a', 'b')"]
@@ -52,6 +84,16 @@ def test_values_format_as_the_command_line_parses_them():
     ("EXPERIMENT = Experiment(base=BASE, variants=[('a', {'model.n_kv_heads': 3})])", "'model.n_kv_heads'"),
     ("EXPERIMENT = Experiment(base=BASE, variants=[('a', {})], tiny_seeds=0)", "tiny_seeds must be a positive integer"),
     ("EXPERIMENT = 3", "must define EXPERIMENT"),
+    ("EXPERIMENT = Experiment(base=BASE, variants=[('a', {'train.init_from': '{teachr}'})], "
+     "requires={'teacher': BASE})", "variant 'a': placeholder '{teachr}' names no prerequisite or other variant"),
+    ("EXPERIMENT = Experiment(base=BASE, variants=[('a', {}), ('q', Derive('b', ['quantize']))])",
+     "derived variant 'q' comes from 'b', which is not a trained variant"),
+    ("EXPERIMENT = Experiment(base=BASE, variants=[('a', {})], requires={'a': BASE})", "variant name 'a' is used twice"),
+    ("EXPERIMENT = Experiment(base=BASE, variants=[('logs', {})])", "variant name 'logs'"),
+    ("EXPERIMENT = Experiment(base=BASE, variants=[('a', {'train.init_from': '{b}'}), "
+     "('b', {'train.init_from': '{a}'})])", "variants wait for each other's runs: a -> b -> a"),
+    ("EXPERIMENT = Experiment(base=BASE, variants=[('a', {}), ('q', Derive('a', ['quantize']))], "
+     "tiny_variants={'q': {}})", "tiny_variants names 'q', which is not a variant"),
     ("import nonexistent_module_xyz", "ModuleNotFoundError"),
 ])
 def test_bad_experiment_files_are_one_line_exit_2(write_experiment, tmp_path, capsys, body, words):

@@ -24,6 +24,7 @@ VARIANTS = [
     {"n_kv_heads": 2, "tie_embeddings": False},   # GQA
     {"n_kv_heads": 1},                            # MQA
     {"positions": "alibi", "n_kv_heads": 2},      # ALiBi with GQA
+    {"norm_position": "post", "n_kv_heads": 2},  # GPT-1 order: norm after each residual add
 ]
 
 
@@ -120,7 +121,8 @@ def test_a_sequence_past_max_len_is_refused_instead_of_nan_logits(positions):
 def _reference_logits(p, c, tokens):
     """The decoder written out in float64 numpy, HF-style: RoPE as q * cos + rotate_half(q) * sin,
     kv heads shared as transformers' repeat_kv (kv head k serves query heads k * N/K .. ),
-    SwiGLU down(silu(gate x) * up x), ALiBi's -slope * (i - j) with Press et al.'s slopes."""
+    SwiGLU down(silu(gate x) * up x), ALiBi's -slope * (i - j) with Press et al.'s slopes; post-norm
+    as GPT-1: x = norm1(x + attn(x)); x = norm2(x + mlp(x)), no final norm."""
     from lmlab.nn.positions import alibi_slopes
 
     p = jax.tree.map(lambda a: np.asarray(a, np.float64), p)
@@ -138,8 +140,9 @@ def _reference_logits(p, c, tokens):
     ang = np.arange(T)[:, None] / c.rope_theta ** (np.arange(0, H, 2) / H)
     cos, sin = (np.concatenate([f(ang)] * 2, -1)[None, :, None] for f in (np.cos, np.sin))
     rotate_half = lambda t: np.concatenate([-t[..., H // 2:], t[..., :H // 2]], -1)  # noqa: E731
+    post = c.norm_position == "post"
     for b in (p["blocks"][i] for i in range(c.n_layers)):
-        qkv = lin(norm(x, b["norm1"]), b["attn"]["qkv"])
+        qkv = lin(x if post else norm(x, b["norm1"]), b["attn"]["qkv"])
         q = qkv[..., :N * H].reshape(B, T, N, H)
         k, v = (qkv[..., (N + i) * H:(N + K + i) * H].reshape(B, T, K, H) for i in (0, K))
         if c.positions == "rope":
@@ -152,25 +155,29 @@ def _reference_logits(p, c, tokens):
         w = np.exp(s - s.max(-1, keepdims=True))
         w /= w.sum(-1, keepdims=True)
         x = x + lin(np.einsum("bnts,bsnh->btnh", w, v).reshape(B, T, N * H), b["attn"]["out"])
-        h, mlp = norm(x, b["norm2"]), b["mlp"]
+        x = norm(x, b["norm1"]) if post else x
+        h, mlp = (x if post else norm(x, b["norm2"])), b["mlp"]
         if c.mlp == "swiglu":
             g = lin(h, mlp["gate"])
             x = x + lin(g / (1 + np.exp(-g)) * lin(h, mlp["up"]), mlp["down"])
         else:
             u = lin(h, mlp["up"])
             x = x + lin(0.5 * u * (1 + np.tanh(np.sqrt(2 / np.pi) * (u + 0.044715 * u ** 3))), mlp["down"])
-    x = norm(x, p["final_norm"])
+        x = norm(x, b["norm2"]) if post else x
+    x = x if post else norm(x, p["final_norm"])
     return x @ (p["embed"]["embedding"].T if c.tie_embeddings else p["lm_head"]["kernel"])
 
 
 @pytest.mark.parametrize("overrides", [
     {"positions": "rope", "norm": "rmsnorm", "mlp": "swiglu", "n_kv_heads": 2, "tie_embeddings": False},  # main job
     {"positions": "alibi", "n_heads": 6, "n_kv_heads": 3, "d_model": 48, "use_bias": False},  # 6 heads: not 2^k
+    {"norm_position": "post", "n_layers": 2},                                            # GPT-1: LayerNorm, GELU
+    {"norm_position": "post", "norm": "rmsnorm", "mlp": "swiglu", "tie_embeddings": False},
 ])
 def test_forward_matches_a_numpy_reference(overrides):
     from flax import nnx
 
-    c = tiny_model_config(n_layers=1, **overrides)
+    c = tiny_model_config(**{"n_layers": 1, **overrides})
     model = build_model(c, VOCAB, seed=0)
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     leaves, treedef = jax.tree.flatten(params)
@@ -278,3 +285,18 @@ def test_explicit_positions_and_argument_errors():
     learned = build_model(tiny_model_config(positions="learned", max_len=8), VOCAB)
     with pytest.raises(ValueError, match="exceed model.max_len = 8"):
         learned(jnp.zeros((1, 9), jnp.int32), segment_ids_BT=jnp.ones((1, 9), jnp.int32))
+
+
+def test_pre_norm_is_the_default_and_a_config_without_the_key_builds_the_same_model():
+    """Run configs written before model.norm_position existed load as pre-norm, bit-identically."""
+    from flax import nnx
+
+    tokens = jax.random.randint(jax.random.key(2), (2, 9), 0, VOCAB)
+    old = tiny_model_config()
+    del old["norm_position"]
+    models = [build_model(c, VOCAB, seed=0) for c in (old, tiny_model_config(norm_position="pre"))]
+    states = [nnx.to_pure_dict(nnx.state(m, nnx.Param)) for m in models]
+    assert jax.tree.structure(states[0]) == jax.tree.structure(states[1]) and "final_norm" in states[0]
+    np.testing.assert_array_equal(models[0](tokens)[0], models[1](tokens)[0])
+    post = build_model(tiny_model_config(norm_position="post"), VOCAB, seed=0)
+    assert "final_norm" not in nnx.to_pure_dict(nnx.state(post, nnx.Param))
