@@ -2,7 +2,7 @@
 
     lmlab experiment experiments/distillation.py [--scale tiny]
 
-The teacher (configs/gpt_shakespeare_teacher.py: 6 layers, d_model 256, 5.8M parameters, 6,000
+The teacher (configs/gpt_shakespeare_teacher.py: 6 layers, d_model 256, 5.8M parameters, 3,000
 steps of 16 x 128 tokens) is trained once, at runs/experiments/distillation/teacher, before the
 students; its row is in the table. Students have the main job's shape (configs/gpt_shakespeare.py,
 1.3M parameters) but a budget of 1,000 steps, not 2,900, so that the ten student runs fit a CPU
