@@ -76,7 +76,7 @@ def test_distillation_teacher_is_the_runs_own_command_and_counts_once_trained(tm
         (0.5, 1.0), (0.5, 2.0), (0.9, 1.0), (0.9, 2.0)}
     assert all(j.config.distill.teacher in ("", str(teacher.run_dir)) for j in students)
     teacher.run_dir.mkdir(parents=True)
-    (teacher.run_dir / "eval.json").write_text(json.dumps({"step": 6000, "val_bpb": 1.9}))
+    (teacher.run_dir / "eval.json").write_text(json.dumps({"step": teacher.config.train.steps, "val_bpb": 1.9}))
     assert trained(teacher)
     tiny = Context.load(ROOT / "experiments" / "distillation.py", scale="tiny", seeds=1, runs_dir=tmp_path).jobs()
     assert _params(tiny[0].config, 65) > _params(tiny[1].config, 65)
