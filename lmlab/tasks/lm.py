@@ -12,6 +12,7 @@ from flax import nnx
 
 from lmlab import flops, sharding
 from lmlab.compress.distill import distill_objective
+from lmlab.data.host_loader import choose_loader
 from lmlab.data.mixture import mixture_weights
 from lmlab.data.mixture_windows import mixture_train_arrays, sample_mixture_windows
 from lmlab.data.prepare import prepare, prepare_heldout
@@ -93,6 +94,11 @@ class LMTask(Task):
 
     def prepare(self, run_dir: pathlib.Path) -> TaskData:
         data = prepare(self.config, run_dir, min_train_tokens=self.config.data.seq_len + 2)
+        sources = data.train_tokens if isinstance(data.train_tokens, dict) else {"": data.train_tokens}
+        train_bytes = sum(tokens.nbytes for tokens in sources.values())
+        if choose_loader(self.config.data.get("loader", "auto"), train_bytes) == "host":
+            # The memory maps themselves: windows are read from them on the host (lmlab.train.inputs).
+            return TaskData(data.tokenizer, {}, data.val_tokens, extra={"host_sources": list(sources.values())})
         if isinstance(data.train_tokens, dict):  # a mixture (data.mixture): sources end to end
             return TaskData(data.tokenizer, mixture_train_arrays(data.train_tokens), data.val_tokens)
         if len(data.train_tokens) <= self.config.data.seq_len + 1:
