@@ -16,7 +16,6 @@ raised in the main thread as one HostLoaderError line naming the step, and `clos
 
 from __future__ import annotations
 
-import mmap
 import queue
 import threading
 from typing import Sequence
@@ -25,6 +24,7 @@ import jax
 import numpy as np
 
 from lmlab.config import LOADERS
+from lmlab.data.token_file import release_pages
 
 # `auto` keeps the whole training token array on every device (lmlab.tasks.lm's on-device
 # sampling) up to this size: on the CPU main job that path is faster (no per-chunk host work or
@@ -71,6 +71,23 @@ def read_windows(sources: Sequence[np.ndarray], source_B: np.ndarray, start_B: n
     return out_BT1
 
 
+def read_chunk(sources: Sequence[np.ndarray], weights_S, *, seed: int, step: int, steps: int, accum: int, batch: int,
+               seq_len: int, rows: slice) -> np.ndarray:
+    """`rows` of the global micro-batches of steps step..step+steps-1, [steps, accum, rows, seq_len + 1]:
+    micro-batch i of step s is the one at data position s * accum + i. The pages read are unmapped
+    after each micro-batch (lmlab.data.token_file.release_pages): resident memory stays flat."""
+    lengths_S = [len(source) for source in sources]
+    n_rows = len(range(batch)[rows])
+    out = np.empty((steps, accum, n_rows, seq_len + 1), np.int32)
+    for s in range(steps):
+        for i in range(accum):
+            source_B, start_B = window_starts(seed, (step + s) * accum + i, batch, seq_len, lengths_S, weights_S)
+            out[s, i] = read_windows(sources, source_B[rows], start_B[rows], seq_len)
+            for source in sources:  # a fault maps a whole page-cache folio (up to 2 MiB), not a window
+                release_pages(source)
+    return out
+
+
 def process_rows(batch_sharding, global_shape: tuple[int, ...], axis: int) -> slice:
     """The rows (along `axis`) of a global batch that this process's devices hold: a contiguous
     slice (all rows when the batch axes do not span processes)."""
@@ -83,15 +100,6 @@ def process_rows(batch_sharding, global_shape: tuple[int, ...], axis: int) -> sl
     return slice(lo, hi)
 
 
-def _drop_mapped_pages(sources: Sequence[np.ndarray]) -> None:
-    """Unmaps the pages read so far from this process (they stay in the page cache): mapped file
-    pages count as resident memory, which would otherwise grow towards the files' size."""
-    for source in sources:
-        mapping = getattr(source, "_mmap", None)  # np.memmap's mmap object
-        if mapping is not None:
-            mapping.madvise(mmap.MADV_DONTNEED)
-
-
 class HostLoader:
     """Iterator of global arrays [steps_per_call, grad_accum, batch, seq_len + 1] (int32), one per
     jitted chunk, from step `start_step` on, placed with `batch_sharding` (split on the batch
@@ -102,8 +110,7 @@ class HostLoader:
     def __init__(self, sources: Sequence[np.ndarray], weights_S, *, seed: int, batch_size: int, seq_len: int,
                  grad_accum: int, steps_per_call: int, start_step: int, batch_sharding, ahead: int = 2):
         self.sources, self.weights_S = list(sources), np.asarray(weights_S, np.float64)
-        self.lengths_S = [len(s) for s in self.sources]
-        too_short = [n for n in self.lengths_S if n <= seq_len]
+        too_short = [len(s) for s in self.sources if len(s) <= seq_len]
         if too_short:
             raise ValueError(f"a training source has {too_short[0]} tokens, fewer than data.seq_len + 1")
         self.seed, self.batch, self.seq_len = seed, batch_size, seq_len
@@ -112,7 +119,6 @@ class HostLoader:
         self.sharding = batch_sharding
         self.rows = process_rows(batch_sharding, self.global_shape, axis=2)
         self.example = jax.ShapeDtypeStruct(self.global_shape, np.int32, sharding=batch_sharding)
-        self._next_step = start_step
         self._queue: queue.Queue = queue.Queue(maxsize=max(ahead, 1))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(start_step,), name="lmlab-host-loader", daemon=True)
@@ -120,14 +126,8 @@ class HostLoader:
 
     def local_chunk(self, step: int) -> np.ndarray:
         """This process's rows of the chunk starting at `step`: [k, accum, rows, seq_len + 1]."""
-        out = np.empty((self.k, self.accum, self.rows.stop - self.rows.start, self.seq_len + 1), np.int32)
-        for s in range(self.k):
-            for i in range(self.accum):
-                source_B, start_B = window_starts(self.seed, (step + s) * self.accum + i, self.batch, self.seq_len,
-                                                  self.lengths_S, self.weights_S)
-                out[s, i] = read_windows(self.sources, source_B[self.rows], start_B[self.rows], self.seq_len)
-        _drop_mapped_pages(self.sources)
-        return out
+        return read_chunk(self.sources, self.weights_S, seed=self.seed, step=step, steps=self.k, accum=self.accum,
+                          batch=self.batch, seq_len=self.seq_len, rows=self.rows)
 
     def _put(self, item) -> bool:
         while not self._stop.is_set():
@@ -155,7 +155,7 @@ class HostLoader:
     def __next__(self) -> jax.Array:
         while True:
             try:
-                step, item = self._queue.get(timeout=1.0)
+                step, item = self._queue.get(timeout=1.0)  # chunks come in order: one producer, FIFO
                 break
             except queue.Empty:
                 if not self._thread.is_alive():
@@ -165,9 +165,6 @@ class HostLoader:
             first_line = (str(item).strip().splitlines() or [""])[0]
             raise HostLoaderError(f"host loader failed reading the batches from step {step + 1}: "
                                   f"{type(item).__name__}: {first_line}") from item
-        if step != self._next_step:  # cannot happen: one producer, FIFO
-            raise HostLoaderError(f"host loader out of order: step {step}, expected {self._next_step}")
-        self._next_step += self.k
         return item
 
     def close(self) -> None:
