@@ -8,12 +8,16 @@ run's current step on, so a resume needs nothing beyond the checkpoint's step.
 
 from __future__ import annotations
 
+import logging
+
 import jax
 import numpy as np
 
 from lmlab import sharding
 from lmlab.data.host_loader import HostLoader
 from lmlab.data.mixture import mixture_weights
+
+log = logging.getLogger("lmlab")
 
 
 class DeviceArrays:
@@ -41,6 +45,8 @@ def train_inputs(config, data, mesh, steps_per_call: int, start_step: int):
     if sources is None:
         return DeviceArrays(sharding.put_replicated(jax.tree.map(np.asarray, data.train), mesh))
     d, t = config.data, config.train
+    log.info("data: host loader, windows read from %d memory-mapped token file(s) (%s tokens) from step %d",
+             len(sources), f"{sum(len(s) for s in sources):,}", start_step)
     weights = mixture_weights(d.mixture) if d.get("mixture", "") else np.ones(1)
     return HostLoader(sources, weights, seed=config.seed, batch_size=d.batch_size, seq_len=d.seq_len,
                       grad_accum=t.grad_accum, steps_per_call=steps_per_call, start_step=start_step,
