@@ -27,8 +27,9 @@ from lmlab.config import LOADERS
 from lmlab.data.token_file import release_pages
 
 # `auto` keeps the whole training token array on every device (lmlab.tasks.lm's on-device
-# sampling) up to this size: on the CPU main job that path is faster (no per-chunk host work or
-# transfer; docs/benchmarks.md), and 256 MiB is a small share of any accelerator's memory.
+# sampling) up to this size, a small share of any accelerator's memory: small corpora (the main
+# job) keep the batches they always drew. On the 2-core CPU the two paths ran within noise of
+# each other (docs/benchmarks.md); the host path adds a thread and a transfer per call.
 AUTO_DEVICE_BYTES = 256 << 20
 
 
