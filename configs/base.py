@@ -14,6 +14,8 @@ def get_config() -> ml_collections.ConfigDict:
                                     # (a .jsonl file of {"messages": [...]}, translate_en_fr, chatterbot[:LANGUAGE])
     c.data.mixture = ""             # task lm: "corpus:weight,..." (e.g. "shakespeare:0.7,python_stdlib:0.3"),
                                     # training windows drawn by weight; replaces data.corpus when set
+    c.data.loader = "auto"          # task lm: device (token array on every device, windows drawn there) | host
+                                    # (windows read from the memory-mapped token files) | auto (device up to 256 MiB)
     c.data.dedupe = False           # drop exact duplicate documents (and training copies of held-out ones)
     c.data.min_chars = 0            # drop documents shorter than this many characters
     c.data.min_printable = 0.0      # drop documents whose share of printable characters is below this

@@ -2,6 +2,7 @@
 
 - `bench_train`: throughput and MFU of the trainer's own jitted chunk (`make_train_chunk` on the
   state from `init_state`) on random tokens already on the device, so no data preparation runs.
+- `bench_loader`: tokens/s of the host loader alone (data.loader=host), against `bench_train`'s.
 - `bench_attention`: forward + backward time and compiled peak memory per attention implementation
   and sequence length.
 - `bench_decode`: generation throughput of a trained run with and without the KV cache (decoder-only
@@ -153,6 +154,43 @@ def _peak_bytes_in_use() -> int | None:
     except Exception:  # some backends do not implement it
         return None
     return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
+
+
+# -------------------------------------------------------------------------------------- loader
+
+def bench_loader(config, *, token_file: str | None = None, n_tokens: int = 1 << 26, calls: int = 20) -> dict:
+    """Tokens/s of the host loader alone (lmlab.data.host_loader: windows read from a memory-mapped
+    token file and placed on the trainer's mesh) at the config's batch, seq_len, grad_accum and
+    steps_per_call, for comparison with `bench_train`'s consumption. The file is `token_file`,
+    or `n_tokens` random ids written to a temporary one. Median of `calls` chunks after one."""
+    import tempfile
+
+    import numpy as np
+
+    from lmlab import sharding
+    from lmlab.data.host_loader import HostLoader
+    from lmlab.data.token_file import read_token_file, write_token_file
+
+    if calls < 1 or n_tokens <= config.data.seq_len:
+        raise BenchArgumentError(f"need calls >= 1 and more tokens than data.seq_len, got {calls}, {n_tokens}")
+    t, d = config.train, config.data
+    mesh = sharding.make_mesh(config.get("mesh"))
+    sharding.check_batch(config, mesh)
+    with tempfile.TemporaryDirectory() as tmp:
+        if token_file is None:
+            token_file = f"{tmp}/train.bin"
+            ids = np.random.default_rng(0).integers(0, config.tokenizer.vocab_size, n_tokens, dtype=np.uint32)
+            write_token_file(token_file, ids, vocab_size=config.tokenizer.vocab_size)
+            del ids
+        tokens = read_token_file(token_file)
+        with HostLoader([tokens], [1.0], seed=config.seed, batch_size=d.batch_size, seq_len=d.seq_len,
+                        grad_accum=t.grad_accum, steps_per_call=t.steps_per_call, start_step=0,
+                        batch_sharding=sharding.stacked_batch_sharding(mesh), ahead=1) as loader:
+            jax.block_until_ready(next(loader))  # the thread has started and read one chunk
+            call_s = median_seconds(lambda: next(loader), calls)
+    tokens_per_call = t.steps_per_call * t.grad_accum * d.batch_size * d.seq_len
+    return {"tokens_per_sec": tokens_per_call / call_s, "call_s": call_s, "tokens_per_call": tokens_per_call,
+            "file_tokens": int(len(tokens)), "device_kind": device_kind(), "n_devices": mesh.size}
 
 
 # ----------------------------------------------------------------------------------- attention

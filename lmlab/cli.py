@@ -661,8 +661,8 @@ def _int_list(text: str) -> list[int]:
 def cmd_bench(args, overrides) -> int:
     from lmlab import bench
 
-    if overrides and args.bench_kind != "train":
-        raise UsageError("--config overrides only apply to 'lmlab bench train'")
+    if overrides and args.bench_kind not in ("train", "loader"):
+        raise UsageError("--config overrides only apply to 'lmlab bench train' and 'lmlab bench loader'")
     profile = getattr(args, "profile", None)
     if profile and pathlib.Path(profile).exists() and not pathlib.Path(profile).is_dir():
         raise UsageError(f"--profile {profile}: exists and is not a directory")
@@ -673,6 +673,11 @@ def cmd_bench(args, overrides) -> int:
             config = config_lib.load(args.config, overrides)
             result = bench.bench_train(config, steps=args.steps, name=pathlib.Path(args.config).stem,
                                        profile_dir=args.profile)
+        elif args.bench_kind == "loader":
+            from lmlab import config as config_lib
+
+            result = bench.bench_loader(config_lib.load(args.config, overrides), token_file=args.token_file,
+                                        n_tokens=args.tokens, calls=args.steps)
         elif args.bench_kind == "attention":
             impls = [name for name in args.impls.split(",") if name] if args.impls else None
             result = bench.bench_attention(impls=impls, lengths=args.lengths, batch=args.batch, heads=args.heads,
@@ -924,6 +929,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, default=5, help="timed calls (each train.steps_per_call steps); median")
     b.add_argument("--profile", metavar="DIR", help="also trace 3 calls into DIR and add a 'profile' "
                    "table: time per step of each XLA op (fusions, matmuls, attention, collectives)")
+    b.set_defaults(fn=cmd_bench)
+    b = bench_sub.add_parser("loader", help="tokens/s of the host loader alone (data.loader=host), to set "
+                             "against 'bench train'", description="Host-loader throughput at CONFIG's batch shape; "
+                             "--config.section.key=value overrides any key.")
+    b.add_argument("config", help="config file, e.g. configs/gpt2_124m.py")
+    b.add_argument("--token-file", help="a token file (.bin with its .json); default: random ids in a temporary one")
+    b.add_argument("--tokens", type=int, default=1 << 26, help="tokens of the temporary file (default 64M)")
+    b.add_argument("--steps", type=int, default=20, help="timed calls (each train.steps_per_call steps); median")
     b.set_defaults(fn=cmd_bench)
     b = bench_sub.add_parser("attention", help="fwd+bwd time and compiled peak memory per attention impl and length")
     b.add_argument("--impls", default="", help="comma-separated, e.g. naive,blockwise,cudnn (default: all available)")

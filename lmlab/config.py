@@ -158,6 +158,7 @@ _CHOICES = {
     "quant.kv": ("none", "int8"),
     "quant.qat": ("none", "int4"),
 }
+LOADERS = ("auto", "device", "host")  # data.loader (task lm): lmlab.data.host_loader.choose_loader
 _POSITIVE_INTS = (
     "data.seq_len", "data.batch_size", "tokenizer.vocab_size", "model.n_layers", "model.d_model",
     "model.n_heads", "model.n_kv_heads", "model.d_ff", "model.max_len", "train.steps",
@@ -303,6 +304,11 @@ def _validate_data(d, task: str) -> None:
             parse_mixture(d.mixture)
         except ValueError as e:
             raise ConfigError(f"config key {e}") from None
+    loader = d.get("loader", "auto")
+    if loader not in LOADERS:
+        raise ConfigError(f"config key 'data.loader' must be one of {', '.join(LOADERS)}; got {loader!r}")
+    if loader == "host" and task != "lm":
+        raise ConfigError(f"config key 'data.loader=host' applies to task lm (language modelling); task is {task}")
     min_chars, min_printable = d.get("min_chars", 0), d.get("min_printable", 0.0)
     if isinstance(min_chars, bool) or not isinstance(min_chars, int) or min_chars < 0:
         raise ConfigError(f"config key 'data.min_chars' must be an integer >= 0; got {min_chars!r}")

@@ -289,6 +289,13 @@ def shard_batch(batch, mesh: Mesh | None):
     return jax.tree.map(one, batch)
 
 
+def stacked_batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Training batches read on the host (lmlab.data.host_loader), stacked [steps, micro-batches,
+    rows, ...]: rows split over the batch axes, as `shard_batch` splits batches drawn on device."""
+    axes = tuple(a for a in BATCH_AXES if mesh.shape[a] > 1)
+    return NamedSharding(mesh, P(None, None, axes or None))
+
+
 def put(tree, shardings):
     """Host (or one-device) arrays -> global arrays with the given shardings (a pytree prefix).
 

@@ -194,3 +194,15 @@ def test_bench_train_counts_the_flops_of_a_bert_run_not_a_causal_gpt():
     expected = 6 * layers + 12 * 32 * 32 + 6 * (32 * 32 + 32 * 64) * 5 / 32  # 49152 + 12288 + 2880
     assert result["flops_per_token"] == pytest.approx(expected) == 64320
     assert result["flops_per_token"] != flops.flops_per_token(config.model, 64, 32)  # the decoder-only formula
+
+
+def test_bench_loader_cli_reads_a_given_token_file_at_the_configs_shape(tmp_path, capsys):
+    from lmlab.data.token_file import write_token_file
+
+    write_token_file(tmp_path / "t.bin", np.arange(50_000) % 300, vocab_size=300)
+    argv = ["bench", "loader", "configs/gpt_shakespeare.py", "--token-file", str(tmp_path / "t.bin"), "--steps", "3",
+            "--config.data.batch_size=4", "--config.data.seq_len=32", "--config.train.steps_per_call=5"]
+    assert cli.main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["tokens_per_call"] == 5 * 4 * 32 and result["file_tokens"] == 50_000
+    assert result["tokens_per_sec"] == pytest.approx(result["tokens_per_call"] / result["call_s"])

@@ -73,6 +73,7 @@ def test_config_file_that_is_not_python(tmp_path, capsys):
     ("--config.train.eps=-1e-8", "train.eps"),
     ("--config.train.weight_decay=inf", "train.weight_decay"),
     ("--config.sample.temperature=nan", "sample.temperature"),
+    ("--config.data.loader=disk", "data.loader"),
 ])
 def test_nonsensical_numbers_are_refused_up_front(tmp_path, capsys, override, key):
     """They used to pass validation and end, after data preparation and compilation, in a NaN loss."""

@@ -195,6 +195,49 @@ def test_two_processes_train_like_one_process(tmp_path, launch):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.skipif(not _gloo_available(), reason="this jaxlib has no gloo CPU collectives")
+def test_host_loader_trains_alike_on_one_and_two_processes_and_across_a_resume(tmp_path):
+    """data.loader=host: each process reads its own rows of the global batch from the token file.
+    2 processes x 2 devices (data=2 x fsdp=2) and 1 process on 1 device give the same losses; the
+    two-process run, stopped after its step-4 checkpoint (the later one removed) and resumed by
+    one process, replays steps 5-8 with the same losses too: batches depend on (seed, step) alone."""
+    host = ["--config.data.loader=host", "--config.train.checkpoint_every=4"]
+    multi, single, resumed = tmp_path / "two_processes", tmp_path / "one_process", tmp_path / "resumed"
+    port = _free_port()
+    procs = [_train(multi, *host, "--config.mesh.data=2", "--config.mesh.fsdp=2", devices=2,
+                    env_extra=_launch_env("explicit", i, port)) for i in (0, 1)]
+    procs.append(_train(single, *host))
+    outputs = []
+    for proc in procs:  # all three run at once
+        try:
+            outputs.append((proc.communicate(timeout=400), proc.returncode))
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            raise
+    for (_, err), rc in outputs:
+        assert rc == 0, err[-3000:]
+    assert "data: host loader, windows read from 1 memory-mapped token file(s)" in outputs[0][0][1]
+    two, one = _metrics(multi), _metrics(single)
+    assert [m["step"] for m in two] == [m["step"] for m in one] and len(two) >= 8
+    for a, b in zip(two, one):
+        for key in ("loss", "grad_norm", "val_loss"):
+            if key in b:
+                assert a[key] == pytest.approx(b[key], rel=1e-5), (a, b)
+
+    import shutil
+
+    shutil.copytree(multi, resumed)
+    shutil.rmtree(resumed / "checkpoints" / "8")
+    out, err = _train(resumed, *host).communicate(timeout=400)
+    assert "resumed from step 4" in err, err[-3000:]
+    again = {m["step"]: m for m in _metrics(resumed) if "loss" in m}
+    assert sorted(again) == list(range(1, 9))
+    for m in one:
+        if "loss" in m:
+            assert again[m["step"]]["loss"] == pytest.approx(m["loss"], rel=1e-5), (again[m["step"]], m)
+
+
 JOIN_AND_GATHER = """
 import json, sys
 import numpy as np

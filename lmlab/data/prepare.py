@@ -28,7 +28,7 @@ from lmlab.data.corpora import DOC_SEPARATOR, Corpus, get_corpus
 from lmlab.data.encode import encode_docs
 from lmlab.data.filters import FilterCounts, filter_corpus
 from lmlab.data.mixture import parse_mixture
-from lmlab.data.token_file import metadata_path, read_token_file, write_token_file
+from lmlab.data.token_file import max_token, metadata_path, read_token_file, write_token_file
 from lmlab.files import atomic_write
 from lmlab.tokenizers import Tokenizer, load_tokenizer, train_tokenizer
 
@@ -124,8 +124,9 @@ def _read_ids(path: pathlib.Path, tokenizer: Tokenizer) -> np.ndarray:
     """A prepared token file, checked against the run's tokenizer: a file overwritten with other
     data of the same length would otherwise index past the embedding table without an error."""
     tokens = read_token_file(path)
-    if len(tokens) and int(tokens.max()) >= tokenizer.vocab_size:
-        raise ValueError(f"{path}: token id {int(tokens.max())} is outside the tokenizer's vocabulary "
+    top = max_token(tokens)  # piecewise: the file may be larger than memory
+    if top >= tokenizer.vocab_size:
+        raise ValueError(f"{path}: token id {top} is outside the tokenizer's vocabulary "
                          f"({tokenizer.vocab_size} ids); the file is corrupt (delete {path.parent} to rebuild it)")
     return tokens
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import pathlib
 import tempfile
@@ -216,3 +217,22 @@ def read_token_file(path: PathLike, *, verify: bool | None = None) -> np.ndarray
         empty.flags.writeable = False
         return empty
     return np.memmap(path, dtype=dtype, mode="r", shape=(n_tokens,))
+
+
+def release_pages(tokens: np.ndarray) -> None:
+    """Unmaps the pages of a memory-mapped token array read so far from this process (they stay in
+    the page cache, and a later read maps them again): mapped file pages count as the process's
+    resident memory, which would otherwise grow towards the file's size. Other arrays: no-op."""
+    mapping = getattr(tokens, "_mmap", None)  # np.memmap's mmap object, shared by its slices
+    if mapping is not None:
+        mapping.madvise(mmap.MADV_DONTNEED)
+
+
+def max_token(tokens: np.ndarray) -> int:
+    """The largest id in `tokens` (-1 if empty), read piecewise with `release_pages` after each
+    piece: a token file larger than memory is scanned at a flat resident size."""
+    top = -1
+    for start in range(0, len(tokens), _CHUNK_TOKENS):
+        top = max(top, int(tokens[start:start + _CHUNK_TOKENS].max()))
+        release_pages(tokens)
+    return top

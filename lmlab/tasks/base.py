@@ -37,7 +37,7 @@ class TaskData:
     tokenizer: Tokenizer
     train: dict[str, Any]        # host arrays; moved to device once and passed to sample_batch
     val: Any                     # whatever the task's evaluator reads
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # task-specific; lm with data.loader host: "host_sources"
 
 
 class LossOutput(NamedTuple):

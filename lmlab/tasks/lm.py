@@ -12,7 +12,9 @@ from flax import nnx
 
 from lmlab import flops, sharding
 from lmlab.compress import topk_cache
+from lmlab.config import ConfigError
 from lmlab.compress.distill import TeacherTopK, cached_distill_objective, distill_objective
+from lmlab.data.host_loader import choose_loader
 from lmlab.data.mixture import mixture_weights
 from lmlab.data.mixture_windows import mixture_train_arrays, sample_mixture_windows
 from lmlab.data.prepare import prepare, prepare_heldout, token_paths
@@ -123,6 +125,13 @@ class LMTask(Task):
         if self.config.distill.get("cache", ""):  # before its tokenizer is taken: is it a cache at all?
             topk_cache.read_manifest(self.config.distill.cache)
         data = prepare(self.config, run_dir, min_train_tokens=self.config.data.seq_len + 2)
+        sources = data.train_tokens if isinstance(data.train_tokens, dict) else {"": data.train_tokens}
+        train_bytes = sum(tokens.nbytes for tokens in sources.values())
+        if choose_loader(self.config.data.get("loader", "auto"), train_bytes) == "host":
+            if self.config.distill.get("cache", ""):  # its top-k rows are looked up on device by window start
+                raise ConfigError("config key 'distill.cache' needs the on-device loader: set data.loader=device")
+            # The memory maps themselves: windows are read from them on the host (lmlab.train.inputs).
+            return TaskData(data.tokenizer, {}, data.val_tokens, extra={"host_sources": list(sources.values())})
         if isinstance(data.train_tokens, dict):  # a mixture (data.mixture): sources end to end
             return TaskData(data.tokenizer, mixture_train_arrays(data.train_tokens), data.val_tokens)
         if len(data.train_tokens) <= self.config.data.seq_len + 1:

@@ -33,6 +33,7 @@ from lmlab.train import frozen as frozen_lib
 from lmlab.train import rundir_lock
 from lmlab.train.checkpoint import Checkpointer
 from lmlab.train.init_from import load_init_params
+from lmlab.train.inputs import train_inputs
 from lmlab.train.metrics import MetricsWriter, MetricWindow, write_final_metrics
 from lmlab.train.optimizer import make_schedule
 from lmlab.train.state import full_params, init_state, uses_lora
@@ -170,14 +171,14 @@ def _open_run(config, run_dir: pathlib.Path, primary: bool) -> _Run:
                 restored is not None)
 
 
-def _compiled_chunk(config, r: _Run, n_chunk: int, train_arrays, frozen_params):
+def _compiled_chunk(config, r: _Run, n_chunk: int, inputs, frozen_params):
     """The jitted chunk, compiled ahead of the loop so the first chunk's throughput is not mostly compilation."""
     t0 = time.perf_counter()
     chunk_fn = make_train_chunk(r.graphdef, r.tx, config, n_chunk, make_schedule(config.train), r.task, mesh=r.mesh,
                                 state_shardings=sharding.shardings_of(r.state),
                                 frozen_graphdefs=frozen_lib.graphdefs_of(r.frozen),
-                                frozen_shardings=sharding.shardings_of(frozen_params)
-                                ).lower(r.state, train_arrays, frozen_params).compile()
+                                frozen_shardings=sharding.shardings_of(frozen_params), host_batches=inputs.host
+                                ).lower(r.state, inputs.example, frozen_params).compile()
     log.info("compiled %d train steps per call in %.1fs", n_chunk, time.perf_counter() - t0)
     return chunk_fn
 
@@ -229,9 +230,13 @@ def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
                     "for full speed", n_chunk, t.steps_per_call, t.eval_every, t.checkpoint_every, t.steps,
                     f", resumed at {step}" if step else "")
     tokens_per_step = r.task.tokens_per_batch() * t.grad_accum
-    train_arrays = sharding.put_replicated(jax.tree.map(np.asarray, r.data.train), r.mesh)
-    chunk_fn = _compiled_chunk(config, r, n_chunk, train_arrays, frozen_params)
     evaluator = r.task.make_evaluator(r.graphdef, r.data, frozen_lib.task_frozen(r.frozen))
+    inputs = train_inputs(config, r.data, r.mesh, n_chunk, step)  # device arrays, or a host loader from `step` on
+    try:
+        chunk_fn = _compiled_chunk(config, r, n_chunk, inputs, frozen_params)
+    except BaseException:
+        inputs.close()  # the loader thread, reading ahead while this compiled
+        raise
 
     stop_signal = []
     previous_handlers = {s: signal.signal(s, lambda signum, _frame: stop_signal.append(signum))
@@ -252,7 +257,7 @@ def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
     try:
         while step < t.steps:
             t0 = time.perf_counter()
-            state, chunk_metrics = chunk_fn(state, train_arrays, frozen_params)
+            state, chunk_metrics = chunk_fn(state, next(inputs), frozen_params)
             chunk_metrics = jax.device_get(chunk_metrics)
             if profile_left:
                 profile_left -= 1
@@ -285,6 +290,7 @@ def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
                 checkpointer.wait()
                 raise Interrupted(stop_signal[0] if stop_signal else signal.SIGTERM, step)
     finally:
+        inputs.close()
         if profile_left:
             jax.profiler.stop_trace()
         if bar is not None:

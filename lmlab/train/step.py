@@ -8,7 +8,9 @@ metrics besides the objective; the chunk returns them per step next to loss, gra
 Several optimizer steps run per call (`lax.scan`), with batches sampled on device by the task from
 its training arrays: on CPU per-call dispatch otherwise dominates a small model's step. Batch i of
 step s is drawn from fold_in(data_key, s * grad_accum + i), so the data position is a function of
-the step and resuming at a step reproduces the same batches.
+the step and resuming at a step reproduces the same batches. With `host_batches` (data.loader
+host, lmlab.data.host_loader) the chunk reads the call's batches instead, stacked
+[n_steps, grad_accum, batch, ...]: the scan runs over them, as many steps per call as before.
 
 On a device mesh (lmlab.sharding) the chunk is jitted with the state's shardings in and out, the
 training arrays replicated, and each sampled batch constrained to be split over the batch mesh
@@ -60,9 +62,12 @@ def make_loss_fn(graphdef, task, frozen_graphdefs: dict | None = None) -> Callab
 
 def make_train_chunk(graphdef, tx: optax.GradientTransformation, config, n_steps: int,
                      schedule: optax.Schedule, task, *, mesh=None, state_shardings=None,
-                     frozen_graphdefs: dict | None = None, frozen_shardings=None) -> Callable:
+                     frozen_graphdefs: dict | None = None, frozen_shardings=None,
+                     host_batches: bool = False) -> Callable:
     """Returns jitted chunk(state, train_arrays, frozen_params) -> (state, metrics of [n_steps]):
-    "loss", "grad_norm", "lr" and each of the task's named metrics.
+    "loss", "grad_norm", "lr" and each of the task's named metrics. With `host_batches`, the
+    second argument is the call's batches, [n_steps, grad_accum, batch, ...], split on the batch
+    axis (lmlab.sharding.stacked_batch_sharding), instead of the arrays batches are drawn from.
 
     `frozen_params` ({name: parameter tree}, lmlab.train.frozen) enter as an argument, never
     donated or differentiated. With `mesh` and `state_shardings` (lmlab.sharding.shardings_of(state)),
@@ -77,13 +82,14 @@ def make_train_chunk(graphdef, tx: optax.GradientTransformation, config, n_steps
     use_dropout = uses_dropout(config)
     accum = train.grad_accum
 
-    def one_step(state, train_arrays, frozen_params):
+    def one_step(state, draw_batch, frozen_params):
+        """draw_batch(i, key): micro-batch i of this step; key is its data key (device sampling)."""
         params, step = state["params"], state["step"]
         dropout_base = jax.random.fold_in(state["rng"], DROPOUT_STREAM)
 
         def micro(i):
             position = step * accum + i
-            batch = sharding.shard_batch(task.sample_batch(train_arrays, batch_key(state["rng"], position)), mesh)
+            batch = sharding.shard_batch(draw_batch(i, batch_key(state["rng"], position)), mesh)
             dkey = jax.random.fold_in(dropout_base, position) if use_dropout else None
             (objective, (n, metrics)), grads = grad_fn(params, batch, dkey, frozen_params)
             return n, (objective, metrics, grads)
@@ -107,13 +113,18 @@ def make_train_chunk(graphdef, tx: optax.GradientTransformation, config, n_steps
         new_state = {**state, "params": params, "opt_state": opt_state, "step": step + 1}
         return new_state, {"loss": loss, "grad_norm": grad_norm, "lr": schedule(step), **metrics}
 
-    def chunk(state, train_arrays, frozen_params):
+    def chunk(state, inputs, frozen_params):
         with sharding.activate(mesh):  # activation sharding constraints while tracing (none on one device)
-            return jax.lax.scan(lambda s, _: one_step(s, train_arrays, frozen_params), state, None, length=n_steps)
+            if host_batches:  # one step's micro-batches per scan iteration
+                return jax.lax.scan(lambda s, batches: one_step(s, lambda i, _key: batches[i], frozen_params),
+                                    state, inputs)
+            draw = lambda _i, key: task.sample_batch(inputs, key)  # noqa: E731
+            return jax.lax.scan(lambda s, _: one_step(s, draw, frozen_params), state, None, length=n_steps)
 
     if state_shardings is None:
         return jax.jit(chunk, donate_argnums=0)
     rep = sharding.replicated(mesh)
+    inputs_in = sharding.stacked_batch_sharding(mesh) if host_batches else rep
     frozen_in = frozen_shardings if frozen_shardings is not None else {}
-    return jax.jit(chunk, in_shardings=(state_shardings, rep, frozen_in), out_shardings=(state_shardings, rep),
+    return jax.jit(chunk, in_shardings=(state_shardings, inputs_in, frozen_in), out_shardings=(state_shardings, rep),
                    donate_argnums=0)

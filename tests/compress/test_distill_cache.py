@@ -105,6 +105,10 @@ def test_a_cache_for_other_windows_is_refused_in_one_line_before_training(runs, 
         loop.train(student(8, f"--config.distill.cache={tmp_path}"), tmp_path / "run", progress=False)
     with pytest.raises(config_lib.ConfigError, match="not both"):
         student(8, cache, f"--config.distill.teacher={runs['teacher']}")
+    with pytest.raises(config_lib.ConfigError) as info:  # host batches carry no top-k rows
+        loop.train(student(8, cache, "--config.data.loader=host"), tmp_path / "run", progress=False)
+    assert "needs the on-device loader" in one_line(info)
+    assert not (tmp_path / "run").exists()
 
 
 def test_check_fits_names_a_tokenizer_that_differs(runs, tmp_path):

@@ -257,3 +257,30 @@ def test_metadata_with_a_non_string_dtype_is_a_clear_error(tmp_path, dtype):
     meta.write_text(json.dumps({**json.loads(meta.read_text()), "dtype": dtype}))
     with pytest.raises(ValueError, match="not token-file metadata"):
         read_token_file(path)
+
+
+def _resident_kib() -> int:
+    return int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmRSS:")))
+
+
+def test_max_token_reads_piecewise_across_chunk_boundaries(tmp_path, monkeypatch):
+    monkeypatch.setattr(token_file, "_CHUNK_TOKENS", 1000)
+    ids = np.zeros(4500, np.uint16)
+    ids[2999] = 77  # the last id of the third piece
+    write_token_file(tmp_path / "a.bin", ids, vocab_size=100)
+    assert token_file.max_token(read_token_file(tmp_path / "a.bin")) == 77
+    assert token_file.max_token(np.zeros(0, np.uint16)) == -1
+
+
+def test_release_pages_unmaps_what_was_read_from_resident_memory(tmp_path):
+    write_token_file(tmp_path / "a.bin", np.arange(32 << 20, dtype=np.uint32) % 60000, vocab_size=60000)  # 64 MiB
+    tokens = read_token_file(tmp_path / "a.bin")
+    before = _resident_kib()
+    assert int(tokens[::2048].sum()) > 0  # touches every 4 KiB page
+    mapped = _resident_kib()
+    token_file.release_pages(tokens)
+    after = _resident_kib()
+    assert mapped - before > 48 << 10, (before, mapped)  # KiB: most of the 64 MiB file became resident
+    assert after - before < 4 << 10, (before, mapped, after)
+    assert int(tokens[12345]) == 12345  # still readable: the pages map again on access
+    token_file.release_pages(np.arange(3))  # not a map: nothing to do

@@ -63,3 +63,17 @@ def test_a_mixture_is_evaluated_per_source_and_as_the_weighted_mixture(tmp_path)
     assert got["val_bpb/a"] == alone["a"]["val_bpb"] and got["val_loss/b"] == alone["b"]["val_loss"]
     assert got["val_loss"] == pytest.approx(0.8 * alone["a"]["val_loss"] + 0.2 * alone["b"]["val_loss"])
     assert got["val_ppl"] == pytest.approx(math.exp(got["val_loss"]))
+
+
+def test_loader_host_keeps_each_source_memory_mapped_and_auto_keeps_small_data_on_device(tmp_path):
+    a, b = _folder(tmp_path / "a", 10, "to be or not to be"), _folder(tmp_path / "b", 10, "def f(x): return x")
+    small = ["--config.tokenizer.kind=char", "--config.data.seq_len=16", f"--config.data.mixture={a}:0.8,{b}:0.2"]
+    host = get_task(config_lib.load("configs/gpt_shakespeare.py", [*small, "--config.data.loader=host"]))
+    data = host.prepare(tmp_path / "run")
+    assert data.train == {}
+    maps = data.extra["host_sources"]
+    assert [type(m) for m in maps] == [np.memmap, np.memmap]
+    assert [str(m.filename) for m in maps] == [str(tmp_path / "run" / "data" / f"train.{label}.bin") for label in "ab"]
+    auto = get_task(config_lib.load("configs/gpt_shakespeare.py", small)).prepare(tmp_path / "run")
+    assert "host_sources" not in auto.extra
+    assert len(auto.train["tokens"]) == sum(len(m) for m in maps)  # the same files, end to end on device
