@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from lmlab.plot import scatter_png, shorten
 
 PAD_MULTIPLE = 16  # batches are padded to a multiple of this length: fewer distinct shapes to compile
 
@@ -133,7 +134,6 @@ def pca_2d_explained(x_ND: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def export_projector(directory: str | pathlib.Path, texts: Sequence[str], embeddings: np.ndarray) -> list[pathlib.Path]:
     """TensorBoard projector files (vectors.tsv, metadata.tsv) and pca.png, a 2-D PCA scatter plot."""
-    from lmlab.plot import scatter_png, shorten
 
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

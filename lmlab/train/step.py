@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from lmlab import sharding
 from lmlab.train.state import BASE, trained_model, uses_dropout
 
 DATA_STREAM, DROPOUT_STREAM = 0, 1
@@ -74,7 +75,6 @@ def make_train_chunk(graphdef, tx: optax.GradientTransformation, config, n_steps
     the state keeps those shardings, frozen parameters keep `frozen_shardings`, the training arrays
     and metrics are replicated and batches are split over the batch axes; without, jit picks.
     """
-    from lmlab import sharding
 
     train = config.train
     loss_fn = make_loss_fn(graphdef, task, frozen_graphdefs)
