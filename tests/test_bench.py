@@ -130,6 +130,7 @@ def tiny_encdec_run(tmp_path_factory):
                          "--config.data.tgt_len=24", "--config.model.max_len=24")
 
 
+@pytest.mark.slow  # the decoder-only case stays in the fast suite
 def test_bench_decode_encdec_run_translates_random_sources(tiny_encdec_run, capsys):
     assert cli.main(["bench", "decode", str(tiny_encdec_run), "--batch-sizes", "2", "--new-tokens", "4",
                      "--prompt-len", "1", "--repeats", "1"]) == 0

@@ -142,7 +142,8 @@ def _launch_env(launch: str, process_id: int, port_or_job: int) -> dict:
 
 
 @pytest.mark.skipif(not _gloo_available(), reason="this jaxlib has no gloo CPU collectives")
-@pytest.mark.parametrize("launch", ["explicit", "slurm"])
+# SLURM's variables set by hand: slow, since test_two_processes_under_real_srun launches through a real srun
+@pytest.mark.parametrize("launch", ["explicit", pytest.param("slurm", marks=pytest.mark.slow)])
 def test_two_processes_train_like_one_process(tmp_path, launch):
     """2 processes x 2 CPU devices, mesh data=2 x fsdp=2 (data across the processes, FSDP within),
     against 1 process on 1 device with the same global batch of 8: the same losses, gradient

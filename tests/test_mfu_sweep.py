@@ -27,6 +27,7 @@ def test_every_variant_is_a_valid_config(name):
         assert str(loaded[section][field]) == value
 
 
+@pytest.mark.slow  # a GPU tuning tool's bookkeeping
 def test_sweep_appends_rows_skips_done_variants_and_records_failures(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(mfu_sweep, "VARIANTS", {
         "tiny": ("configs/gpt_shakespeare.py", TINY, ""),

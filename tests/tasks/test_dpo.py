@@ -120,6 +120,7 @@ def test_dpo_without_a_reference_and_reward_without_a_head_are_refused(tmp_path)
         config_lib.load("configs/gpt_shakespeare.py", ["--config.task=reward"])
 
 
+@pytest.mark.slow  # the CLI end to end; the ranking itself: tests/decode/test_best_of.py
 def test_sample_best_of_n_by_the_reward_model(base_run, tmp_path):
     """`lmlab sample RUN --best-of N --reward RM`: the printed sample is the reward model's top pick."""
     import subprocess

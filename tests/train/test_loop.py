@@ -182,6 +182,7 @@ def test_resume_with_a_different_model_is_refused(reference_run):
         loop.train(tiny_config(200, "--config.model.d_model=64"), ref_dir, progress=False)
 
 
+@pytest.mark.slow  # eval and sample from the CLI are also tests/test_cli.py's, on tiny runs
 def test_cli_eval_and_sample(reference_run):
     ref_dir, summary = reference_run
     out = subprocess.run([sys.executable, "-m", "lmlab.cli", "eval", str(ref_dir)], capture_output=True, text=True, timeout=120)
