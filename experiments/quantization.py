@@ -1,5 +1,5 @@
-"""Quantization: one float32 main-job run per seed, then int8 and int4 (groups 32, 64, 128) weights
-made from it by `lmlab quantize`, and quantization-aware training (QAT) int4 from it.
+"""Quantization: one float32 main-job run per seed, then bfloat16, int8 and int4 (groups 32, 64,
+128) weights made from it by `lmlab quantize`, and quantization-aware training (QAT) int4 from it.
 
     lmlab experiment experiments/quantization.py [--scale tiny]
 
@@ -11,9 +11,8 @@ int4 g64 weights (learning rate 5e-4, as in docs/benchmarks.md); `qat-int4` is i
 thus has 300 steps more than the post-training rows: docs/benchmarks.md compares it with 300 float
 steps quantized after training.
 
-bfloat16 is left out: `lmlab quantize` has no bfloat16 cast, `model.dtype=bfloat16` is a compute
-dtype (the parameters stay float32) and `lmlab eval` takes no dtype override; bfloat16 weights
-would take half of float32's bytes (`lmlab quantize` prints bfloat16_bytes). SmolLM2-135M rows need
+`bfloat16` rounds every parameter to bfloat16 and stores it so (`lmlab quantize --weights
+bfloat16`), still computing in float32: it measures the rounding alone. SmolLM2-135M rows need
 the imported model (not in CI): they are in docs/benchmarks.md.
 """
 
@@ -35,6 +34,7 @@ parameters.""",
     base="configs/gpt_shakespeare.py",
     variants=[
         ("float32", {}),
+        ("bfloat16", quantized("float32", "--weights", "bfloat16")),
         ("int8", quantized("float32", "--weights", "int8")),
         ("int4-g32", quantized("float32", "--weights", "int4", "--group", "32")),
         ("int4-g64", quantized("float32", "--weights", "int4", "--group", "64")),

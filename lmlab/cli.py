@@ -849,8 +849,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "--kv int8: an int8 KV cache when decoding. The new run reads like any other "
                                    "(eval, sample, chat, bench decode); prints its sizes as JSON.")
     p.add_argument("run_dir")
-    p.add_argument("--weights", choices=("int8", "int4", "none"), required=True,
-                   help="none: keep the weights (with --kv int8)")
+    p.add_argument("--weights", choices=("bfloat16", "int8", "int4", "none"), required=True,
+                   help="bfloat16: every parameter rounded to bfloat16; none: keep the weights (with --kv int8)")
     p.add_argument("--group", type=int, help="int4: weights per scale along the input dimension, a power of two "
                    "(default: the run's quant.group, 64)")
     p.add_argument("--asymmetric", action="store_true", help="int4: a zero point per group")

@@ -153,7 +153,7 @@ _CHOICES = {
     "model.attention_impl": ("auto", "naive", "blockwise", "cudnn", "pallas"),
     "model.dtype": ("float32", "bfloat16"),
     "model.remat": ("none", "full", "dots_saveable"),
-    "quant.weights": ("none", "int8", "int4"),
+    "quant.weights": ("none", "bfloat16", "int8", "int4"),
     "quant.embeddings": ("int8", "float"),
     "quant.kv": ("none", "int8"),
     "quant.qat": ("none", "int4"),

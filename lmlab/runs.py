@@ -85,7 +85,7 @@ def quantize_run(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path, overr
         raise config_lib.ConfigError(f"{run_dir} is a LoRA run: merge it first (lmlab lora merge), then quantize that")
     config = config_lib.validate(config_lib.apply_overrides(config, [*overrides, "quant.qat=none"]))
     if not is_quantized(config.quant):
-        raise config_lib.ConfigError("nothing to quantize: set the weights (int8, int4) or the KV cache (int8)")
+        raise config_lib.ConfigError("nothing to quantize: set the weights (bfloat16, int8, int4) or the KV cache (int8)")
     out_dir = pathlib.Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ValueError(f"{out_dir} already exists and is not empty; choose a new --out directory")

@@ -35,6 +35,21 @@ def test_quantized_run_loads_with_the_quantized_model_s_logits(run_dir, tmp_path
     assert info["weight_bytes"] < 0.4 * info["float32_bytes"] and info["checkpoint_bytes_on_disk"] > 0
 
 
+def test_bfloat16_run_holds_every_parameter_rounded_and_computes_like_the_rounded_float_model(run_dir, tmp_path):
+    info = quantize_run(run_dir, tmp_path / "bf16", ["quant.weights=bfloat16"])
+    assert info["weight_bytes"] == info["bfloat16_bytes"] == 2 * info["params"]
+    run = load_run(tmp_path / "bf16")
+    assert {x.dtype for x in jax.tree.leaves(nnx.state(run.model, nnx.Param))} == {jnp.dtype(jnp.bfloat16)}
+    # The reference: the float model with each parameter rounded to bfloat16 and back, computed in float32.
+    reference = load_run(run_dir).model
+    params = nnx.state(reference, nnx.Param)
+    nnx.update(reference, jax.tree.map(lambda x: x.astype(jnp.bfloat16).astype(jnp.float32), params))
+    logits = run.model(TOKENS)[0]
+    assert logits.dtype == jnp.float32
+    np.testing.assert_allclose(logits, reference(TOKENS)[0], rtol=1e-6, atol=1e-6)
+    assert not np.array_equal(logits, load_run(run_dir).model(TOKENS)[0])  # the rounding did change it
+
+
 def test_cli_quantize_then_sample_with_an_int8_cache(run_dir, tmp_path, capsys):
     assert cli.main(["quantize", str(run_dir), "--weights", "int8", "--kv", "int8", "--out", str(tmp_path / "q")]) == 0
     printed = json.loads(capsys.readouterr().out)

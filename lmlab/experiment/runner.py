@@ -95,7 +95,9 @@ def train_command(ctx: Context, job: Job) -> list[str]:
 def host_record() -> dict:
     import jax  # here, not at the top: the runner process itself never needs JAX
 
-    return {"node": platform.node(), "cpus": os.cpu_count(), "backend": jax.default_backend(),
+    # The CPUs this process may run on (taskset), not the machine's count.
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"node": platform.node(), "cpus": cpus, "backend": jax.default_backend(),
             "device_kind": jax.devices()[0].device_kind, "device_count": jax.device_count()}
 
 

@@ -1,6 +1,8 @@
 """The config's `quant` section applied to a built model: the one place that reads it.
 
-    quant.weights     none | int8 | int4   dense layers' weights stored quantized (post-training)
+    quant.weights     none | bfloat16 | int8 | int4   weights stored in a narrower format (post-training);
+                      bfloat16 rounds every parameter (norms and biases too) and still computes
+                      in model.dtype, so it measures the rounding alone
     quant.group       int4's group size along the input dimension (a power of two)
     quant.asymmetric  int4 with a zero point per group
     quant.embeddings  int8 | float         the token embeddings and the output head (tied or not)
@@ -16,6 +18,8 @@ they hold 40% of the main job's parameters): int8 per row by default, or float32
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from lmlab.compress.quant import check_group
@@ -33,7 +37,7 @@ def is_quantized(quant) -> bool:
 def _formats(quant) -> tuple[Quantization, Quantization]:
     """(dense layers' format, embeddings' and head's format) of quant.weights, or of quant.qat."""
     kind = quant.weights if quant.weights != "none" else quant.qat
-    if kind == "none":
+    if kind in ("none", "bfloat16"):
         return FLOAT, FLOAT
     dense = Quantization(kind, check_group(quant.group) if kind == "int4" else 0, quant.asymmetric and kind == "int4")
     return dense, Quantization("int8") if quant.embeddings == "int8" else FLOAT
@@ -48,6 +52,9 @@ def quantize_model(model: nnx.Module, quant) -> nnx.Module:
     """
     if quant is None:
         return model
+    if quant.weights == "bfloat16":
+        params = nnx.state(model, nnx.Param)
+        nnx.update(model, jax.tree.map(lambda x: x.astype(jnp.bfloat16), params))
     dense, table = _formats(quant)
     nodes = [("/".join(map(str, path)), node) for path, node in nnx.iter_graph(model)]
     for path, node in nodes:
@@ -67,6 +74,9 @@ def quantize_model(model: nnx.Module, quant) -> nnx.Module:
 def describe(quant) -> str:
     """One line: what is quantized how (printed by `lmlab quantize` and at training with QAT)."""
     dense, table = _formats(quant)
+    if quant.weights == "bfloat16":
+        return (f"every parameter stored in bfloat16 (computed in the model's dtype); KV cache: "
+                f"{'int8, one scale per token and head' if quant.kv == 'int8' else 'the compute dtype'}")
     what = "fake-quantized while training (QAT)" if quant.weights == "none" and quant.qat != "none" else "stored"
     dense_text = dense.kind if dense.kind != "int4" else (
         f"int4 groups of {dense.group} ({'asymmetric, zero points' if dense.asymmetric else 'symmetric'})")

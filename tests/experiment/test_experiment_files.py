@@ -20,7 +20,7 @@ FILES = {"positions": ["rope", "learned", "sinusoidal", "alibi", "none"],
          "scaling_law": ["L2-d32", "L2-d64", "L3-d96", "L4-d128", "L6-d192", "L8-d256", "L8-d384"],
          "norms": ["rmsnorm", "layernorm", "rmsnorm-post", "layernorm-post"],
          "distillation": ["alone", "a0.5-T1", "a0.5-T2", "a0.9-T1", "a0.9-T2"],
-         "quantization": ["float32", "int8", "int4-g32", "int4-g64", "int4-g128", "qat", "qat-int4"],
+         "quantization": ["float32", "bfloat16", "int8", "int4-g32", "int4-g64", "int4-g128", "qat", "qat-int4"],
          "label_smoothing": ["ls-0", "ls-0.1"],
          "tokenizers": ["bpe-2048", "char", "bpe-512", "bpe-8192"]}
 CORPORA = {"label_smoothing": ("ui_en_fr", "jupyterlab_en_fr_tiny")}  # (full, tiny); the others Shakespeare's
@@ -125,7 +125,8 @@ def test_runs_end_to_end_at_tiny_scale(name, tmp_path, capsys):
     metrics = {r["variant"]: r["metrics"] for r in data["runs"]}
     if name == "quantization":  # derived runs: made, evaluated and measured
         weight_bytes = {v: m["weight_bytes"] for v, m in metrics.items()}
-        assert weight_bytes["int4-g64"] < weight_bytes["int8"] < weight_bytes["float32"] == weight_bytes["qat"]
+        assert weight_bytes["int4-g64"] < weight_bytes["int8"] < weight_bytes["bfloat16"] < weight_bytes["float32"]
+        assert 2 * weight_bytes["bfloat16"] == weight_bytes["float32"] == weight_bytes["qat"]
         assert weight_bytes["qat-int4"] == weight_bytes["int4-g64"] and metrics["int8"]["val_bpb"] is not None
     if name == "label_smoothing":
         assert all(m["bleu"] is not None and m["test_loss"] > 0 for m in metrics.values())
