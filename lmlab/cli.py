@@ -396,18 +396,17 @@ def _best_of_texts(run, args) -> list[str]:
     """The --num-samples best of --best-of samples, ranked by the --reward run (prompt or chat)."""
     import jax
 
+    from lmlab import config as config_lib
     from lmlab.chat import END, chat_format, messages_for
-    from lmlab.data.prepare import same_files
     from lmlab.decode.best_of import best_of_n
-    from lmlab.runs import load_run
+    from lmlab.runs import load_reward_run
 
     if not args.reward:
         raise UsageError("--best-of needs --reward RM_RUN (a run trained with task=reward)")
-    reward = load_run(args.reward)
-    if reward.config.task != "reward":
-        raise UsageError(f"--reward {args.reward} is a '{reward.config.task}' run, not a reward model (task=reward)")
-    if not same_files(run.run_dir / "tokenizer", reward.run_dir / "tokenizer"):
-        raise UsageError(f"--reward {args.reward} has another tokenizer than {run.run_dir}")
+    try:
+        reward = load_reward_run(args.reward, run.run_dir)
+    except config_lib.ConfigError as e:
+        raise UsageError(f"--reward {e}") from None
     tok = run.tokenizer
     if args.chat is not None:
         prompt = tok.encode(chat_format(tok).render(messages_for(args.chat, args.system), add_generation_prompt=True))

@@ -11,6 +11,7 @@ from flax import nnx
 from lmlab import config as config_lib
 from lmlab import distributed
 from lmlab import sharding
+from lmlab.data.prepare import same_files
 from lmlab.interop.rundir import write_run
 from lmlab.models.quantize import describe, is_quantized, quantize_model
 from lmlab.nn import lora
@@ -68,6 +69,16 @@ def merge_lora_run(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path) -> 
     config = config_lib.apply_overrides(run.config, ["lora.rank=0", "train.init_from="])
     params = jax.device_get(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
     return write_run(out_dir, config, run.tokenizer, params)
+
+
+def load_reward_run(reward_dir: str | pathlib.Path, policy_dir: str | pathlib.Path) -> LoadedRun:
+    """The reward model (a task=reward run) that ranks `policy_dir`'s samples: same tokenizer files."""
+    reward = load_run(reward_dir)
+    if reward.config.task != "reward":
+        raise config_lib.ConfigError(f"{reward_dir} is a '{reward.config.task}' run, not a reward model (task=reward)")
+    if not same_files(pathlib.Path(policy_dir) / "tokenizer", reward.run_dir / "tokenizer"):
+        raise config_lib.ConfigError(f"{reward_dir} has another tokenizer than {policy_dir}")
+    return reward
 
 
 def quantize_run(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path, overrides: list[str]) -> dict:

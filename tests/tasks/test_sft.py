@@ -181,3 +181,24 @@ def test_chat_translation_batches_equal_each_prompt_alone(sft_run):
     assert batched == [translate_batch(run.model, run.tokenizer, [s], max_new_tokens=5)[0] for s in sources]
     result = evaluate(run, [("1+2?", "3"), ("2+2?", "4")], batch_size=2, max_new_tokens=4)
     assert result["pairs"] == 2 and 0.0 <= result["bleu"] <= 100.0 and 0.0 <= result["chrf"] <= 100.0
+
+
+def test_chat_translation_best_of_one_near_zero_temperature_is_the_greedy_reply(sft_run):
+    """The best-of path (prompts, stop token, decoding) agrees with the greedy one where it must:
+    one sample at a vanishing temperature is the argmax reply, whatever the reward model says."""
+    from types import SimpleNamespace
+
+    from lmlab.eval.chat_translation import best_of_batch, main, translate_batch
+    from lmlab.models import build_model
+    from lmlab.runs import load_run
+
+    run = load_run(sft_run[0])
+    rm_config = config_lib.apply_overrides(run.config, ["task=reward", "model.reward_head=true"])
+    reward = SimpleNamespace(model=build_model(rm_config.model, run.tokenizer.vocab_size, seed=3))
+    sources = ["1+2?", "12+34? 5"]
+    picked = best_of_batch(run.model, reward.model, run.tokenizer, sources, n=1, max_new_tokens=5,
+                           temperature=1e-4, key=jax.random.key(0))
+    assert picked == translate_batch(run.model, run.tokenizer, sources, max_new_tokens=5)
+    with pytest.raises(SystemExit) as exit_info:  # --best-of without --reward: argparse's one line, exit 2
+        main([str(sft_run[0]), "--best-of", "4"])
+    assert exit_info.value.code == 2
