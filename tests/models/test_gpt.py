@@ -109,6 +109,14 @@ def test_remat_keeps_gradients_and_is_in_the_program():
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_sinusoidal_positions_and_tokens_start_at_the_same_unit_scale():
+    model = build_model(tiny_model_config(positions="sinusoidal", d_model=128, n_heads=4, n_kv_heads=4), 2048)
+    table = np.asarray(model.embed.embedding[...])
+    assert abs(table.std() * np.sqrt(128) - 1.0) < 0.02  # N(0, 1/d), multiplied by sqrt(d) when embedding
+    assert model.embed_scale == pytest.approx(np.sqrt(128))
+    assert build_model(tiny_model_config(), VOCAB).embed_scale == 1.0  # GPT-2's 0.02 elsewhere
+
+
 @pytest.mark.parametrize("positions", ["learned", "sinusoidal"])
 def test_a_sequence_past_max_len_is_refused_instead_of_nan_logits(positions):
     model = build_model(tiny_model_config(positions=positions, max_len=8, n_layers=1), VOCAB)
@@ -137,6 +145,13 @@ def _reference_logits(p, c, tokens):
         return (h - mu) / np.sqrt(var + c.norm_eps) * q["scale"] + (q["bias"] if c.use_bias else 0)
 
     x = p["embed"]["embedding"][tokens]
+    if c.positions == "sinusoidal":  # the original Transformer: sqrt(d) x tokens + sinusoids
+        i, pos = np.arange(0, c.d_model, 2), np.arange(T)[:, None]
+        sinusoid = np.zeros((T, c.d_model))
+        sinusoid[:, 0::2], sinusoid[:, 1::2] = np.sin(pos / 1e4 ** (i / c.d_model)), np.cos(pos / 1e4 ** (i / c.d_model))
+        x = x * np.sqrt(c.d_model) + sinusoid
+    elif c.positions == "learned":
+        x = x + p["pos_embed"][:T]
     ang = np.arange(T)[:, None] / c.rope_theta ** (np.arange(0, H, 2) / H)
     cos, sin = (np.concatenate([f(ang)] * 2, -1)[None, :, None] for f in (np.cos, np.sin))
     rotate_half = lambda t: np.concatenate([-t[..., H // 2:], t[..., :H // 2]], -1)  # noqa: E731
@@ -171,6 +186,8 @@ def _reference_logits(p, c, tokens):
 @pytest.mark.parametrize("overrides", [
     {"positions": "rope", "norm": "rmsnorm", "mlp": "swiglu", "n_kv_heads": 2, "tie_embeddings": False},  # main job
     {"positions": "alibi", "n_heads": 6, "n_kv_heads": 3, "d_model": 48, "use_bias": False},  # 6 heads: not 2^k
+    {"positions": "sinusoidal", "norm": "rmsnorm", "use_bias": False},
+    {"positions": "learned", "tie_embeddings": False},
     {"norm_position": "post", "n_layers": 2},                                            # GPT-1: LayerNorm, GELU
     {"norm_position": "post", "norm": "rmsnorm", "mlp": "swiglu", "tie_embeddings": False},
 ])
