@@ -142,8 +142,10 @@ def _launch_env(launch: str, process_id: int, port_or_job: int) -> dict:
 
 
 @pytest.mark.skipif(not _gloo_available(), reason="this jaxlib has no gloo CPU collectives")
-# SLURM's variables set by hand: slow, since test_two_processes_under_real_srun launches through a real srun
-@pytest.mark.parametrize("launch", ["explicit", pytest.param("slurm", marks=pytest.mark.slow)])
+# Both slow: the same two-process run is tested by test_two_processes_under_real_srun (CI's SLURM)
+# and, with explicit variables, by test_host_loader_trains_alike_on_one_and_two_processes_and_across_a_resume.
+@pytest.mark.slow
+@pytest.mark.parametrize("launch", ["explicit", "slurm"])
 def test_two_processes_train_like_one_process(tmp_path, launch):
     """2 processes x 2 CPU devices, mesh data=2 x fsdp=2 (data across the processes, FSDP within),
     against 1 process on 1 device with the same global batch of 8: the same losses, gradient

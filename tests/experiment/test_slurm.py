@@ -6,6 +6,8 @@ import pathlib
 import re
 import textwrap
 
+import pytest
+
 from lmlab import cli
 
 BASE = pathlib.Path(__file__).resolve().parents[2] / "configs" / "gpt_shakespeare.py"
@@ -39,6 +41,7 @@ def test_experiment_runs_as_a_job_array(slurm_cluster, tmp_path, capsys):
     assert (exp / "ok" / "seed-0" / "measurements.json").exists()
 
 
+@pytest.mark.slow  # the waves themselves are tested locally (tests/experiment/test_runner.py); this adds sbatch's
 def test_a_prerequisite_is_an_array_of_its_own_before_the_runs_that_need_it(slurm_cluster, tmp_path, capsys):
     path = tmp_path / "experiments" / "slurm_waves.py"
     path.parent.mkdir()
