@@ -25,7 +25,7 @@ from sacrebleu.metrics import CHRF
 
 from lmlab.chat import END, chat_format
 from lmlab.data.conversations import get_conversations
-from lmlab.decode.sampling import generate
+from lmlab.decode.sampling import generate, left_pad
 from lmlab.files import atomic_write
 from lmlab.runs import load_run
 
@@ -37,11 +37,9 @@ def sample_replies(model, tokenizer, messages, *, k: int, max_new_tokens: int, t
     """K replies to a conversation, each cut at <|im_end|>."""
     prompt = tokenizer.encode(chat_format(tokenizer).render(list(messages), add_generation_prompt=True))
     end_id = tokenizer.special_ids.get(END, tokenizer.eos_id)
-    # Left-padded to a multiple of 32 tokens: a handful of compiled shapes instead of one per prompt length.
-    width = -(-len(prompt) // 32) * 32
-    padded = [[0] * (width - len(prompt)) + prompt] * k
-    out = np.asarray(generate(model, padded, max_new_tokens=max_new_tokens, key=key, temperature=temperature,
-                              eos_id=end_id, prompt_lengths_B=[len(prompt)] * k))[:, width:]
+    padded_BT, lengths = left_pad([prompt] * k)
+    out = np.asarray(generate(model, padded_BT, max_new_tokens=max_new_tokens, key=key, temperature=temperature,
+                              eos_id=end_id, prompt_lengths_B=lengths))[:, padded_BT.shape[1]:]
     replies = []
     for row in out.tolist():
         row = row[:row.index(end_id)] if end_id in row else row

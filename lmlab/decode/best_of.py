@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmlab.decode.sampling import generate
+from lmlab.decode.sampling import generate, left_pad
 
 
 def best_of_n_batch(policy, reward_model, prompts: list[list[int]], *, n: int, max_new_tokens: int, key: jax.Array,
@@ -22,12 +22,10 @@ def best_of_n_batch(policy, reward_model, prompts: list[list[int]], *, n: int, m
     if n < 1:
         raise ValueError(f"best-of-N needs N >= 1, got {n}")
     rows = [p for p in prompts for _ in range(n)]
-    T = max(map(len, rows))
-    padded_BT = np.zeros((len(rows), T), np.int32)
-    for i, ids in enumerate(rows):
-        padded_BT[i, T - len(ids):] = ids
+    padded_BT, lengths = left_pad(rows)
+    T = padded_BT.shape[1]
     out = np.asarray(generate(policy, padded_BT, max_new_tokens=max_new_tokens, key=key, temperature=temperature,
-                              top_k=top_k, top_p=top_p, eos_id=stop_id, prompt_lengths_B=[len(r) for r in rows]))
+                              top_k=top_k, top_p=top_p, eos_id=stop_id, prompt_lengths_B=lengths))
     completions = []
     for row in out[:, T:].tolist():
         completions.append(row[:row.index(stop_id) + 1] if stop_id in row else row)

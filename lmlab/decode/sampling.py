@@ -29,6 +29,20 @@ from flax import nnx
 from lmlab import sharding
 
 
+def left_pad(prompts: list[list[int]], multiple: int = 32) -> tuple[np.ndarray, list[int]]:
+    """Prompts of any lengths as one [B, T] int32 batch, left-padded with 0, and their lengths (for
+    `prompt_lengths_B`). T is the longest length rounded up to `multiple`: a few compiled shapes
+    instead of one per length; wider padding changes nothing, pads are never attended."""
+    if not prompts or min(map(len, prompts)) < 1:
+        raise ValueError("left_pad needs at least one prompt and no empty prompt")
+    lengths = [len(p) for p in prompts]
+    T = -(-max(lengths) // multiple) * multiple
+    padded_BT = np.zeros((len(prompts), T), np.int32)
+    for i, ids in enumerate(prompts):
+        padded_BT[i, T - len(ids):] = ids
+    return padded_BT, lengths
+
+
 def left_padding_segments(prompt_lengths_B: jax.Array, T: int, total: int) -> jax.Array:
     """[B, total] int32 segment ids of left-padded prompts of width T: 0 on the T - length pads of
     each row, 1 from its prompt's first token on (continuation included)."""

@@ -29,7 +29,7 @@ from lmlab.data.bitext import get_parallel_corpus
 from lmlab.data.conversations import translation_conversation
 from lmlab.config import ConfigError
 from lmlab.decode.best_of import best_of_n_batch
-from lmlab.decode.sampling import generate
+from lmlab.decode.sampling import generate, left_pad
 from lmlab.runs import load_reward_run, load_run
 
 
@@ -50,14 +50,10 @@ def best_of_batch(model, reward_model, tokenizer, sources: list[str], *, n: int,
 
 def translate_batch(model, tokenizer, sources: list[str], *, max_new_tokens: int) -> list[str]:
     """Greedy replies to "Translate to French: ..." for a batch of sources."""
-    prompts = _prompts(tokenizer, sources)
-    T = max(map(len, prompts))
-    padded = np.zeros((len(prompts), T), np.int32)
-    for i, ids in enumerate(prompts):
-        padded[i, T - len(ids):] = ids
+    padded_BT, lengths = left_pad(_prompts(tokenizer, sources))
     end_id = tokenizer.special_ids.get(END, tokenizer.eos_id)
-    out = np.asarray(generate(model, padded, max_new_tokens=max_new_tokens, key=jax.random.key(0), temperature=0.0,
-                              eos_id=end_id, prompt_lengths_B=[len(p) for p in prompts]))[:, T:]
+    out = np.asarray(generate(model, padded_BT, max_new_tokens=max_new_tokens, key=jax.random.key(0), temperature=0.0,
+                              eos_id=end_id, prompt_lengths_B=lengths))[:, padded_BT.shape[1]:]
     replies = []
     for row in out.tolist():
         row = row[:row.index(end_id)] if end_id in row else row

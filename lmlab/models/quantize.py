@@ -73,14 +73,13 @@ def quantize_model(model: nnx.Module, quant) -> nnx.Module:
 
 def describe(quant) -> str:
     """One line: what is quantized how (printed by `lmlab quantize` and at training with QAT)."""
-    dense, table = _formats(quant)
+    kv_text = "int8, one scale per token and head" if quant.kv == "int8" else "the compute dtype"
     if quant.weights == "bfloat16":
-        return (f"every parameter stored in bfloat16 (computed in the model's dtype); KV cache: "
-                f"{'int8, one scale per token and head' if quant.kv == 'int8' else 'the compute dtype'}")
+        return f"every parameter stored in bfloat16 (computed in the model's dtype); KV cache: {kv_text}"
+    dense, table = _formats(quant)
     what = "fake-quantized while training (QAT)" if quant.weights == "none" and quant.qat != "none" else "stored"
     dense_text = dense.kind if dense.kind != "int4" else (
         f"int4 groups of {dense.group} ({'asymmetric, zero points' if dense.asymmetric else 'symmetric'})")
     table_text = "int8, one scale per row" if table.kind == "int8" else "float32"
     return (f"dense layers: {dense_text}, {what}; token embeddings and output head: {table_text} "
-            f"(quant.embeddings); norms, biases and position tables: float32; KV cache: "
-            f"{'int8, one scale per token and head' if quant.kv == 'int8' else 'the compute dtype'}")
+            f"(quant.embeddings); norms, biases and position tables: float32; KV cache: {kv_text}")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lmlab.decode.sampling import filter_logits, generate, next_token
+from lmlab.decode.sampling import filter_logits, generate, left_pad, next_token
 from lmlab.models import build_model
 from tests.models.test_gpt import tiny_model_config
 
@@ -157,6 +157,20 @@ def test_padded_prompt_batch_decodes_each_prompt_as_alone(positions, use_cache):
         np.testing.assert_array_equal(row[7:], alone[0, len(prompt):])
     # The lengths are what makes it work: the same batch read as unpadded decodes differently.
     assert not np.array_equal(batch, generate(model, prompt_BT, **kwargs))
+
+
+def test_left_pad_rounds_the_width_up_and_wider_padding_decodes_the_same(model):
+    padded_BT, lengths = left_pad(PROMPTS, multiple=4)
+    assert padded_BT.shape == (3, 8) and padded_BT.dtype == np.int32 and lengths == [3, 7, 5]
+    np.testing.assert_array_equal(padded_BT[1], [0, 7, 1, 4, 1, 5, 9, 3])
+    np.testing.assert_array_equal(left_pad(PROMPTS, multiple=1)[0], left_padded(PROMPTS)[0])
+    kwargs = dict(max_new_tokens=6, key=jax.random.key(5), temperature=0.9)
+    tight = generate(model, left_padded(PROMPTS)[0], prompt_lengths_B=lengths, **kwargs)
+    wide_BT, _ = left_pad(PROMPTS, multiple=32)
+    wide = generate(model, wide_BT, prompt_lengths_B=lengths, **kwargs)
+    np.testing.assert_array_equal(wide[:, 32:], tight[:, 7:])
+    with pytest.raises(ValueError, match="no empty prompt"):
+        left_pad([[1, 2], []])
 
 
 def test_prompt_lengths_all_full_change_nothing(model):
