@@ -29,5 +29,5 @@ per-step overheads rather than KV-cache reads.""",
     tiny={**TINY, "model.n_heads": 8},
     measures=[Size(), DecodeSpeed(batches=(1, 32))],
     table=("val_bpb", "params", "kv_bytes_per_token", "decode_tok_s@b1", "decode_tok_s@b32"),
-    plot=plots.bars(("val_bpb", "params", "kv_bytes_per_token", "decode_tok_s@b1", "decode_tok_s@b32")),
+    plot=plots.per_variant(("val_bpb", "params", "kv_bytes_per_token", "decode_tok_s@b1", "decode_tok_s@b32")),
 )

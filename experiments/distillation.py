@@ -43,5 +43,5 @@ in held-out loss at equal steps, so the gain may be small.""",
     tiny_variants={"teacher": {"model.n_layers": 2, "model.d_model": 64, "model.d_ff": 128}},
     eval_metrics=("eval/distill/kl",),
     table=("val_bpb", "eval/distill/kl", "params"),
-    plot=plots.bars(("val_bpb",)),
+    plot=plots.per_variant(("val_bpb",)),
 )

@@ -36,5 +36,5 @@ BLEU's seed spread is large.""",
     eval_metrics=("bleu", "bleu_greedy", "test_loss"),
     primary="bleu",
     table=("bleu", "bleu_greedy", "test_loss", "val_loss"),
-    plot=plots.bars(("bleu", "bleu_greedy", "test_loss")),
+    plot=plots.per_variant(("bleu", "bleu_greedy", "test_loss")),
 )

@@ -28,5 +28,5 @@ pre-norm trains without one and converges faster.""",
     tiny=TINY,
     measures=[Size()],
     table=("val_bpb", "params"),
-    plot=plots.bars(("val_bpb",)),
+    plot=plots.per_variant(("val_bpb",)),
 )

@@ -48,5 +48,5 @@ parameters.""",
     tiny_variants={"qat": {"train.steps": 20, "train.warmup_steps": 2}},
     measures=[WeightBytes(), DecodeSpeed(batches=(1,))],
     table=("val_bpb", "weight_bytes", "decode_tok_s@b1"),
-    plot=plots.bars(("val_bpb", "weight_bytes")),
+    plot=plots.per_variant(("val_bpb", "weight_bytes")),
 )

@@ -37,5 +37,5 @@ more text, and the largest vocabulary to suffer from rare tokens on a 1 MB corpu
     tiny_variants={"bpe-2048": bpe(1024), "bpe-512": bpe(512), "bpe-8192": bpe(2048)},
     measures=[Size()],
     table=("val_bpb", "params"),
-    plot=plots.bars(("val_bpb", "params")),
+    plot=plots.per_variant(("val_bpb", "params")),
 )

@@ -17,7 +17,7 @@ import pathlib
 
 from lmlab.config import ConfigError
 from lmlab.experiment import report, slurm
-from lmlab.experiment.measure import DecodeSpeed, HeldOutBpb, Size, WeightBytes
+from lmlab.experiment.measure import DecodeSpeed, HeldOutBpb, Size, TrainTokens, WeightBytes
 from lmlab.experiment.runner import Context, run_local, waiting_on
 from lmlab.experiment.spec import TINY, Derive, Experiment, experiment_dir, levels
 
@@ -65,4 +65,5 @@ def run_experiment(path, *, scale: str = "full", seeds: int | None = None, jobs:
     return outcome, written
 
 
-__all__ = ["TINY", "DecodeSpeed", "Derive", "Experiment", "HeldOutBpb", "Size", "WeightBytes", "run_experiment"]
+__all__ = ["TINY", "DecodeSpeed", "Derive", "Experiment", "HeldOutBpb", "Size", "TrainTokens", "WeightBytes",
+           "run_experiment"]

@@ -77,6 +77,17 @@ class Size:
 
 
 @dataclass(frozen=True)
+class TrainTokens:
+    """Tokens the run trained on (D of a scaling law): steps x batch x sequence length x accumulation."""
+
+    name: str = "budget"
+
+    def __call__(self, run) -> dict:
+        c = run.config
+        return {"train_tokens": c.train.steps * c.data.batch_size * c.data.seq_len * c.train.grad_accum}
+
+
+@dataclass(frozen=True)
 class WeightBytes:
     """Bytes of the model's weights as held and saved (`lmlab quantize`'s weight_bytes): int4 packed
     two per byte, with their scales, and the float norms. Not the checkpoint directory, which also

@@ -11,7 +11,7 @@ import re
 
 import numpy as np
 
-from lmlab.experiment.fit import fit_power_law
+from lmlab.experiment.fit import at_largest_budget, fit_joint_power_law, fit_power_law
 
 _LENGTH = re.compile(r"^bpb@(\d+)$")
 
@@ -57,17 +57,20 @@ def bpb_vs_length(report, path) -> None:
     plt.close(fig)
 
 
-def bars(metrics: tuple[str, ...], labels: dict | None = None):
-    """One panel per metric, one bar per variant (error bars: seed std)."""
+def per_variant(metrics: tuple[str, ...], labels: dict | None = None):
+    """One panel per metric, one point per variant with its seed std as an error bar. Points, not
+    bars: the axis spans the values, not 0 to them, so a difference of 1% stays visible."""
     labels = labels or {}
 
     def plot(report, path) -> None:
         plt = _pyplot()
         fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 4), dpi=100, squeeze=False)
         for ax, metric in zip(axes[0], metrics):
-            stats = [_stat(report, v, metric) for v in report.rows]
-            ax.bar(report.rows, [s[0] for s in stats], yerr=[s[1] for s in stats], capsize=3,
-                   color=[f"C{i}" for i in range(len(report.rows))])
+            for i, variant in enumerate(report.rows):
+                mean, std = _stat(report, variant, metric)
+                ax.errorbar([i], [mean], yerr=[std], fmt="o", capsize=4, color=f"C{i}")
+            ax.set_xticks(range(len(report.rows)), report.rows)
+            ax.margins(x=0.15, y=0.2)
             ax.set_title(labels.get(metric, metric))
             ax.tick_params(axis="x", rotation=30)
             ax.grid(axis="y", alpha=0.3)
@@ -79,33 +82,50 @@ def bars(metrics: tuple[str, ...], labels: dict | None = None):
     return plot
 
 
-def scaling_law(x: str = "params_non_embedding", y: str = "val_bpb"):
-    """Points, the fitted L(N) = E + A N^-alpha and its residuals."""
+def _fit_or_none(fit, *args):
+    try:
+        return fit(*args)
+    except ValueError:  # too few points or sizes: the plot shows the points alone
+        return None
+
+
+def scaling_law(x: str = "params_non_embedding", y: str = "val_bpb", d: str | None = None):
+    """Points (one colour per budget d, if given), the fitted L(N) = E + A N^-alpha at the largest
+    budget, the fitted L(N, D) at each budget (dashed), and the residuals of the fuller fit."""
 
     def plot(report, path) -> None:
         plt = _pyplot()
-        N, L = (np.asarray(v, np.float64) for v in report.points(x, y))
+        N, L, D = (np.asarray(v, np.float64) for v in (report.points(x, y, d) if d else (*report.points(x, y), [])))
+        D = D if d else None
+        single = _fit_or_none(fit_power_law, *at_largest_budget(N, D, L))
+        joint = _fit_or_none(fit_joint_power_law, N, D, L) if D is not None else None
         fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6.5), dpi=100, sharex=True,
                                           gridspec_kw={"height_ratios": [3, 1.3]})
-        top.scatter(N, L, color="C0", zorder=3, label="runs (one point per seed)")
-        try:
-            fit = fit_power_law(N, L)
-        except ValueError:
-            fit = None
-        if fit is not None:
-            grid = np.geomspace(N.min() / 1.5, N.max() * 1.5, 200)
-            top.plot(grid, fit.predict(grid), color="C1",
-                     label=f"fit: {fit.E:.3f} + {fit.A:.3g} N^-{fit.alpha:.3f}")
-            top.axhline(fit.E, color="C1", ls=":", lw=1, label=f"E = {fit.E:.3f}")
-            bottom.scatter(N, L - fit.predict(N), color="C0")
+        grid = np.geomspace(N.min() / 1.5, N.max() * 1.5, 200) if len(N) else np.array([])
+        budgets = sorted(set(D.tolist()), reverse=True) if D is not None else [None]
+        for k, budget in enumerate(budgets):
+            at = np.ones(len(N), bool) if budget is None else D == budget
+            label = "runs (one point per seed)" + ("" if budget is None else f", {d} = {budget:,.0f}")
+            top.scatter(N[at], L[at], color=f"C{k}", zorder=3, label=label)
+            if joint is not None:
+                top.plot(grid, joint.predict(grid, budget), color=f"C{k}", ls="--", lw=1)
+                bottom.scatter(N[at], L[at] - joint.predict(N[at], budget), color=f"C{k}")
+            elif single is not None and k == 0:
+                bottom.scatter(N[at], L[at] - single.predict(N[at]), color=f"C{k}")
+        if single is not None:
+            top.plot(grid, single.predict(grid), color="k", lw=1.2,
+                     label=f"L(N) = {single.E:.3f} + {single.A:.3g} N^-{single.alpha:.3f}")
+            top.axhline(single.E, color="k", ls=":", lw=1, label=f"E = {single.E:.3f}")
+        if joint is not None:
+            top.plot([], [], color="gray", ls="--", lw=1, label=f"L(N, D): alpha {joint.alpha:.3f}, beta {joint.beta:.3f}")
         bottom.axhline(0, color="gray", lw=1)
         top.set_xscale("log")
         top.set_ylabel(f"{y} (held-out)")
         top.set_title(_title(report, f"{y} against {x}"))
-        top.legend()
+        top.legend(fontsize=8)
         top.grid(alpha=0.3)
         bottom.set_xlabel(f"{x} (N)")
-        bottom.set_ylabel("residual")
+        bottom.set_ylabel("residual (L(N, D) fit)" if joint is not None else "residual")
         bottom.grid(alpha=0.3)
         fig.tight_layout()
         fig.savefig(path)

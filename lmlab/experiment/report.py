@@ -16,7 +16,7 @@ import pathlib
 import subprocess
 from dataclasses import dataclass, field
 
-from lmlab.experiment.plots import bars
+from lmlab.experiment.plots import per_variant
 from lmlab.experiment.runner import MEASUREMENTS, Context, finished, read_json, trained
 from lmlab.experiment.spec import Experiment, Job
 
@@ -39,11 +39,12 @@ class Report:
     def rows(self) -> list[str]:
         return [*self.variants, *self.prerequisites]
 
-    def points(self, x: str, y: str) -> tuple[list[float], list[float]]:
-        """Every finished run's (x, y) where it has both: one point per seed."""
-        pts = [(r["metrics"][x], r["metrics"][y]) for r in self.runs if r["status"] == "finished"
-               and r["metrics"].get(x) is not None and r["metrics"].get(y) is not None]
-        return [p[0] for p in pts], [p[1] for p in pts]
+    def points(self, *metrics: str) -> tuple[list[float], ...]:
+        """Every finished run's values of the metrics where it has them all (one point per seed),
+        as one list per metric."""
+        pts = [[r["metrics"][m] for m in metrics] for r in self.runs if r["status"] == "finished"
+               and all(r["metrics"].get(m) is not None for m in metrics)]
+        return tuple([p[i] for p in pts] for i in range(len(metrics)))
 
     def values(self, variant: str, metric: str) -> list[float]:
         return [r["metrics"][metric] for r in self.runs if r["variant"] == variant and r["status"] == "finished"
@@ -182,7 +183,7 @@ def write(ctx: Context, jobs: list[Job], out_dir: pathlib.Path, command: str) ->
         log.warning("matplotlib is not installed: no %s (pip install 'lmlab[plot]')", png)
     else:
         matplotlib.use("Agg")
-        (ctx.experiment.plot or bars((ctx.experiment.primary,)))(report, png)
+        (ctx.experiment.plot or per_variant((ctx.experiment.primary,)))(report, png)
         written.append(png)
     return written
 

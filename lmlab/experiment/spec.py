@@ -74,7 +74,7 @@ class Experiment:
     measures: Sequence[Any] = ()                # lmlab.experiment.measure objects
     primary: str = "val_bpb"                    # the metric findings are judged on (bpb, or e.g. "bleu")
     table: Sequence[str] = ()                   # metric columns of the table; () = every metric
-    plot: Callable | None = None                # plot(report, path): lmlab.experiment.plots; None: bars of `primary`
+    plot: Callable | None = None                # plot(report, path): lmlab.experiment.plots; None: `primary` per variant
     analyze: Callable | None = None             # analyze(report) -> (markdown, json-able dict), e.g. a fit
     description: str = ""
     slurm: dict = field(default_factory=dict)   # sbatch options per array task, e.g. {"cpus-per-task": 2}

@@ -15,9 +15,10 @@ from lmlab.experiment.runner import Context, train_command, trained
 from lmlab.models import build_model
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+SIZES = ["L2-d32", "L2-d64", "L3-d96", "L4-d128", "L6-d192", "L8-d256", "L8-d384"]
 FILES = {"positions": ["rope", "learned", "sinusoidal", "alibi", "none"],
          "attention_heads": ["mha", "gqa4", "gqa2", "mqa"],
-         "scaling_law": ["L2-d32", "L2-d64", "L3-d96", "L4-d128", "L6-d192", "L8-d256", "L8-d384"],
+         "scaling_law": [*SIZES, *(f"{s}-{d}" for d in ("D1.5M", "D0.74M") for s in SIZES[:-1])],
          "norms": ["rmsnorm", "layernorm", "rmsnorm-post", "layernorm-post"],
          "distillation": ["alone", "a0.5-T1", "a0.5-T2", "a0.9-T1", "a0.9-T2"],
          "quantization": ["float32", "bfloat16", "int8", "int4-g32", "int4-g64", "int4-g128", "qat", "qat-int4"],
@@ -94,14 +95,21 @@ def test_quantization_derives_from_each_seeds_float_run(tmp_path):
     assert {j.kind for j in ctx.jobs() if j.variant in ("float32", "qat")} == {"train"}
 
 
-def test_scaling_law_sizes_span_1e5_to_1e7_parameters_at_one_token_budget():
+def test_scaling_law_sizes_span_1e5_to_1e7_parameters_and_six_of_them_three_budgets():
     ctx = Context.load(ROOT / "experiments" / "scaling_law.py", scale="full", seeds=1, runs_dir="/nonexistent")
     jobs = ctx.jobs()
-    sizes = [_params(j.config, j.config.tokenizer.vocab_size) for j in jobs]
+    full = [j for j in jobs if j.variant in SIZES]
+    sizes = [_params(j.config, j.config.tokenizer.vocab_size) for j in full]
     assert sizes == sorted(sizes) and len(set(sizes)) >= 6
     assert 1e5 <= sizes[0] <= 3e5 and 1e7 <= sizes[-1] <= 3e7, sizes
-    budgets = {j.config.train.steps * j.config.data.batch_size * j.config.data.seq_len for j in jobs}
-    assert budgets == {2900 * 8 * 128}
+    tokens = {j.variant: j.config.train.steps * j.config.data.batch_size * j.config.data.seq_len for j in jobs}
+    assert {tokens[v] for v in SIZES} == {2900 * 8 * 128}
+    for size in SIZES[:-1]:  # a shorter budget changes the steps and nothing else
+        assert (tokens[f"{size}-D1.5M"], tokens[f"{size}-D0.74M"]) == (1440 * 1024, 720 * 1024)
+        by = {j.variant: j.config.to_dict() for j in jobs if j.variant.startswith(size + "-") or j.variant == size}
+        for budget in ("D1.5M", "D0.74M"):
+            shorter = by[f"{size}-{budget}"]
+            assert {**shorter, "train": {**shorter["train"], "steps": 2900}} == by[size]
 
 
 @pytest.mark.slow
@@ -119,7 +127,7 @@ def test_runs_end_to_end_at_tiny_scale(name, tmp_path, capsys):
     n_runs = len(FILES[name]) + len(data["prerequisites"])
     assert {r["status"] for r in data["runs"]} == {"finished"} and len(data["runs"]) == n_runs
     if name == "scaling_law":
-        assert data["analysis"] is not None and data["analysis"]["points"] == 7
+        assert data["analysis"]["points"] == 7 and data["analysis"]["joint"]["n"] == len(FILES[name])
     for req in data["prerequisites"]:  # the distillation teacher's row
         assert f"\n| {req} (prerequisite) | 1 |" in md
     metrics = {r["variant"]: r["metrics"] for r in data["runs"]}
