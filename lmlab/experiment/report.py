@@ -154,7 +154,8 @@ def environment(ctx: Context, command: str, report: Report) -> dict:
             return ""
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--untracked-files=no"):
+    # Changed code marks the commit; changed result files (this very report, regenerated) do not.
+    if git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude,glob)**/results/**"):
         commit += " (with uncommitted changes)"
     hosts = sorted({f"{h['node']}: {h['device_kind']} ({h['backend']}, {h['device_count']} device(s)), "
                     f"{h['cpus']} CPUs" for r in report.runs if (h := r.get("host"))})

@@ -2,6 +2,8 @@
 n/a for what does not apply, and unfinished runs listed rather than averaged."""
 
 import json
+import subprocess
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -110,3 +112,22 @@ def test_prerequisite_row_eval_metrics_and_a_derived_run(write_experiment, tmp_p
     assert data["prerequisites"] == ["teacher"]
     assert {r["variant"]: r["kind"] for r in data["runs"]} == {"teacher": "prerequisite", "alone": "train",
                                                                "kd": "train", "int8": "derive"}
+
+
+def test_commit_is_marked_dirty_by_changed_code_not_by_regenerated_results(tmp_path):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "experiments" / "results").mkdir(parents=True)
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "experiments" / "results" / "exp.md").write_text("old table\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    ctx = SimpleNamespace(root=tmp_path, scale="full")
+    empty = SimpleNamespace(runs=[])
+    (tmp_path / "experiments" / "results" / "exp.md").write_text("new table\n")
+    clean = report.environment(ctx, "cmd", empty)["commit"]
+    assert "uncommitted" not in clean and len(clean) >= 7
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert report.environment(ctx, "cmd", empty)["commit"] == clean + " (with uncommitted changes)"
