@@ -24,8 +24,21 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from lmlab import distributed
 from lmlab import flops as flops_lib
 from lmlab import profile_summary
+from lmlab import sharding
+from lmlab.data.host_loader import HostLoader
+from lmlab.data.token_file import read_token_file, write_token_file
+from lmlab.decode.sampling import generate
+from lmlab.models import count_params
+from lmlab.ops.attention import IMPLS, attention
+from lmlab.ops.attention_memory import compiled_memory
+from lmlab.tasks import get_task
+from lmlab.train import frozen as frozen_lib
+from lmlab.train.optimizer import make_schedule
+from lmlab.train.state import init_state
+from lmlab.train.step import make_train_chunk
 
 log = logging.getLogger("lmlab")
 
@@ -51,6 +64,22 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
 
 # --------------------------------------------------------------------------------------- train
 
+def _profiled_calls(compiled, state, args: tuple, profile_dir, calls: int, steps_per_call: int) -> tuple:
+    """Runs `calls` more train calls under jax.profiler.trace; (the new state, lmlab.profile_summary's
+    time per optimizer step of each XLA instruction, or {"error", "trace_dir"} without device events)."""
+    with jax.profiler.trace(str(profile_dir), create_perfetto_trace=True):
+        for _ in range(calls):
+            state, metrics = compiled(state, *args)  # the state is donated: keep the new one
+            jax.block_until_ready((state, metrics))
+    module = re.match(r"HloModule ([^\s,]+)", compiled.as_text())
+    try:
+        return state, profile_summary.summarize_trace(profile_dir, calls=calls * steps_per_call,
+                                                      module=module.group(1) if module else None)
+    except profile_summary.TraceError as e:  # e.g. no device events (CUPTI missing): keep the timings
+        log.warning("bench train: no profile table: %s", e)
+        return state, {"error": str(e), "trace_dir": str(profile_dir)}
+
+
 def bench_train(config, *, steps: int = 5, name: str | None = None, profile_dir: str | None = None,
                 profile_calls: int = 3) -> dict:
     """Times `steps` calls (each `train.steps_per_call` optimizer steps) of the trainer's chunk.
@@ -63,20 +92,11 @@ def bench_train(config, *, steps: int = 5, name: str | None = None, profile_dir:
     The vocabulary size is `config.tokenizer.vocab_size` (for a char tokenizer the trainer would
     take it from the corpus instead).
     """
-    from lmlab.models import count_params
-    from lmlab.tasks import get_task
-    from lmlab.train.optimizer import make_schedule
-    from lmlab.train.state import init_state
-    from lmlab.train import frozen as frozen_lib
-    from lmlab.train.step import make_train_chunk
-
     if steps < 1 or profile_calls < 1:
         raise BenchArgumentError(f"need at least one timed and one profiled call, got steps={steps}, "
                                  f"profile_calls={profile_calls}")
     t, data = config.train, config.data
     vocab_size = config.tokenizer.vocab_size
-    from lmlab import distributed
-    from lmlab import sharding
 
     distributed.initialize_distributed()
     mesh = sharding.make_mesh(config.get("mesh"))  # the trainer's mesh: every device unless configured
@@ -113,17 +133,8 @@ def bench_train(config, *, steps: int = 5, name: str | None = None, profile_dir:
 
     profile = None
     if profile_dir is not None:
-        with jax.profiler.trace(str(profile_dir), create_perfetto_trace=True):
-            for _ in range(profile_calls):
-                state, metrics = compiled(state, train_arrays, frozen_params)
-                jax.block_until_ready((state, metrics))
-        module = re.match(r"HloModule ([^\s,]+)", compiled.as_text())
-        try:
-            profile = profile_summary.summarize_trace(profile_dir, calls=profile_calls * t.steps_per_call,
-                                                      module=module.group(1) if module else None)
-        except profile_summary.TraceError as e:  # e.g. no device events (CUPTI missing): keep the timings
-            log.warning("bench train: no profile table: %s", e)
-            profile = {"error": str(e), "trace_dir": str(profile_dir)}
+        state, profile = _profiled_calls(compiled, state, (train_arrays, frozen_params), profile_dir, profile_calls,
+                                         t.steps_per_call)
 
     step_time_s = call_s / t.steps_per_call
     tokens_per_sec = task.tokens_per_batch() * t.grad_accum / step_time_s
@@ -167,9 +178,6 @@ def bench_loader(config, *, token_file: str | None = None, n_tokens: int = 1 << 
 
     import numpy as np
 
-    from lmlab import sharding
-    from lmlab.data.host_loader import HostLoader
-    from lmlab.data.token_file import read_token_file, write_token_file
 
     if calls < 1 or n_tokens <= config.data.seq_len:
         raise BenchArgumentError(f"need calls >= 1 and more tokens than data.seq_len, got {calls}, {n_tokens}")
@@ -233,8 +241,6 @@ def bench_attention(*, impls: Sequence[str] | None = None, lengths: Sequence[int
     Each (impl, T) is one row; a combination that is unavailable here, fails to compile or whose
     compiled peak exceeds the device's memory gets an "error" field and null measurements.
     """
-    from lmlab.ops.attention import IMPLS, attention
-    from lmlab.ops.attention_memory import compiled_memory
 
     backend = jax.default_backend()
     available = available_attention_impls(backend)
@@ -309,7 +315,6 @@ def bench_decode(run, *, batch_sizes: Sequence[int] = (1, 8, 32), new_tokens: in
     step without it; the result then also holds that `source_len`. Encoder-only (BERT) runs have
     nothing to decode and are refused.
     """
-    from lmlab.decode.sampling import generate
 
     if not run.model.decodes:
         raise BenchArgumentError(
