@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import jax
 import numpy as np
+from tqdm import tqdm
 
 from lmlab import config as config_lib
 from lmlab import distributed
@@ -215,6 +216,27 @@ def _postfix(loss: float, tokens_per_sec: float, task_means: dict, val: dict | N
     return postfix
 
 
+class _FirstCallsTrace:
+    """A jax.profiler trace of the first `calls` train calls after compilation, written to
+    `directory` (TensorBoard's profile plugin or Perfetto read it); calls=0: none."""
+
+    def __init__(self, calls: int, directory: pathlib.Path):
+        self.left = calls
+        if self.left:
+            jax.profiler.start_trace(str(directory))
+
+    def called(self) -> None:
+        if self.left:
+            self.left -= 1
+            if not self.left:
+                jax.profiler.stop_trace()
+
+    def stop(self) -> None:  # a run ended or stopped before its traced calls were done
+        if self.left:
+            self.left = 0
+            jax.profiler.stop_trace()
+
+
 def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
     distributed.initialize_distributed()  # a no-op unless the environment names several processes
     primary = distributed.is_primary()
@@ -241,28 +263,17 @@ def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
     stop_signal = []
     previous_handlers = {s: signal.signal(s, lambda signum, _frame: stop_signal.append(signum))
                          for s in (signal.SIGTERM, signal.SIGINT)}
-    bar = None
-    if progress and primary:
-        from tqdm import tqdm
-
-        bar = tqdm(total=t.steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
-                   mininterval=1.0, smoothing=0.1)
+    bar = tqdm(total=t.steps, initial=step, desc="train", unit="step", dynamic_ncols=True, mininterval=1.0,
+               smoothing=0.1) if progress and primary else None
     last_good_step = step if r.resumed else None
     task_window = MetricWindow()
-    # jax.profiler trace of the first train calls after compilation (TensorBoard's profile
-    # plugin or Perfetto read <run>/profile).
-    profile_left = t.profile_chunks if primary else 0
-    if profile_left:
-        jax.profiler.start_trace(str(run_dir / "profile"))
+    tracer = _FirstCallsTrace(t.profile_chunks if primary else 0, run_dir / "profile")
     try:
         while step < t.steps:
             t0 = time.perf_counter()
             state, chunk_metrics = chunk_fn(state, next(inputs), frozen_params)
             chunk_metrics = jax.device_get(chunk_metrics)
-            if profile_left:
-                profile_left -= 1
-                if not profile_left:
-                    jax.profiler.stop_trace()
+            tracer.called()
             tokens_per_sec = n_chunk * tokens_per_step / (time.perf_counter() - t0)
             last_good = (f"step {last_good_step} in {checkpointer.directory}" if last_good_step is not None
                          else "none saved yet")
@@ -291,8 +302,7 @@ def _train(config, run_dir: pathlib.Path, *, progress: bool) -> dict:
                 raise Interrupted(stop_signal[0] if stop_signal else signal.SIGTERM, step)
     finally:
         inputs.close()
-        if profile_left:
-            jax.profiler.stop_trace()
+        tracer.stop()
         if bar is not None:
             bar.close()
         checkpointer.close()
