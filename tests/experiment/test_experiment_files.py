@@ -23,7 +23,7 @@ FILES = {"positions": ["rope", "learned", "sinusoidal", "alibi", "none"],
          "distillation": ["alone", "a0.5-T1", "a0.5-T2", "a0.9-T1", "a0.9-T2"],
          "quantization": ["float32", "bfloat16", "int8", "int4-g32", "int4-g64", "int4-g128", "qat", "qat-int4"],
          "label_smoothing": ["ls-0", "ls-0.1"],
-         "tokenizers": ["bpe-2048", "char", "bpe-512", "bpe-8192"]}
+         "tokenizers": ["bpe-2048", "char", "bpe-512", "bpe-8192", "char-time", "bpe-512-time", "bpe-8192-time"]}
 CORPORA = {"label_smoothing": ("ui_en_fr", "jupyterlab_en_fr_tiny")}  # (full, tiny); the others Shakespeare's
 
 
@@ -57,6 +57,18 @@ def test_positions_and_heads_grids():
     ctx = Context.load(ROOT / "experiments" / "attention_heads.py", scale="full", seeds=1, runs_dir="/nonexistent")
     heads = {j.variant: (j.config.model.d_model, j.config.model.n_heads, j.config.model.n_kv_heads) for j in ctx.jobs()}
     assert heads == {"mha": (128, 8, 8), "gqa4": (128, 8, 4), "gqa2": (128, 8, 2), "mqa": (128, 8, 1)}
+
+
+def test_tokenizers_at_equal_time_scale_steps_by_measured_throughput():
+    ctx = Context.load(ROOT / "experiments" / "tokenizers.py", scale="full", seeds=1, runs_dir="/nonexistent")
+    by = {j.variant: j.config for j in ctx.jobs()}
+    for name in ("char", "bpe-512", "bpe-8192"):
+        same_steps, same_time = by[name].to_dict(), by[f"{name}-time"].to_dict()
+        assert {**same_time, "train": {**same_time["train"], "steps": 2900}} == same_steps
+    seconds = {v: c.train.steps / {"bpe-2048": 14421, "char-time": 18847, "bpe-512-time": 16118,
+                                   "bpe-8192-time": 9638}[v] for v, c in by.items() if v == "bpe-2048" or v.endswith("-time")}
+    assert max(seconds.values()) / min(seconds.values()) < 1.01  # equal time within the rounding to 20 steps
+    assert by["char-time"].train.steps > by["bpe-512-time"].train.steps > 2900 > by["bpe-8192-time"].train.steps
 
 
 def test_distillation_teacher_is_the_runs_own_command_and_counts_once_trained(tmp_path):
