@@ -99,7 +99,7 @@ def fit_power_law(N, L, *, grid: int = 400, iterations: int = 100) -> PowerLawFi
             lo = a
     alpha = (lo + hi) / 2
     E, A_scaled, best = _solve(x, L, alpha)
-    return PowerLawFit(E=E, A=A_scaled * scale ** alpha, alpha=alpha, rss=best, n=len(L),
+    return PowerLawFit(E=E, A=float(A_scaled * scale ** alpha), alpha=float(alpha), rss=best, n=len(L),
                        at_bound=i in (0, grid - 1))
 
 
@@ -180,7 +180,7 @@ def scaling_law_analysis(x: str = "params_non_embedding", y: str = "val_bpb", d:
             fit = fit_power_law(Nt, Lt)
         except ValueError as e:
             return f"## Fit\n\nNo fit: {e}.", None
-        where = f", at the largest budget {d} = {max(D):,}" if D is not None and len(set(D)) > 1 else ""
+        where = f", at the largest budget {d} = {max(D):,.0f}" if D is not None and len(set(D)) > 1 else ""
         lines = ["## Fit", "", *_power_law_text(fit, x, y, where)]
         result = {"E": fit.E, "A": fit.A, "alpha": fit.alpha, "rss": fit.rss, "rms": fit.rms,
                   "points": fit.n, "at_bound": fit.at_bound, "x": x, "y": y}
