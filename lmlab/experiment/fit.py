@@ -142,13 +142,23 @@ def at_largest_budget(N, D, L) -> tuple[list, list]:
     return [n for n, d in zip(N, D) if d == top], [v for v, d in zip(L, D) if d == top]
 
 
-def _power_law_text(fit: PowerLawFit, x: str, y: str, where: str) -> list[str]:
+def best_size(N, L) -> tuple[float, float, bool]:
+    """(the N with the lowest mean L over its seeds, that mean, whether a larger N has a higher mean)."""
+    means = {n: float(np.mean([v for m, v in zip(N, L) if m == n])) for n in set(N)}
+    best = min(means, key=means.get)
+    return best, means[best], best < max(means)
+
+
+def _power_law_text(fit: PowerLawFit, N, L, x: str, y: str, where: str) -> list[str]:
+    n_best, l_best, larger_worse = best_size(N, L)
+    shape = (f"The loss is lowest at N = {n_best:,.0f} ({l_best:.4f}); the larger sizes are worse at this budget, "
+             "which a power law falling in N cannot follow (their points sit above the curve)." if larger_worse else
+             "The loss falls from each size to the next larger one.")
     lines = [f"Least squares over {fit.n} runs (one point per seed{where}), N = {x}, L = {y}:",
-             f"L(N) = {fit.E:.4f} + {fit.A:.4g} * N^-{fit.alpha:.4f}; residual RMS {fit.rms:.4f}.", "",
+             f"L(N) = {fit.E:.4f} + {fit.A:.4g} * N^-{fit.alpha:.4f}; residual RMS {fit.rms:.4f}. {shape}", "",
              f"Exponent against the literature: Kaplan et al. 2020 alpha_N ~ {KAPLAN_ALPHA_N} (non-embedding "
              f"parameters, nats per token, models trained to convergence on WebText2); Hoffmann et al. 2022 "
-             f"alpha = {HOFFMANN_ALPHA} (all parameters, in a joint fit with data size). At a fixed token "
-             "budget the larger models here are undertrained, which flattens the curve at the large end."]
+             f"alpha = {HOFFMANN_ALPHA} (all parameters, in a joint fit with data size)."]
     if fit.at_bound:
         lines += ["", "**The fit has no interior optimum** (alpha at the end of its search range): over these "
                   "sizes the loss is not a saturating power law (it falls log-linearly, or does not fall), so "
@@ -181,7 +191,7 @@ def scaling_law_analysis(x: str = "params_non_embedding", y: str = "val_bpb", d:
         except ValueError as e:
             return f"## Fit\n\nNo fit: {e}.", None
         where = f", at the largest budget {d} = {max(D):,.0f}" if D is not None and len(set(D)) > 1 else ""
-        lines = ["## Fit", "", *_power_law_text(fit, x, y, where)]
+        lines = ["## Fit", "", *_power_law_text(fit, Nt, Lt, x, y, where)]
         result = {"E": fit.E, "A": fit.A, "alpha": fit.alpha, "rss": fit.rss, "rms": fit.rms,
                   "points": fit.n, "at_bound": fit.at_bound, "x": x, "y": y}
         if D is not None:

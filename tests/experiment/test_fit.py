@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from lmlab.experiment.fit import at_largest_budget, fit_joint_power_law, fit_power_law
+from lmlab.experiment.fit import at_largest_budget, best_size, fit_joint_power_law, fit_power_law
 
 
 @pytest.mark.parametrize("E, A, alpha", [
@@ -98,3 +98,9 @@ def test_single_fit_takes_the_largest_budget_only():
     N, D, L = [1, 2, 3, 1, 2], [5, 5, 5, 9, 9], [0.1, 0.2, 0.3, 0.4, 0.5]
     assert at_largest_budget(N, D, L) == ([1, 2], [0.4, 0.5])
     assert at_largest_budget(N, None, L) == (N, L)
+
+
+def test_best_size_is_the_lowest_mean_over_seeds_and_says_whether_larger_ones_are_worse():
+    N = [1, 1, 2, 2, 3, 3]
+    assert best_size(N, [3.0, 3.2, 2.0, 2.4, 2.5, 2.5]) == (2, pytest.approx(2.2), True)
+    assert best_size(N, [3.0, 3.2, 2.0, 2.4, 2.1, 2.1]) == (3, pytest.approx(2.1), False)
