@@ -91,7 +91,8 @@ def _fit_or_none(fit, *args):
 
 def scaling_law(x: str = "params_non_embedding", y: str = "val_bpb", d: str | None = None):
     """Points (one colour per budget d, if given), the fitted L(N) = E + A N^-alpha at the largest
-    budget, the fitted L(N, D) at each budget (dashed), and the residuals of the fuller fit."""
+    budget, the fitted L(N, D) at each budget (dashed), and the residuals of the fuller fit
+    (L(N, D) where it fits, else L(N))."""
 
     def plot(report, path) -> None:
         plt = _pyplot()
@@ -125,7 +126,7 @@ def scaling_law(x: str = "params_non_embedding", y: str = "val_bpb", d: str | No
         top.legend(fontsize=8)
         top.grid(alpha=0.3)
         bottom.set_xlabel(f"{x} (N)")
-        bottom.set_ylabel("residual (L(N, D) fit)" if joint is not None else "residual")
+        bottom.set_ylabel("residual")
         bottom.grid(alpha=0.3)
         fig.tight_layout()
         fig.savefig(path)
