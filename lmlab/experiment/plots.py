@@ -100,7 +100,7 @@ def scaling_law(x: str = "params_non_embedding", y: str = "val_bpb", d: str | No
         D = D if d else None
         single = _fit_or_none(fit_power_law, *at_largest_budget(N, D, L))
         joint = _fit_or_none(fit_joint_power_law, N, D, L) if D is not None else None
-        fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6.5), dpi=100, sharex=True,
+        fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6.5), dpi=100, sharex=True, layout="constrained",
                                           gridspec_kw={"height_ratios": [3, 1.3]})
         grid = np.geomspace(N.min() / 1.5, N.max() * 1.5, 200) if len(N) else np.array([])
         budgets = sorted(set(D.tolist()), reverse=True) if D is not None else [None]
@@ -128,7 +128,6 @@ def scaling_law(x: str = "params_non_embedding", y: str = "val_bpb", d: str | No
         bottom.set_xlabel(f"{x} (N)")
         bottom.set_ylabel("residual")
         bottom.grid(alpha=0.3)
-        fig.tight_layout()
         fig.savefig(path)
         plt.close(fig)
 
