@@ -23,7 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-dir", required=True)
     parser.add_argument("--job", required=True, help="job index, or 'slurm': $SLURM_ARRAY_TASK_ID")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname).1s %(message)s", datefmt="%H:%M:%S")
+    # force: importing orbax (through the runner's imports) already gave the root logger a handler,
+    # which would turn this call into a no-op and drop the run log's INFO lines.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname).1s %(message)s", datefmt="%H:%M:%S",
+                        force=True)
     for noisy in ("absl", "orbax", "jax._src.xla_bridge"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
