@@ -123,8 +123,7 @@ def fit_joint_power_law(N, D, L, *, grid: int = 60, rounds: int = 5) -> JointFit
         log_b = np.linspace(max(lo, best_b - span), min(hi, best_b + span), 41)
     alpha, beta = math.exp(best_a), math.exp(best_b)
     coef, best = _linear([x ** -alpha, y ** -beta], L)
-    edge = 1e-9
-    at_bound = any(min(abs(v - lo), abs(v - hi)) < edge for v in (best_a, best_b))
+    at_bound = any(min(abs(v - lo), abs(v - hi)) < 1e-9 for v in (best_a, best_b))
     return JointFit(E=float(coef[0]), A=float(coef[1]) * x_scale ** alpha, alpha=alpha,
                     B=float(coef[2]) * y_scale ** beta, beta=beta, rss=best, n=len(L), at_bound=at_bound)
 

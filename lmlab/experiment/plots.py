@@ -96,8 +96,8 @@ def scaling_law(x: str = "params_non_embedding", y: str = "val_bpb", d: str | No
 
     def plot(report, path) -> None:
         plt = _pyplot()
-        N, L, D = (np.asarray(v, np.float64) for v in (report.points(x, y, d) if d else (*report.points(x, y), [])))
-        D = D if d else None
+        columns = [np.asarray(v, np.float64) for v in report.points(x, y, *([d] if d else []))]
+        N, L, D = columns if d else (*columns, None)
         single = _fit_or_none(fit_power_law, *at_largest_budget(N, D, L))
         joint = _fit_or_none(fit_joint_power_law, N, D, L) if D is not None else None
         fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6.5), dpi=100, sharex=True, layout="constrained",
